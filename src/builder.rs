@@ -1,0 +1,117 @@
+//! Registry settings.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use crate::inner::{Config, Inner};
+use crate::limits::{MAX_CAPACITY, MAX_GENERATION};
+use crate::Registry;
+
+/// What happens to a thread's references when it exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ThreadExit {
+    /// Release them, as if the thread had called `release` for each
+    /// (invariant 7). The default.
+    #[default]
+    Release,
+    /// Keep them: the objects stay alive, and [`Registry::holders`] and the
+    /// [`Snapshot`](crate::Snapshot) report the exited thread as a holder
+    /// (`exited: true`). For finding the leak rather than hiding it.
+    Leak,
+}
+
+/// Builds a [`Registry`] with non-default settings.
+///
+/// ```
+/// use tether::{Registry, ThreadExit};
+///
+/// let reg: Registry<String> = Registry::builder()
+///     .capacity(1 << 20)                 // Err(Full) beyond
+///     .thread_exit(ThreadExit::Release)  // or ThreadExit::Leak
+///     .home_finalization(true)           // false: finalize on the releasing thread
+///     .build();
+/// assert_eq!(reg.capacity(), 1 << 20);
+/// ```
+pub struct Builder<T> {
+    config: Config,
+    _values: PhantomData<fn() -> T>,
+}
+
+impl<T: Send + Sync + 'static> Builder<T> {
+    /// The default settings: maximum capacity (2^24), `ThreadExit::Release`,
+    /// home finalization on, counts up to `u32::MAX`.
+    pub fn new() -> Self {
+        Builder {
+            config: Config {
+                capacity: MAX_CAPACITY as u32,
+                thread_exit: ThreadExit::Release,
+                home_finalization: true,
+                max_count: u32::MAX,
+                max_generation: MAX_GENERATION,
+            },
+            _values: PhantomData,
+        }
+    }
+
+    /// At most `n` live objects (clamped to 2^24); an insert beyond returns
+    /// [`Error::Full`](crate::Error::Full) and hands the value back. Slots are
+    /// allocated on demand, so a large capacity costs nothing up front.
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.config.capacity = n.min(MAX_CAPACITY) as u32;
+        self
+    }
+
+    /// What a thread's exit does with the references it still holds.
+    pub fn thread_exit(mut self, policy: ThreadExit) -> Self {
+        self.config.thread_exit = policy;
+        self
+    }
+
+    /// `true` (default): an object whose last reference is released on
+    /// another thread is finalized on its home thread (the inserting one) —
+    /// what makes storing thread-bound values sound. `false`: finalize on the
+    /// releasing thread, always.
+    pub fn home_finalization(mut self, on: bool) -> Self {
+        self.config.home_finalization = on;
+        self
+    }
+
+    /// Limit on one thread's count for one object (explicit references plus
+    /// proxies and guards); taking more returns
+    /// [`Error::Overflow`](crate::Error::Overflow). Default `u32::MAX`. Small
+    /// values make overflow handling easy to test.
+    pub fn max_count(mut self, n: u32) -> Self {
+        self.config.max_count = n;
+        self
+    }
+
+    /// Limit on a slot's generation (default and maximum 2^21 - 1). A slot
+    /// whose generation would pass it is retired, never reused, so a stale
+    /// handle can never name a new object. Small values make retirement easy
+    /// to test.
+    pub fn generation_limit(mut self, n: u32) -> Self {
+        self.config.max_generation = n.min(MAX_GENERATION);
+        self
+    }
+
+    /// The registry.
+    pub fn build(self) -> Registry<T> {
+        Registry {
+            inner: Inner::new(self.config),
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Default for Builder<T> {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl<T> fmt::Debug for Builder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .finish()
+    }
+}

@@ -1,0 +1,739 @@
+//! The shared registry state and its protocol.
+//!
+//! Hot paths (`retain`/`release`/`get` of a handle the thread already holds)
+//! touch only the calling thread's own [`ThreadTable`] entry plus a relaxed
+//! read of the slot's generation. The slot's state word is written only on a
+//! thread's 0↔1 transitions, pins and transfers (see [`crate::slot`]).
+//! Locks (`alloc`, `tables`, `raw`) guard bookkeeping only and are never held
+//! while user code (`Drop` of `T`) runs.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::{Arc, Weak};
+
+use crate::inbox::Sent;
+use crate::limits::{DRAIN_BATCH, GEN_BITS, INDEX_BITS, MAX_TAG, RAW_LIMIT};
+use crate::local::{refs, roots, total, ThreadTable, REF_ONE, ROOT_ONE};
+use crate::page::Pages;
+use crate::slot::{generation, holds, Slot};
+use crate::sync::{self, AtomicPtr, AtomicU64, Mutex, Ordering};
+use crate::tid::{self, ExitHook};
+use crate::{Error, Handle, InsertError, Released, ThreadExit};
+
+/// Settings fixed at build time.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) capacity: u32,
+    pub(crate) thread_exit: ThreadExit,
+    pub(crate) home_finalization: bool,
+    pub(crate) max_count: u32,
+    pub(crate) max_generation: u32,
+}
+
+/// Slot allocation bookkeeping.
+struct FreeList {
+    free: Vec<u32>,
+    /// Slots `0..next` have been handed out at least once.
+    next: u32,
+    /// Slots whose generation is exhausted; never reused.
+    retired: u32,
+}
+
+/// Raw transfer tokens in flight (see [`Transfer::into_raw`](crate::Transfer::into_raw)).
+struct RawTransfers {
+    live: HashMap<u64, Handle>,
+    /// Serials `1..next` have been issued.
+    next: u64,
+}
+
+/// Bits of a raw transfer token below the registry tag.
+const RAW_SERIAL_BITS: u32 = INDEX_BITS + GEN_BITS;
+
+/// The state shared by all clones of a [`Registry`](crate::Registry).
+pub(crate) struct Inner<T> {
+    pub(crate) tag: u64,
+    pub(crate) config: Config,
+    slots: Pages<Slot<T>>,
+    alloc: Mutex<FreeList>,
+    live: AtomicU64,
+    /// `tid` → this thread's table. Each cell is read and written only by
+    /// the thread that currently owns that `tid`.
+    threads: Pages<AtomicPtr<ThreadTable<T>>>,
+    /// Owns every table: live threads', and exited threads' that still hold
+    /// something (leaked references, proxies dropped after thread exit).
+    tables: Mutex<Vec<Arc<ThreadTable<T>>>>,
+    raw: Mutex<RawTransfers>,
+    drop_panics: AtomicU64,
+    me: Weak<Inner<T>>,
+}
+
+/// Where a reference goes in a thread's entry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Explicit (`insert`, `retain`, `claim`): releasable with `release`.
+    Ref,
+    /// A proxy or guard: released by its drop only.
+    Root,
+}
+
+impl Kind {
+    fn one(self) -> u64 {
+        match self {
+            Kind::Ref => REF_ONE,
+            Kind::Root => ROOT_ONE,
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Inner<T> {
+    pub(crate) fn new(config: Config) -> Arc<Self> {
+        sync::install_fork_handler();
+        let tag = sync::next_registry_serial() % MAX_TAG + 1;
+        Arc::new_cyclic(|me| Inner {
+            tag,
+            config,
+            slots: Pages::new(),
+            alloc: Mutex::new(FreeList {
+                free: Vec::new(),
+                next: 0,
+                retired: 0,
+            }),
+            live: AtomicU64::new(0),
+            threads: Pages::new(),
+            tables: Mutex::new(Vec::new()),
+            raw: Mutex::new(RawTransfers {
+                live: HashMap::new(),
+                next: 1,
+            }),
+            drop_panics: AtomicU64::new(0),
+            me: me.clone(),
+        })
+    }
+
+    // ----- lookups ---------------------------------------------------------
+
+    /// The slot `h` points at, after checking that this registry issued it.
+    #[inline]
+    pub(crate) fn slot(&self, h: Handle) -> Result<&Slot<T>, Error> {
+        if h.tag() != self.tag {
+            return Err(if h.tag() == 0 {
+                Error::Invalid(h.to_raw())
+            } else {
+                Error::ForeignRegistry(h)
+            });
+        }
+        if h.index() >= self.config.capacity {
+            return Err(Error::Invalid(h.to_raw()));
+        }
+        self.slots
+            .get(h.index() as usize)
+            .ok_or(Error::Invalid(h.to_raw()))
+    }
+
+    /// The calling thread's table, if it has one.
+    #[inline]
+    pub(crate) fn my_table(&self) -> Option<&ThreadTable<T>> {
+        let tid = tid::current()?;
+        let p = self.threads.get(tid as usize)?.load(Ordering::Acquire);
+        // SAFETY: only the thread owning `tid` stores into its cell: a pointer
+        // from `Arc::as_ptr` of a table owned by `self.tables`, which keeps it
+        // alive until this same thread's exit hook nulls the cell first. So a
+        // non-null value read by the owner points to a live table for as long
+        // as `&self` is borrowed on this thread.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    /// The calling thread's table, creating it on first use.
+    #[inline]
+    pub(crate) fn table(&self) -> Result<&ThreadTable<T>, Error> {
+        match self.my_table() {
+            Some(t) => Ok(t),
+            None => self.register(),
+        }
+    }
+
+    #[cold]
+    fn register(&self) -> Result<&ThreadTable<T>, Error> {
+        let tid = tid::current().ok_or(Error::ThreadExited)?;
+        let cell = self
+            .threads
+            .get_or_alloc(tid as usize)
+            .ok_or(Error::ThreadExited)?;
+        let (thread, name) = sync::current_thread();
+        let table = Arc::new(ThreadTable::new(thread, name));
+        let hook: Weak<dyn ExitHook> = self.me.clone();
+        if !tid::on_exit(hook) {
+            return Err(Error::ThreadExited);
+        }
+        let p = Arc::as_ptr(&table).cast_mut();
+        self.tables.lock().push(table);
+        cell.store(p, Ordering::Release);
+        // SAFETY: just stored by this thread; see `my_table`.
+        Ok(unsafe { &*p })
+    }
+
+    /// Drains a bounded batch of this thread's queued finalizations if any are
+    /// pending: one relaxed load when nothing is.
+    #[inline]
+    pub(crate) fn maybe_drain(&self, table: &ThreadTable<T>) {
+        if table.inbox.has_pending() {
+            self.drain(table, DRAIN_BATCH, true);
+        }
+    }
+
+    #[cold]
+    fn drain(&self, table: &ThreadTable<T>, limit: usize, only_if_pending: bool) -> usize {
+        if !table.begin_drain() {
+            return 0;
+        }
+        let n = table
+            .inbox
+            .drain(limit, only_if_pending, |v| self.dispose(v));
+        table.end_drain();
+        n
+    }
+
+    /// `pump()`: every queued finalization of the calling thread.
+    pub(crate) fn pump(&self) -> usize {
+        if sync::forked() {
+            return 0;
+        }
+        match self.my_table() {
+            Some(t) => self.drain(t, usize::MAX, false),
+            None => 0,
+        }
+    }
+
+    // ----- the protocol ----------------------------------------------------
+
+    /// Inserts `value`; the calling thread becomes its home and holds one
+    /// reference of `kind`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn insert(
+        &self,
+        value: T,
+        kind: Kind,
+    ) -> Result<(Handle, &Slot<T>, &ThreadTable<T>, &AtomicU64), InsertError<T>> {
+        if sync::forked() {
+            return Err(InsertError::new(Error::Forked, value));
+        }
+        let table = match self.table() {
+            Ok(t) => t,
+            Err(e) => return Err(InsertError::new(e, value)),
+        };
+        self.maybe_drain(table);
+        let Some(index) = self.alloc_slot() else {
+            return Err(InsertError::new(Error::Full, value));
+        };
+        let (Some(slot), Some(entry)) =
+            (self.slots.get(index as usize), table.entry_or_alloc(index))
+        else {
+            // Unreachable: `alloc_slot` allocated the slot's page and the
+            // index is below MAX_CAPACITY. Give the slot back, lose nothing.
+            self.alloc.lock().free.push(index);
+            return Err(InsertError::new(Error::Full, value));
+        };
+        let home = Arc::into_raw(Arc::clone(&table.inbox)).cast_mut();
+        let generation = slot.fill(value, home);
+        self.live.fetch_add(1, Ordering::Relaxed);
+        entry.store(kind.one(), Ordering::Relaxed);
+        Ok((Handle::new(self.tag, generation, index), slot, table, entry))
+    }
+
+    fn alloc_slot(&self) -> Option<u32> {
+        let mut a = self.alloc.lock();
+        if let Some(i) = a.free.pop() {
+            return Some(i);
+        }
+        if a.next >= self.config.capacity {
+            return None;
+        }
+        let i = a.next;
+        self.slots.get_or_alloc(i as usize)?;
+        a.next += 1;
+        Some(i)
+    }
+
+    /// Adds one reference of `kind` for the calling thread; returns its entry
+    /// and count. Access rule (invariant 5): the thread already holds the
+    /// object, is its home thread, or the object is pinned.
+    #[inline]
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn acquire(
+        &self,
+        h: Handle,
+        kind: Kind,
+    ) -> Result<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u32), Error> {
+        if sync::forked() {
+            return Err(Error::Forked);
+        }
+        let slot = self.slot(h)?;
+        let table = self.table()?;
+        self.maybe_drain(table);
+        let entry = table
+            .entry_or_alloc(h.index())
+            .ok_or(Error::Invalid(h.to_raw()))?;
+        let e = entry.load(Ordering::Relaxed);
+        if e != 0 {
+            slot.check_held(h)?;
+            let n = u64::from(refs(e)) + u64::from(roots(e));
+            if n >= u64::from(self.config.max_count) || (kind == Kind::Root && roots(e) == u32::MAX)
+            {
+                return Err(Error::Overflow(h));
+            }
+            entry.store(e + kind.one(), Ordering::Relaxed);
+            return Ok((slot, table, entry, total(e + kind.one())));
+        }
+        self.first_hold(h, slot, table)?;
+        entry.store(kind.one(), Ordering::Relaxed);
+        Ok((slot, table, entry, 1))
+    }
+
+    /// A thread's 0→1 transition: access check, then a hold on the slot.
+    #[cold]
+    fn first_hold(&self, h: Handle, slot: &Slot<T>, table: &ThreadTable<T>) -> Result<(), Error> {
+        slot.check(h)?;
+        let home = ptr::eq(slot.home_addr(), Arc::as_ptr(&table.inbox));
+        if !home && slot.extra().0 == 0 {
+            return Err(Error::NotHeld(h));
+        }
+        // The object may die between the check and here: `try_hold` refuses
+        // a dead or reused slot.
+        slot.try_hold(h)
+    }
+
+    /// `release`: gives up one explicit reference of the calling thread.
+    pub(crate) fn release(&self, h: Handle) -> Result<Released, Error> {
+        if sync::forked() {
+            return Err(Error::Forked);
+        }
+        let slot = self.slot(h)?;
+        let Some(table) = self.my_table() else {
+            slot.check(h)?;
+            return Err(Error::NotHeld(h));
+        };
+        self.maybe_drain(table);
+        let e = table.load(h.index());
+        if refs(e) == 0 {
+            slot.check(h)?;
+            return Err(Error::NotHeld(h));
+        }
+        slot.check_held(h)?;
+        let left = e - REF_ONE;
+        if let Some(entry) = table.entry(h.index()) {
+            entry.store(left, Ordering::Relaxed);
+        }
+        if left != 0 {
+            return Ok(Released::Held(total(left)));
+        }
+        Ok(self.drop_hold(slot, h, Some(table)))
+    }
+
+    /// Drops a root (proxy or guard) of the calling thread.
+    #[inline]
+    pub(crate) fn release_root(
+        &self,
+        slot: &Slot<T>,
+        h: Handle,
+        table: &ThreadTable<T>,
+        entry: &AtomicU64,
+    ) {
+        if sync::forked() {
+            return;
+        }
+        let left = entry.load(Ordering::Relaxed).wrapping_sub(ROOT_ONE);
+        entry.store(left, Ordering::Relaxed);
+        if left == 0 {
+            self.drop_hold(slot, h, Some(table));
+        }
+    }
+
+    /// Drops one hold; finalizes if it was the last.
+    pub(crate) fn drop_hold(
+        &self,
+        slot: &Slot<T>,
+        h: Handle,
+        table: Option<&ThreadTable<T>>,
+    ) -> Released {
+        if slot.drop_hold() {
+            self.finalize(slot, h, table)
+        } else {
+            Released::Held(0)
+        }
+    }
+
+    /// The last hold of `h` was just dropped by the calling thread.
+    #[cold]
+    fn finalize(&self, slot: &Slot<T>, h: Handle, table: Option<&ThreadTable<T>>) -> Released {
+        // SAFETY: our `drop_hold` returned true: the slot is ours alone.
+        let (value, home) = unsafe { slot.take() };
+        self.free_slot(slot, h);
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        let here = match (&home, table) {
+            (Some(home), Some(t)) => Arc::ptr_eq(home, &t.inbox),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        let Some(home) = home.filter(|_| !here && self.config.home_finalization) else {
+            self.dispose(value);
+            return Released::Finalized;
+        };
+        match home.send(value) {
+            Sent::Queued => Released::Queued,
+            Sent::Closed(value) => {
+                self.dispose(value);
+                Released::Finalized
+            }
+            Sent::Orphaned => {
+                // The home thread exited during our send: it may have missed
+                // the value, so drop whatever is left here.
+                home.drain(usize::MAX, false, |v| self.dispose(v));
+                Released::Finalized
+            }
+        }
+    }
+
+    /// Returns a finalized slot to the free list under its next generation,
+    /// or retires it if the generation is exhausted.
+    fn free_slot(&self, slot: &Slot<T>, h: Handle) {
+        let next = h.generation() + 1;
+        if next > self.config.max_generation {
+            self.alloc.lock().retired += 1;
+        } else {
+            slot.reset(next);
+            self.alloc.lock().free.push(h.index());
+        }
+    }
+
+    /// Drops a value, catching a panic in its `Drop` (invariant 10).
+    pub(crate) fn dispose(&self, value: T) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+            self.drop_panics.fetch_add(1, Ordering::Relaxed);
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+        }
+    }
+
+    /// Moves one explicit reference (`Kind::Ref`) or the proxy's root
+    /// (`Kind::Root`, given its entry) into a new in-flight transfer.
+    pub(crate) fn transfer_out(&self, h: Handle, kind: Kind) -> Result<(), Error> {
+        if sync::forked() {
+            return Err(Error::Forked);
+        }
+        let slot = self.slot(h)?;
+        let Some(table) = self.my_table() else {
+            slot.check(h)?;
+            return Err(Error::NotHeld(h));
+        };
+        let e = table.load(h.index());
+        let have = match kind {
+            Kind::Ref => refs(e),
+            Kind::Root => roots(e),
+        };
+        if have == 0 {
+            slot.check(h)?;
+            return Err(Error::NotHeld(h));
+        }
+        slot.check_held(h)?;
+        let left = e - kind.one();
+        if left != 0 {
+            // The thread keeps its hold; the token needs its own.
+            slot.try_hold(h)?;
+        } // else: the thread's hold becomes the token's.
+        slot.add_transfer();
+        if let Some(entry) = table.entry(h.index()) {
+            entry.store(left, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Turns an in-flight transfer's hold into a reference of `kind` for the
+    /// calling thread. On error the caller still owns the transfer's hold.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn claim_in(
+        &self,
+        h: Handle,
+        kind: Kind,
+    ) -> Result<(&Slot<T>, &ThreadTable<T>, &AtomicU64), Error> {
+        if sync::forked() {
+            return Err(Error::Forked);
+        }
+        let slot = self.slot(h)?;
+        let table = self.table()?;
+        self.maybe_drain(table);
+        let entry = table
+            .entry_or_alloc(h.index())
+            .ok_or(Error::Invalid(h.to_raw()))?;
+        let e = entry.load(Ordering::Relaxed);
+        if e == 0 {
+            // The token's hold becomes the thread's.
+            entry.store(kind.one(), Ordering::Relaxed);
+            slot.sub_transfer();
+            return Ok((slot, table, entry));
+        }
+        let n = u64::from(refs(e)) + u64::from(roots(e));
+        if n >= u64::from(self.config.max_count) || (kind == Kind::Root && roots(e) == u32::MAX) {
+            return Err(Error::Overflow(h));
+        }
+        entry.store(e + kind.one(), Ordering::Relaxed);
+        slot.sub_transfer();
+        // The thread already had a hold: the token's is surplus. Not the last.
+        let last = slot.drop_hold();
+        debug_assert!(!last, "a claiming holder cannot drop the last hold");
+        Ok((slot, table, entry))
+    }
+
+    /// Releases an in-flight transfer that is dropped unclaimed.
+    pub(crate) fn drop_transfer(&self, h: Handle) -> Released {
+        if sync::forked() {
+            return Released::Held(0);
+        }
+        let Ok(slot) = self.slot(h) else {
+            return Released::Held(0);
+        };
+        slot.sub_transfer();
+        let table = self.my_table();
+        self.drop_hold(slot, h, table)
+    }
+
+    /// Registers a transfer's hold under a fresh raw token.
+    pub(crate) fn raw_out(&self, h: Handle) -> u64 {
+        let mut raw = self.raw.lock();
+        let serial = raw.next;
+        raw.next += 1;
+        let token = (self.tag << RAW_SERIAL_BITS) | (serial & ((1 << RAW_SERIAL_BITS) - 1));
+        raw.live.insert(token, h);
+        token
+    }
+
+    /// Takes a raw token's hold back; the caller owns it after `Ok`.
+    pub(crate) fn raw_in(&self, token: u64) -> Result<Handle, Error> {
+        if sync::forked() {
+            return Err(Error::Forked);
+        }
+        if token >= RAW_LIMIT || token >> RAW_SERIAL_BITS != self.tag {
+            return Err(Error::Invalid(token));
+        }
+        let mut raw = self.raw.lock();
+        if let Some(h) = raw.live.remove(&token) {
+            return Ok(h);
+        }
+        let serial = token & ((1 << RAW_SERIAL_BITS) - 1);
+        Err(if serial != 0 && serial < raw.next {
+            Error::TransferClaimed
+        } else {
+            Error::Invalid(token)
+        })
+    }
+
+    /// `pin`: one more pin (and hold) on the object.
+    pub(crate) fn pin(&self, h: Handle) -> Result<(), Error> {
+        let (slot, table, temporary) = self.hold_for_op(h)?;
+        if !temporary {
+            // The thread keeps its own hold: the pin needs one of its own.
+            slot.try_hold(h)?;
+        } // else: the temporary hold becomes the pin's.
+        if !slot.add_pin() {
+            self.drop_hold(slot, h, Some(table));
+            return Err(Error::Overflow(h));
+        }
+        Ok(())
+    }
+
+    /// `unpin`: removes one pin (and its hold).
+    pub(crate) fn unpin(&self, h: Handle) -> Result<(), Error> {
+        let (slot, table, temporary) = self.hold_for_op(h)?;
+        let result = if slot.remove_pin() {
+            // The pin's hold: not the last, the caller holds one too.
+            let last = slot.drop_hold();
+            debug_assert!(!last, "unpin cannot drop the last hold");
+            Ok(())
+        } else {
+            Err(Error::NotPinned(h))
+        };
+        if temporary {
+            self.drop_hold(slot, h, Some(table));
+        }
+        result
+    }
+
+    /// Makes sure the calling thread holds `h` for the duration of an
+    /// operation: `temporary == true` if a hold was taken just for it (by the
+    /// access rule) and must be given back or handed on.
+    fn hold_for_op(&self, h: Handle) -> Result<(&Slot<T>, &ThreadTable<T>, bool), Error> {
+        if sync::forked() {
+            return Err(Error::Forked);
+        }
+        let slot = self.slot(h)?;
+        let table = self.table()?;
+        self.maybe_drain(table);
+        if table.load(h.index()) != 0 {
+            slot.check_held(h)?;
+            return Ok((slot, table, false));
+        }
+        self.first_hold(h, slot, table)?;
+        Ok((slot, table, true))
+    }
+
+    /// `count`: the calling thread's own count.
+    pub(crate) fn count(&self, h: Handle) -> Result<u32, Error> {
+        if sync::forked() {
+            return Err(Error::Forked);
+        }
+        let slot = self.slot(h)?;
+        let e = self.my_table().map_or(0, |t| t.load(h.index()));
+        if e != 0 {
+            slot.check_held(h)?;
+            return Ok(total(e));
+        }
+        slot.check(h)?;
+        Ok(0)
+    }
+
+    /// `holders`: every thread's count, exited threads included.
+    pub(crate) fn holders(&self, h: Handle) -> Result<Vec<(sync::ThreadId, u32, bool)>, Error> {
+        if sync::forked() {
+            return Err(Error::Forked);
+        }
+        let slot = self.slot(h)?;
+        slot.check(h)?;
+        let mut out = Vec::new();
+        for t in self.tables.lock().iter() {
+            let e = t.load(h.index());
+            if e != 0 {
+                out.push((t.thread, total(e), t.exited.load(Ordering::Relaxed)));
+            }
+        }
+        // The object might have died meanwhile: report that rather than a
+        // mix of two objects' holders.
+        slot.check(h)?;
+        Ok(out)
+    }
+
+    /// Live objects.
+    pub(crate) fn len(&self) -> usize {
+        self.live.load(Ordering::Relaxed) as usize
+    }
+
+    /// Raw view for snapshots: calls `f` with every table (under the lock).
+    pub(crate) fn with_tables<R>(&self, f: impl FnOnce(&[Arc<ThreadTable<T>>]) -> R) -> R {
+        f(&self.tables.lock())
+    }
+
+    /// Raw view for snapshots: `(handle, slot)` of every live object.
+    pub(crate) fn for_each_live(&self, mut f: impl FnMut(Handle, &Slot<T>)) {
+        let next = self.alloc.lock().next;
+        for i in 0..next {
+            if let Some(slot) = self.slots.get(i as usize) {
+                let s = slot.state();
+                if holds(s) > 0 {
+                    f(Handle::new(self.tag, generation(s), i), slot);
+                }
+            }
+        }
+    }
+
+    /// Finalizer panics caught so far.
+    pub(crate) fn drop_panics(&self) -> u64 {
+        self.drop_panics.load(Ordering::Relaxed)
+    }
+
+    /// Slots retired because their generation was exhausted.
+    pub(crate) fn retired(&self) -> u32 {
+        self.alloc.lock().retired
+    }
+}
+
+impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
+    /// Invariant 7, on the exiting thread: drain the inbox (the home's
+    /// pending queue is finalized first), release or keep its references,
+    /// close the inbox, and drop the table unless something still needs it.
+    fn thread_exit(&self, tid: u32) {
+        if sync::forked() {
+            return;
+        }
+        let Some(cell) = self.threads.get(tid as usize) else {
+            return;
+        };
+        let p = cell.load(Ordering::Acquire);
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: see `my_table`: we are the owning thread of `tid`.
+        let table = unsafe { &*p };
+        self.drain(table, usize::MAX, false);
+        if self.config.thread_exit == ThreadExit::Release {
+            // `Drop`s run by these releases may take new references on this
+            // thread: repeat until a pass finds nothing (bounded).
+            for _ in 0..8 {
+                let mut released_any = false;
+                table.for_each_entry(|index, entry| {
+                    let e = entry.load(Ordering::Relaxed);
+                    if refs(e) == 0 {
+                        return;
+                    }
+                    released_any = true;
+                    let left = e & !u64::from(u32::MAX);
+                    entry.store(left, Ordering::Relaxed);
+                    if left == 0 {
+                        if let Some(slot) = self.slots.get(index) {
+                            let g = generation(slot.state());
+                            self.drop_hold(
+                                slot,
+                                Handle::new(self.tag, g, index as u32),
+                                Some(table),
+                            );
+                        }
+                    }
+                });
+                if !released_any {
+                    break;
+                }
+            }
+        }
+        table.inbox.close();
+        self.drain(table, usize::MAX, false);
+        let mut keep = false;
+        table.for_each_entry(|_, e| keep |= e.load(Ordering::Relaxed) != 0);
+        table.exited.store(true, Ordering::Relaxed);
+        cell.store(ptr::null_mut(), Ordering::Release);
+        if !keep {
+            let removed = {
+                let mut tables = self.tables.lock();
+                tables
+                    .iter()
+                    .position(|t| ptr::eq(Arc::as_ptr(t), p))
+                    .map(|i| tables.swap_remove(i))
+            };
+            drop(removed);
+        }
+    }
+}
+
+impl<T> Drop for Inner<T> {
+    fn drop(&mut self) {
+        if sync::forked() {
+            // Another process's threads may have held our locks at fork():
+            // leak the values rather than touch anything.
+            return;
+        }
+        // Every `Registry`, `Proxy` and `Transfer` is gone. What is left is
+        // held by explicit references, pins and raw tokens nobody can
+        // release any more: finalize it here.
+        let next = self.alloc.lock().next;
+        for i in 0..next {
+            let Some(slot) = self.slots.get(i as usize) else {
+                continue;
+            };
+            if holds(slot.state()) == 0 {
+                continue;
+            }
+            // SAFETY: `&mut self`: no other reference to the registry exists,
+            // so nothing can hold this live object any more; each slot is
+            // taken once.
+            let (value, home) = unsafe { slot.take() };
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
+            drop(home);
+        }
+    }
+}

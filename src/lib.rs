@@ -1,0 +1,204 @@
+//! A cross-thread handle registry with explicit, per-thread reference counts.
+//!
+//! Runtime bridges — a JS main thread and a Python worker, a V8 isolate and a
+//! thread pool, a game loop and its job threads — pass *proxies* between
+//! threads: small integer ids standing for objects that live on the other
+//! side. A garbage collector on one side cannot see references held on the
+//! other, so objects are freed while a worker still uses them, or kept
+//! forever because nobody knows who still holds them. tether maps handles to
+//! objects, counts every thread's references **separately**, and finalizes an
+//! object only when every thread has let go — on the thread where it must be
+//! finalized.
+//!
+//! # Quick start
+//!
+//! ```
+//! use tether::{Registry, Released};
+//!
+//! let reg: Registry<String> = Registry::new();
+//!
+//! // Explicit layer: raw handles, for FFI and runtime bridges.
+//! let h = reg.insert("a JS object".to_owned())?;  // this thread is its home, count 1
+//! let t = reg.transfer(h)?;                        // move our reference in flight
+//!
+//! let worker = {
+//!     let reg = reg.clone();
+//!     std::thread::spawn(move || {
+//!         let h = reg.claim(t).unwrap();           // the worker's own count: 1
+//!         assert_eq!(reg.get(h).unwrap().as_str(), "a JS object");
+//!         reg.release(h).unwrap()                  // its last reference
+//!     })
+//! };
+//! // Released on a worker: the value is sent to its home thread...
+//! assert_eq!(worker.join().unwrap(), Released::Queued);
+//! // ...and dropped here, at the home thread's next call or pump().
+//! assert_eq!(reg.pump(), 1);
+//! assert!(reg.is_empty());
+//! # Ok::<(), tether::Error>(())
+//! ```
+//!
+//! The RAII layer wraps one reference of the current thread in a [`Proxy`]:
+//!
+//! ```
+//! use tether::Registry;
+//!
+//! let reg = Registry::new();
+//! let p = reg.insert_proxy(vec![1, 2, 3]).unwrap(); // +1 for this thread
+//! let q = p.clone();                                // +1, a plain increment
+//! assert_eq!(q.len(), 3);                           // Deref<Target = Vec<i32>>
+//! let t = q.transfer();                             // q's reference goes in flight
+//! std::thread::spawn(move || {
+//!     let r = t.claim().unwrap();                   // a proxy on the worker
+//!     assert_eq!(r[0], 1);
+//! })                                                // dropped there: -1
+//! .join()
+//! .unwrap();
+//! drop(p);                                          // the last one: finalized here
+//! assert!(reg.is_empty());
+//! ```
+//!
+//! # The rules
+//!
+//! * **Counts are per thread.** A thread can only release references it holds;
+//!   `release` by a thread that holds nothing is [`Error::NotHeld`] and
+//!   changes nothing, so one thread's bug can never free an object another
+//!   thread uses.
+//! * **Access requires a reference.** `get`, `retain`, `proxy` and `pin`
+//!   succeed only for a thread that holds the object, for its home thread
+//!   (the one that inserted it), or on a pinned object. Everyone else gets a
+//!   first reference only by claiming a [`Transfer`]: a guessed id gives no
+//!   access. A [`Guard`] counts as a reference while it lives.
+//! * **No premature release, no leak.** An object is finalized exactly once,
+//!   when no thread holds it, it has no pin and no transfer is in flight.
+//! * **Home finalization.** The value's `Drop` runs on its home thread: at
+//!   once if the last release happens there; otherwise the value is sent
+//!   (point to point, never blocking the sender) to the home thread's inbox
+//!   and dropped at its next registry call or [`Registry::pump`]. If the home
+//!   thread has exited, the releasing thread drops it. Turn this off with
+//!   [`Builder::home_finalization`].
+//! * **Handles are never confused.** A finalized object's handle never
+//!   resolves again, even after its slot is reused: slots carry a generation,
+//!   and a slot whose generation would wrap is retired. Forged ids are
+//!   [`Error::Invalid`], ids of another registry [`Error::ForeignRegistry`].
+//! * **Thread exit is a release** ([`ThreadExit::Release`], the default), or
+//!   kept and reported ([`ThreadExit::Leak`]). A home thread's exit first
+//!   finalizes its pending queue.
+//! * **Bad input is an error, never a panic**: stale, forged and foreign
+//!   handles, double release, overflow ([`Error::Overflow`]), a full registry
+//!   ([`Error::Full`], with the value handed back by [`InsertError`]), use in
+//!   a child after `fork()` ([`Error::Forked`]).
+//! * **Panics lose nothing.** A panicking `Drop` of a stored value is caught;
+//!   the registry stays consistent and [`Snapshot::drop_panics`] counts it.
+//! * **No lock is held while user code runs**, so a `Drop` of a stored value
+//!   may call back into the registry, and a live guard blocks nobody.
+//!
+//! # Values that are not `Send`
+//!
+//! A `JsValue` or an `Rc`-based interpreter object is stored wrapped in
+//! [`fragile::Fragile`](https://docs.rs/fragile), which is `Send + Sync` but
+//! may only be accessed — and must be dropped — on the thread that created
+//! it. Home-thread finalization is exactly what makes that sound: workers
+//! pass the handle around, ask the home thread to act on the object, and the
+//! value is finally dropped at home.
+//!
+//! ```
+//! use fragile::Fragile;
+//! use std::{cell::RefCell, rc::Rc};
+//! use tether::{Registry, Released};
+//!
+//! let reg: Registry<Fragile<Rc<RefCell<Vec<u8>>>>> = Registry::new();
+//! let h = reg.insert(Fragile::new(Rc::new(RefCell::new(vec![1]))))?;
+//! reg.get(h)?.get().borrow_mut().push(2); // only the home thread may touch it
+//!
+//! let t = reg.transfer(h)?;
+//! let reg2 = reg.clone();
+//! let released = std::thread::spawn(move || {
+//!     let h = reg2.claim(t).unwrap();      // the worker holds the handle...
+//!     reg2.release(h).unwrap()             // ...and lets go of it last
+//! })
+//! .join()
+//! .unwrap();
+//! assert_eq!(released, Released::Queued); // not dropped on the worker
+//! assert_eq!(reg.pump(), 1);              // dropped here, on its home thread
+//! assert_eq!(reg.snapshot().drop_panics, 0);
+//! # Ok::<(), tether::Error>(())
+//! ```
+//!
+//! # Compared with
+//!
+//! | tool | what it does not do |
+//! |---|---|
+//! | `Arc<T>` | one shared count: cannot tell which thread holds what, cannot refuse a release by a thread that holds nothing, drops on whichever thread lets go last, has no integer id for FFI |
+//! | `slotmap`, `sharded-slab` | generational ids, but no reference counts: removal is explicit, so "who still uses this?" is the caller's problem |
+//! | `fragile`, `send_wrapper` | make a value thread-bound, but panic or leak if the last owner is on another thread; no ids, no counts |
+//! | PyO3's deferred decref pool | defers decrefs to the GIL holder, but with one global pool and no per-thread accounting |
+//! | Neon's `Root` | keeps a JS object alive from Rust, but one owner, no counts per thread, leaks if dropped off the JS thread |
+//!
+//! # Safety and Correctness
+//!
+//! The unsafe code is confined to: the paged arrays ([`page`] — pointers to
+//! pages that never move), the slot value cell ([`slot`] — written only by
+//! the inserting thread before publication, moved out only by the thread
+//! that dropped the last hold), per-thread table pointers (owned by the
+//! registry until the owning thread exits), and the `pthread_atfork`
+//! declaration. Each site carries a `// SAFETY:` argument. The invariants:
+//!
+//! 1. A slot's `holds` (threads holding it + pins + in-flight transfers)
+//!    reaches zero exactly once per object; only that thread finalizes.
+//! 2. `holds` is only ever incremented from a non-zero value of the right
+//!    generation (a CAS), so nothing resurrects a dead object.
+//! 3. The generation changes only while `holds == 0`.
+//! 4. A thread's own count is written only by that thread.
+//! 5. Home inboxes are closed with a Dekker handshake, so a value sent to an
+//!    exiting home thread is dropped by exactly one side.
+//!
+//! The `loom-tests/` crate model-checks these protocols.
+//!
+//! # Implementation notes
+//!
+//! * **Slots** live in pages of geometrically growing size that never move:
+//!   a lookup is one leading-zero count and one load. Each slot has one
+//!   atomic state word `generation << 32 | holds`.
+//! * **Per-thread counts** live in a dense table per thread and registry,
+//!   indexed by slot: retaining or releasing a handle the thread already
+//!   holds is a plain increment of a word nobody else writes. Only a thread's
+//!   0↔1 transitions touch the shared state word.
+//! * **Remote final releases** move the value into the home thread's own
+//!   crossbeam channel; the home thread checks one relaxed flag per call.
+//! * **Fork detection** is one relaxed load of a flag set by a
+//!   `pthread_atfork` child handler.
+//! * Limits (index, generation and tag bits) are in one place, `limits.rs`.
+
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod builder;
+mod error;
+mod guard;
+mod handle;
+mod inbox;
+mod inner;
+mod limits;
+mod local;
+mod page;
+mod proxy;
+mod registry;
+mod slot;
+mod snapshot;
+mod sync;
+mod tid;
+mod transfer;
+
+pub use builder::{Builder, ThreadExit};
+pub use error::{Error, InsertError};
+pub use guard::Guard;
+pub use handle::Handle;
+pub use proxy::Proxy;
+pub use registry::{Registry, Released};
+pub use snapshot::{HolderSnapshot, ObjectSnapshot, Snapshot, ThreadSnapshot};
+pub use transfer::Transfer;

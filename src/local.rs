@@ -1,0 +1,108 @@
+//! A thread's own table of counts in one registry.
+//!
+//! One `AtomicU64` per slot index: `roots << 32 | refs`.
+//!
+//! * `refs` are explicit references (from `insert`, `retain`, `claim`); only
+//!   they can be given up with `release` or `transfer`.
+//! * `roots` are live [`Proxy`](crate::Proxy)s and [`Guard`](crate::Guard)s,
+//!   which hand out `&T`: they release themselves on drop, so no `release()`
+//!   call can pull a reference out from under a borrowed value.
+//!
+//! The thread holds the object (one *hold* in the slot's state word) iff its
+//! entry is non-zero. Only the owning thread writes its table, with a plain
+//! load and store (no read-modify-write, no shared cache line): retaining a
+//! handle the thread already holds is an ordinary increment. Other threads
+//! only read entries, for `holders()` and snapshots.
+
+use std::sync::Arc;
+
+use crate::inbox::Inbox;
+use crate::page::Pages;
+use crate::sync::{AtomicBool, AtomicU64, Ordering, ThreadId};
+
+/// One explicit reference in an entry.
+pub(crate) const REF_ONE: u64 = 1;
+/// One root (proxy or guard) in an entry.
+pub(crate) const ROOT_ONE: u64 = 1 << 32;
+
+/// Explicit references of an entry.
+#[inline]
+pub(crate) fn refs(entry: u64) -> u32 {
+    entry as u32
+}
+
+/// Roots (proxies and guards) of an entry.
+#[inline]
+pub(crate) fn roots(entry: u64) -> u32 {
+    (entry >> 32) as u32
+}
+
+/// Everything the thread holds, as reported by `count()` (saturating).
+#[inline]
+pub(crate) fn total(entry: u64) -> u32 {
+    refs(entry).saturating_add(roots(entry))
+}
+
+/// See the module docs.
+pub(crate) struct ThreadTable<T> {
+    counts: Pages<AtomicU64>,
+    /// This thread's inbox as a home thread.
+    pub(crate) inbox: Arc<Inbox<T>>,
+    pub(crate) thread: ThreadId,
+    pub(crate) name: Option<String>,
+    /// The thread's exit hook has run.
+    pub(crate) exited: AtomicBool,
+    /// A drain is running on this thread (a `Drop` re-entering the registry
+    /// does not start a nested one).
+    draining: AtomicBool,
+}
+
+impl<T> ThreadTable<T> {
+    pub(crate) fn new(thread: ThreadId, name: Option<String>) -> Self {
+        ThreadTable {
+            counts: Pages::new(),
+            inbox: Arc::new(Inbox::new()),
+            thread,
+            name,
+            exited: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The entry for slot `index`, if its page exists.
+    #[inline]
+    pub(crate) fn entry(&self, index: u32) -> Option<&AtomicU64> {
+        self.counts.get(index as usize)
+    }
+
+    /// The entry for slot `index`, allocating its page.
+    #[inline]
+    pub(crate) fn entry_or_alloc(&self, index: u32) -> Option<&AtomicU64> {
+        self.counts.get_or_alloc(index as usize)
+    }
+
+    /// The current value of the entry for `index` (0 if never touched).
+    #[inline]
+    pub(crate) fn load(&self, index: u32) -> u64 {
+        self.entry(index).map_or(0, |e| e.load(Ordering::Relaxed))
+    }
+
+    /// Calls `f(index, entry)` for every allocated entry.
+    pub(crate) fn for_each_entry(&self, mut f: impl FnMut(usize, &AtomicU64)) {
+        self.counts.for_each_page(|first, page| {
+            for (off, e) in page.iter().enumerate() {
+                f(first + off, e);
+            }
+        });
+    }
+
+    /// Starts a drain unless one is already running on this thread.
+    pub(crate) fn begin_drain(&self) -> bool {
+        !self.draining.swap(true, Ordering::Relaxed)
+    }
+
+    /// Ends the drain started by `begin_drain`.
+    pub(crate) fn end_drain(&self) {
+        self.draining.store(false, Ordering::Relaxed);
+    }
+}

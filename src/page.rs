@@ -1,0 +1,220 @@
+//! Paged arrays whose entries never move.
+//!
+//! Page `p` holds `PAGE_BASE << p` entries, so index `i` lives in page
+//! `log2(i + PAGE_BASE) - log2(PAGE_BASE)`: a lookup is a leading-zero count,
+//! one acquire load of the page pointer and an offset — no lock, no
+//! reallocation, and a `&E` handed out stays valid for the array's lifetime.
+//! Pages are allocated on first use and installed with a CAS, so any thread
+//! may grow the array; they are freed only when the array is dropped.
+
+use std::marker::PhantomData;
+use std::ptr;
+
+use crate::limits::{MAX_PAGES, PAGE_BASE};
+use crate::sync::{AtomicPtr, Ordering};
+
+/// An entry type that knows how to allocate a page of fresh entries.
+pub(crate) trait PageEntry: Sized {
+    /// A page of `len` entries in their initial state.
+    fn new_page(len: usize) -> Box<[Self]>;
+}
+
+/// A page of zero-initialised atomics.
+///
+/// Outside loom the memory comes from `alloc_zeroed`, which for large pages
+/// maps untouched zero pages lazily: a thread whose count table reaches index
+/// one million pays for the cache lines it touches, not for megabytes of
+/// zeroing. Loom's atomics are not plain memory, so under loom they are
+/// constructed one by one.
+macro_rules! zeroed_atomic_page {
+    ($ty:ty, $new:expr) => {
+        #[cfg(not(loom))]
+        fn new_page(len: usize) -> Box<[$ty]> {
+            // SAFETY: the all-zero bit pattern is a valid value of every std
+            // atomic integer and of `AtomicPtr` (a null pointer).
+            unsafe { zeroed_page::<$ty>(len) }
+        }
+
+        #[cfg(loom)]
+        fn new_page(len: usize) -> Box<[$ty]> {
+            (0..len).map(|_| $new).collect()
+        }
+    };
+}
+
+impl PageEntry for crate::sync::AtomicU64 {
+    zeroed_atomic_page!(crate::sync::AtomicU64, crate::sync::AtomicU64::new(0));
+}
+
+impl<X> PageEntry for AtomicPtr<X> {
+    zeroed_atomic_page!(AtomicPtr<X>, AtomicPtr::new(ptr::null_mut()));
+}
+
+/// Allocates a page of `len` zeroed `E`s.
+///
+/// # Safety
+///
+/// The all-zero bit pattern must be a valid value of `E`.
+#[cfg(not(loom))]
+unsafe fn zeroed_page<E>(len: usize) -> Box<[E]> {
+    use std::alloc::{alloc_zeroed, handle_alloc_error, Layout};
+
+    let Ok(layout) = Layout::array::<E>(len) else {
+        // Unreachable: pages are at most 2^24 small entries.
+        std::process::abort()
+    };
+    if layout.size() == 0 {
+        return Vec::new().into_boxed_slice();
+    }
+    // SAFETY: `layout` has non-zero size, as `alloc_zeroed` requires.
+    let data = unsafe { alloc_zeroed(layout) }.cast::<E>();
+    if data.is_null() {
+        handle_alloc_error(layout);
+    }
+    // SAFETY: `data` was allocated by the global allocator with
+    // `Layout::array::<E>(len)`, which is exactly the layout `Box<[E]>` uses
+    // for `len` elements; every element is initialised because all-zero is a
+    // valid `E` (caller's precondition).
+    unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(data, len)) }
+}
+
+/// A growable array of `E` with stable addresses (see the module docs).
+pub(crate) struct Pages<E> {
+    pages: [AtomicPtr<E>; MAX_PAGES],
+    /// The array owns its pages like a `Vec<Box<[E]>>` (for auto traits and
+    /// drop check).
+    _owns: PhantomData<Box<[E]>>,
+}
+
+impl<E: PageEntry> Pages<E> {
+    pub(crate) fn new() -> Self {
+        Pages {
+            pages: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            _owns: PhantomData,
+        }
+    }
+
+    /// `(page, offset)` of index `i`.
+    #[inline]
+    fn locate(i: usize) -> (usize, usize) {
+        let v = i + PAGE_BASE;
+        let page = (usize::BITS - 1 - v.leading_zeros() - PAGE_BASE.trailing_zeros()) as usize;
+        (page, v - (PAGE_BASE << page))
+    }
+
+    /// Number of entries in page `p`.
+    #[inline]
+    fn page_len(p: usize) -> usize {
+        PAGE_BASE << p
+    }
+
+    /// The entry at `i`, or `None` if its page was never allocated.
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> Option<&E> {
+        let (p, off) = Self::locate(i);
+        let page = self.pages.get(p)?.load(Ordering::Acquire);
+        if page.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null page pointer was installed by `get_or_alloc`
+        // from a `Box<[E]>` of `page_len(p)` entries (the acquire load pairs
+        // with its release CAS, so the entries are initialised), `off <
+        // page_len(p)` by construction of `locate`, and pages are freed only
+        // in `Drop`, which cannot run while `&self` is borrowed.
+        Some(unsafe { &*page.add(off) })
+    }
+
+    /// The entry at `i`, allocating its page if needed. `None` if `i` is
+    /// beyond [`MAX_CAPACITY`](crate::limits::MAX_CAPACITY).
+    pub(crate) fn get_or_alloc(&self, i: usize) -> Option<&E> {
+        if let Some(e) = self.get(i) {
+            return Some(e);
+        }
+        self.alloc_slow(i)
+    }
+
+    #[cold]
+    fn alloc_slow(&self, i: usize) -> Option<&E> {
+        let (p, _) = Self::locate(i);
+        let slot = self.pages.get(p)?;
+        let fresh = Box::into_raw(E::new_page(Self::page_len(p))).cast::<E>();
+        if let Err(_installed) =
+            slot.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
+        {
+            // Another thread installed this page first: free ours.
+            // SAFETY: `fresh` came from `Box::into_raw` of a `page_len(p)`
+            // slice just above and was never shared.
+            drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(fresh, Self::page_len(p))) });
+        }
+        self.get(i)
+    }
+
+    /// Calls `f(first_index, page)` for every allocated page, in index order.
+    pub(crate) fn for_each_page(&self, mut f: impl FnMut(usize, &[E])) {
+        let mut first = 0;
+        for (p, slot) in self.pages.iter().enumerate() {
+            let page = slot.load(Ordering::Acquire);
+            if !page.is_null() {
+                // SAFETY: as in `get`: an installed page of `page_len(p)`
+                // initialised entries, alive while `&self` is.
+                f(first, unsafe {
+                    &*ptr::slice_from_raw_parts(page, Self::page_len(p))
+                });
+            }
+            first += Self::page_len(p);
+        }
+    }
+}
+
+impl<E> Drop for Pages<E> {
+    fn drop(&mut self) {
+        for (p, slot) in self.pages.iter().enumerate() {
+            let page = slot.swap(ptr::null_mut(), Ordering::Acquire);
+            if !page.is_null() {
+                // SAFETY: installed pages come from `Box::into_raw` of a
+                // `PAGE_BASE << p` slice; `&mut self` means no reference into
+                // the page is alive, and the pointer was nulled so it is freed once.
+                drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(page, PAGE_BASE << p)) });
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::sync::AtomicU64;
+
+    #[test]
+    fn locate_is_dense_and_contiguous() {
+        let mut expect = (0, 0);
+        for i in 0..10_000 {
+            assert_eq!(Pages::<AtomicU64>::locate(i), expect, "index {i}");
+            expect.1 += 1;
+            if expect.1 == Pages::<AtomicU64>::page_len(expect.0) {
+                expect = (expect.0 + 1, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn entries_are_stable_and_zeroed() {
+        let pages = Pages::<AtomicU64>::new();
+        assert!(pages.get(5).is_none());
+        let e = pages.get_or_alloc(5).expect("in range") as *const AtomicU64;
+        pages.get_or_alloc(5_000).expect("in range");
+        assert_eq!(pages.get(5).expect("allocated") as *const _, e);
+        assert_eq!(
+            pages.get(4_999).expect("allocated").load(Ordering::Relaxed),
+            0
+        );
+        assert!(pages
+            .get_or_alloc(crate::limits::MAX_CAPACITY * 4)
+            .is_none());
+        let mut seen = Vec::new();
+        pages.for_each_page(|first, page| seen.push((first, page.len())));
+        let (p, _) = Pages::<AtomicU64>::locate(5_000);
+        let first_of_p: usize = (0..p).map(Pages::<AtomicU64>::page_len).sum();
+        assert_eq!(seen, vec![(0, PAGE_BASE), (first_of_p, Pages::<AtomicU64>::page_len(p))]);
+    }
+}

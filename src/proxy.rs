@@ -1,0 +1,210 @@
+//! The RAII layer: one reference of the current thread as a value.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::inner::Inner;
+use crate::local::{roots, ThreadTable, ROOT_ONE};
+use crate::slot::Slot;
+use crate::sync::{AtomicU64, Ordering};
+use crate::{Error, Handle, Registry, Transfer};
+
+/// One reference of the current thread, as a value: `Clone` is +1, `Drop` is
+/// -1, `Deref` gives the object.
+///
+/// A proxy is `!Send`: it is *this thread's* reference. To hand an object
+/// to another thread, turn a proxy into a [`Transfer`] with
+/// [`transfer`](Proxy::transfer) and [`claim`](Transfer::claim) it there.
+///
+/// Cloning and dropping touch only this thread's own counter (no atomic
+/// read-modify-write, no shared cache line) unless the count crosses zero.
+/// A proxy's reference cannot be given up with
+/// [`Registry::release`] — only by dropping the proxy — so `&*proxy` is
+/// always valid.
+///
+/// ```
+/// # use tether::Registry;
+/// let reg = Registry::new();
+/// let p = reg.insert_proxy(String::from("shared")).unwrap();
+/// let q = p.clone();                       // +1 for this thread
+/// assert_eq!(reg.count(p.handle())?, 2);
+/// drop(q);                                 // -1
+/// assert_eq!(p.len(), 6);                  // Deref<Target = String>
+/// # Ok::<(), tether::Error>(())
+/// ```
+pub struct Proxy<T: Send + Sync + 'static> {
+    /// Keeps the registry alive; an `Rc` so cloning a proxy costs no atomic.
+    inner: Rc<Arc<Inner<T>>>,
+    slot: NonNull<Slot<T>>,
+    table: NonNull<ThreadTable<T>>,
+    entry: NonNull<AtomicU64>,
+    handle: Handle,
+    /// `!Send`, `!Sync`: the entry may be written only by its own thread.
+    _thread_bound: PhantomData<*const ()>,
+}
+
+impl<T: Send + Sync + 'static> Proxy<T> {
+    /// Wraps one root the caller has just added to `entry`.
+    pub(crate) fn new(
+        inner: &Arc<Inner<T>>,
+        slot: &Slot<T>,
+        table: &ThreadTable<T>,
+        entry: &AtomicU64,
+        handle: Handle,
+    ) -> Self {
+        Proxy {
+            inner: Rc::new(Arc::clone(inner)),
+            slot: NonNull::from(slot),
+            table: NonNull::from(table),
+            entry: NonNull::from(entry),
+            handle,
+            _thread_bound: PhantomData,
+        }
+    }
+
+    // SAFETY (for the three accessors below): the slot and the entry live in
+    // pages that never move and are freed only when the registry is dropped,
+    // which `self.inner` prevents. The table is owned by the registry's table
+    // list until its thread exits, and an exiting thread whose table still
+    // has roots (this proxy is one) keeps it in the list. The proxy is
+    // `!Send`, so these are used on the entry's own thread only.
+    fn slot(&self) -> &Slot<T> {
+        // SAFETY: see above.
+        unsafe { self.slot.as_ref() }
+    }
+
+    fn table(&self) -> &ThreadTable<T> {
+        // SAFETY: see above.
+        unsafe { self.table.as_ref() }
+    }
+
+    fn entry(&self) -> &AtomicU64 {
+        // SAFETY: see above.
+        unsafe { self.entry.as_ref() }
+    }
+
+    /// The object's handle.
+    pub fn handle(&self) -> Handle {
+        self.handle
+    }
+
+    /// The registry the object lives in.
+    pub fn registry(&self) -> Registry<T> {
+        Registry {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// Like `clone`, but returns [`Error::Overflow`] instead of aborting when
+    /// the thread's count is at its limit
+    /// ([`Builder::max_count`](crate::Builder::max_count)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Overflow`] at the limit; the count is unchanged.
+    pub fn try_clone(&self) -> Result<Proxy<T>, Error> {
+        let e = self.entry().load(Ordering::Relaxed);
+        let n = u64::from(e as u32) + u64::from(roots(e));
+        if n >= u64::from(self.inner.config.max_count) || roots(e) == u32::MAX {
+            return Err(Error::Overflow(self.handle));
+        }
+        Ok(self.add_root(e))
+    }
+
+    #[inline]
+    fn add_root(&self, e: u64) -> Proxy<T> {
+        self.entry().store(e + ROOT_ONE, Ordering::Relaxed);
+        Proxy {
+            inner: Rc::clone(&self.inner),
+            slot: self.slot,
+            table: self.table,
+            entry: self.entry,
+            handle: self.handle,
+            _thread_bound: PhantomData,
+        }
+    }
+
+    /// Sends this proxy's reference in flight: the object stays alive until
+    /// the [`Transfer`] is claimed (as a proxy on the receiving thread with
+    /// [`Transfer::claim`]) or dropped.
+    ///
+    /// ```
+    /// # use tether::Registry;
+    /// let reg = Registry::new();
+    /// let t = reg.insert_proxy(7u32).unwrap().transfer();
+    /// let n = std::thread::spawn(move || *t.claim().unwrap()).join().unwrap();
+    /// assert_eq!(n, 7);
+    /// ```
+    ///
+    /// # Aborts
+    ///
+    /// Like `Arc::clone`, aborts the process if the object's hold count would
+    /// pass `u32::MAX` (only reachable by leaking billions of transfers).
+    pub fn transfer(self) -> Transfer<T> {
+        let e = self.entry().load(Ordering::Relaxed);
+        let left = e - ROOT_ONE;
+        if left != 0 && self.slot().try_hold(self.handle).is_err() {
+            // The object is live (we hold it): only overflow can fail.
+            std::process::abort();
+        } // else: this thread's hold becomes the transfer's.
+        self.slot().add_transfer();
+        self.entry().store(left, Ordering::Relaxed);
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so reading `inner` out moves it
+        // exactly once; the proxy's root was just moved into the transfer,
+        // so skipping `Proxy::drop` is what we want.
+        let inner = unsafe { std::ptr::read(&this.inner) };
+        Transfer::new(Arc::clone(&inner), this.handle)
+    }
+}
+
+impl<T: Send + Sync + 'static> Clone for Proxy<T> {
+    /// +1 for this thread: a plain increment of its own counter.
+    ///
+    /// # Aborts
+    ///
+    /// Like `Rc::clone`, aborts if this thread's proxy count for the object
+    /// would pass `u32::MAX` (reachable only by leaking proxies). Use
+    /// [`try_clone`](Proxy::try_clone) to get an error instead.
+    #[inline]
+    fn clone(&self) -> Self {
+        let e = self.entry().load(Ordering::Relaxed);
+        if roots(e) == u32::MAX {
+            std::process::abort();
+        }
+        self.add_root(e)
+    }
+}
+
+impl<T: Send + Sync + 'static> Drop for Proxy<T> {
+    /// -1 for this thread; the last reference finalizes (or queues) the object.
+    #[inline]
+    fn drop(&mut self) {
+        self.inner
+            .release_root(self.slot(), self.handle, self.table(), self.entry());
+    }
+}
+
+impl<T: Send + Sync + 'static> Deref for Proxy<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: this proxy is a root of this thread, so the thread holds
+        // the object: it is live, its value initialised, and it is only ever
+        // shared (`&T`) until the last hold is dropped.
+        unsafe { &*self.slot().value_ptr() }
+    }
+}
+
+impl<T: Send + Sync + 'static> fmt::Debug for Proxy<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}

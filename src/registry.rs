@@ -1,0 +1,291 @@
+//! The public registry type: the explicit (raw handle) layer.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::inner::{Inner, Kind};
+use crate::{Builder, Error, Guard, Handle, InsertError, Proxy, Snapshot, Transfer};
+
+/// What a release did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Released {
+    /// The object is still alive; the calling thread has `n` references
+    /// left (explicit ones plus its live proxies and guards). Other threads,
+    /// pins or transfers may keep it alive when `n == 0`.
+    Held(u32),
+    /// That was the last reference: the value was dropped now, on this thread.
+    Finalized,
+    /// That was the last reference, on a thread that is not the object's
+    /// home: the value was sent to its home thread, which drops it at its next
+    /// registry call or [`Registry::pump`].
+    Queued,
+}
+
+/// A shared table of objects with per-thread reference counts.
+///
+/// `Registry` is a cheap handle to one shared table: `clone` it to give other
+/// threads access. See the [crate docs](crate) for the rules.
+///
+/// ```
+/// use tether::{Registry, Released};
+///
+/// let reg = Registry::new();
+/// let h = reg.insert(String::from("object"))?;     // this thread: 1 reference
+/// assert_eq!(reg.retain(h)?, 2);
+/// assert_eq!(&*reg.get(h)?, "object");
+/// assert_eq!(reg.release(h)?, Released::Held(1));
+/// assert_eq!(reg.release(h)?, Released::Finalized); // dropped here
+/// assert!(reg.get(h).is_err());                      // never resolves again
+/// # Ok::<(), tether::Error>(())
+/// ```
+pub struct Registry<T: Send + Sync + 'static> {
+    pub(crate) inner: Arc<Inner<T>>,
+}
+
+impl<T: Send + Sync + 'static> Registry<T> {
+    /// A registry with the default settings (see [`Builder`]).
+    pub fn new() -> Self {
+        Builder::new().build()
+    }
+
+    /// A [`Builder`] to set capacity, thread-exit policy and finalization.
+    pub fn builder() -> Builder<T> {
+        Builder::new()
+    }
+
+    /// Stores `value`. The calling thread becomes its *home* thread (where it
+    /// is finalized) and holds one reference.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Full`] at capacity, [`Error::Forked`] in a forked child,
+    /// [`Error::ThreadExited`] from a late thread-local destructor. The
+    /// [`InsertError`] hands the value back.
+    pub fn insert(&self, value: T) -> Result<Handle, InsertError<T>> {
+        self.inner.insert(value, Kind::Ref).map(|(h, ..)| h)
+    }
+
+    /// Stores `value` and returns a [`Proxy`] holding this thread's reference.
+    ///
+    /// ```
+    /// # use tether::Registry;
+    /// let reg = Registry::new();
+    /// let p = reg.insert_proxy(vec![1, 2, 3]).unwrap();
+    /// assert_eq!(p.len(), 3);
+    /// drop(p); // last reference: finalized here
+    /// assert!(reg.is_empty());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](Registry::insert).
+    pub fn insert_proxy(&self, value: T) -> Result<Proxy<T>, InsertError<T>> {
+        let (h, slot, table, entry) = self.inner.insert(value, Kind::Root)?;
+        Ok(Proxy::new(&self.inner, slot, table, entry, h))
+    }
+
+    /// Adds one reference of the calling thread; returns its count after.
+    ///
+    /// Allowed if the thread already holds the object, is its home thread, or
+    /// the object is pinned (invariant 5). Retaining a handle the thread
+    /// already holds touches only the thread's own counter.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotHeld`] for any other thread (a guessed id gives no access),
+    /// [`Error::Stale`] / [`Error::Invalid`] / [`Error::ForeignRegistry`] for
+    /// ids that do not name a live object of this registry,
+    /// [`Error::Overflow`] at the count limit (nothing changes).
+    pub fn retain(&self, h: Handle) -> Result<u32, Error> {
+        self.inner.acquire(h, Kind::Ref).map(|(.., n)| n)
+    }
+
+    /// Gives up one explicit reference of the calling thread.
+    ///
+    /// When it was the last reference of the last holder, the object is
+    /// finalized: here if this is its home thread (or home finalization is
+    /// off, or the home thread has exited), otherwise queued to its home.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotHeld`] if the thread holds no explicit reference (counts are
+    /// per thread: one thread can never release another's; proxies and guards
+    /// release themselves on drop). Nothing changes on error.
+    pub fn release(&self, h: Handle) -> Result<Released, Error> {
+        self.inner.release(h)
+    }
+
+    /// Borrows the object. The [`Guard`] counts as a reference of this thread
+    /// while it lives, so the object cannot be finalized under it; it holds
+    /// no lock and blocks nobody.
+    ///
+    /// # Errors
+    ///
+    /// As [`retain`](Registry::retain).
+    pub fn get(&self, h: Handle) -> Result<Guard<'_, T>, Error> {
+        let (slot, table, entry, _) = self.inner.acquire(h, Kind::Root)?;
+        Ok(Guard::new(&self.inner, slot, table, entry, h))
+    }
+
+    /// The calling thread's count for `h`: explicit references plus live
+    /// proxies and guards; `Ok(0)` for a live object it does not hold.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stale`] and friends for ids that do not name a live object.
+    pub fn count(&self, h: Handle) -> Result<u32, Error> {
+        self.inner.count(h)
+    }
+
+    /// Every thread holding `h`, with its count (exited threads whose
+    /// references were kept by [`ThreadExit::Leak`](crate::ThreadExit::Leak)
+    /// included). Pins and transfers are in the [`Snapshot`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stale`] and friends for ids that do not name a live object.
+    pub fn holders(&self, h: Handle) -> Result<Vec<(std::thread::ThreadId, u32)>, Error> {
+        Ok(self
+            .inner
+            .holders(h)?
+            .into_iter()
+            .map(|(t, n, _)| (t, n))
+            .collect())
+    }
+
+    /// Pins the object: the registry itself holds a reference, so the object
+    /// lives until [`unpin`](Registry::unpin) even if every thread lets go,
+    /// and every thread may `get`/`retain` it. Pins are counted.
+    ///
+    /// # Errors
+    ///
+    /// The access rule of [`retain`](Registry::retain).
+    pub fn pin(&self, h: Handle) -> Result<(), Error> {
+        self.inner.pin(h)
+    }
+
+    /// Removes one pin. If nothing else holds the object it is finalized
+    /// (by this thread's rules, as a release).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotPinned`] if the object has no pin; the access rule of
+    /// [`retain`](Registry::retain).
+    pub fn unpin(&self, h: Handle) -> Result<(), Error> {
+        self.inner.unpin(h)
+    }
+
+    /// Moves one of the calling thread's explicit references into a
+    /// [`Transfer`] that another thread can [`claim`](Registry::claim). The
+    /// object stays alive while the transfer is in flight, even if this
+    /// thread releases everything.
+    ///
+    /// ```
+    /// # use tether::Registry;
+    /// let reg = Registry::new();
+    /// let h = reg.insert(42)?;
+    /// let t = reg.transfer(h)?;            // our only reference is now in flight
+    /// let reg2 = reg.clone();
+    /// std::thread::spawn(move || {
+    ///     let h = reg2.claim(t).unwrap();  // the worker holds it now
+    ///     assert_eq!(*reg2.get(h).unwrap(), 42);
+    ///     reg2.release(h).unwrap();        // last one: queued to the home thread
+    /// }).join().unwrap();
+    /// assert_eq!(reg.pump(), 1);           // finalized here, on its home thread
+    /// # Ok::<(), tether::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotHeld`] if the thread has no explicit reference to give.
+    pub fn transfer(&self, h: Handle) -> Result<Transfer<T>, Error> {
+        self.inner.transfer_out(h, Kind::Ref)?;
+        Ok(Transfer::new(Arc::clone(&self.inner), h))
+    }
+
+    /// Claims a transfer on the receiving thread: +1 explicit reference.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignRegistry`] if `t` belongs to another registry,
+    /// [`Error::Overflow`] at the count limit. On error the transfer is dropped,
+    /// which releases its reference normally: nothing leaks.
+    pub fn claim(&self, t: Transfer<T>) -> Result<Handle, Error> {
+        if !Arc::ptr_eq(&t.inner, &self.inner) {
+            return Err(Error::ForeignRegistry(t.handle()));
+        }
+        self.inner.claim_in(t.handle(), Kind::Ref)?;
+        Ok(t.consume())
+    }
+
+    /// Claims a transfer from its raw form ([`Transfer::into_raw`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TransferClaimed`] for a token already claimed,
+    /// [`Error::Invalid`] for a value this registry never issued.
+    pub fn claim_raw(&self, raw: u64) -> Result<Handle, Error> {
+        self.claim(Transfer::from_raw(self, raw)?)
+    }
+
+    /// A [`Proxy`] holding one more reference of this thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`retain`](Registry::retain).
+    pub fn proxy(&self, h: Handle) -> Result<Proxy<T>, Error> {
+        let (slot, table, entry, _) = self.inner.acquire(h, Kind::Root)?;
+        Ok(Proxy::new(&self.inner, slot, table, entry, h))
+    }
+
+    /// Runs every finalization queued for the calling (home) thread; returns
+    /// how many. Ordinary registry calls on the home thread also drain a
+    /// bounded batch when something is pending (one relaxed load otherwise).
+    pub fn pump(&self) -> usize {
+        self.inner.pump()
+    }
+
+    /// A point-in-time view of every live object, for diagnostics.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::take(&self.inner)
+    }
+
+    /// Number of live objects (values queued for finalization are not live).
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// `true` if no object is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The capacity this registry was built with.
+    pub fn capacity(&self) -> usize {
+        self.inner.config.capacity as usize
+    }
+}
+
+impl<T: Send + Sync + 'static> Clone for Registry<T> {
+    /// Another handle to the same table.
+    fn clone(&self) -> Self {
+        Registry {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Default for Registry<T> {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl<T: Send + Sync + 'static> fmt::Debug for Registry<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,237 @@
+//! One object's slot, and the lock-free protocol on its state word.
+//!
+//! `state` packs `generation << 32 | holds`. *Holds* counts what keeps the
+//! object alive: one per **thread** holding it (not per reference — a
+//! thread's own count lives in its [`ThreadTable`](crate::local::ThreadTable)
+//! and only its 0↔1 transitions touch this word), one per pin and one per
+//! outstanding [`Transfer`](crate::Transfer).
+//!
+//! * An object is live iff `holds > 0`; `holds` reaches 0 exactly once per
+//!   object, and the thread whose decrement did it finalizes it.
+//! * `try_hold` only increments a non-zero `holds` of the right generation
+//!   (CAS), so nothing resurrects a dead object and a stale handle never
+//!   acquires a reused slot.
+//! * The generation changes only while `holds == 0` (in [`Slot::reset`]), so it
+//!   is stable while anybody holds the object.
+
+use std::mem::MaybeUninit;
+use std::ptr;
+use std::sync::Arc;
+
+use crate::inbox::Inbox;
+use crate::page::PageEntry;
+use crate::sync::{AtomicPtr, AtomicU64, Ordering, UnsafeCell};
+use crate::{Error, Handle};
+
+const HOLDS_MASK: u64 = u32::MAX as u64;
+
+/// Generation of a packed state word.
+#[inline]
+pub(crate) fn generation(state: u64) -> u32 {
+    (state >> 32) as u32
+}
+
+/// Holds of a packed state word.
+#[inline]
+pub(crate) fn holds(state: u64) -> u32 {
+    (state & HOLDS_MASK) as u32
+}
+
+/// Storage for one object.
+pub(crate) struct Slot<T> {
+    /// `generation << 32 | holds`, see the module docs.
+    state: AtomicU64,
+    /// `pins << 32 | transfers`: what the holds are made of, beyond threads.
+    extra: AtomicU64,
+    /// The home thread's inbox (`Arc::into_raw`) while the object is live,
+    /// null while the slot is free. Compared by address to decide "am I home";
+    /// dereferenced only by the finalizer, which owns the slot exclusively.
+    home: AtomicPtr<Inbox<T>>,
+    /// Initialised iff the object is live (or being finalized by its owner).
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+// SAFETY: a `Slot<T>` hands out `&T` to several threads at once (needs
+// `T: Sync`) and moves `T` to the finalizing thread (needs `T: Send`). The
+// value cell is written only by the inserting thread while the slot is free
+// (not yet published) and read-moved only by the finalizer after `holds`
+// reached 0 (no reference can exist then); all other accesses are shared
+// reads while a hold is counted. Every other field is atomic.
+unsafe impl<T: Send + Sync> Sync for Slot<T> {}
+// SAFETY: as above, moving a slot between threads moves at most a `T: Send`.
+unsafe impl<T: Send + Sync> Send for Slot<T> {}
+
+impl<T> PageEntry for Slot<T> {
+    fn new_page(len: usize) -> Box<[Self]> {
+        (0..len)
+            .map(|_| Slot {
+                state: AtomicU64::new(0),
+                extra: AtomicU64::new(0),
+                home: AtomicPtr::new(ptr::null_mut()),
+                value: UnsafeCell::new(MaybeUninit::uninit()),
+            })
+            .collect()
+    }
+}
+
+impl<T> Slot<T> {
+    /// The current state word (acquire: pairs with the publishing store of
+    /// `fill` and the generation bump of `reset`).
+    #[inline]
+    pub(crate) fn state(&self) -> u64 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Classifies `h` against this slot: `Ok` if it names the live object.
+    #[inline]
+    pub(crate) fn check(&self, h: Handle) -> Result<(), Error> {
+        classify(self.state(), h)
+    }
+
+    /// Checks that `h` names the object the caller already holds.
+    ///
+    /// The caller holds the object, so the generation cannot change under it
+    /// and a relaxed load suffices.
+    #[inline]
+    pub(crate) fn check_held(&self, h: Handle) -> Result<(), Error> {
+        let g = generation(self.state.load(Ordering::Relaxed));
+        if g == h.generation() {
+            Ok(())
+        } else if h.generation() < g {
+            Err(Error::Stale(h))
+        } else {
+            Err(Error::Invalid(h.to_raw()))
+        }
+    }
+
+    /// Adds one hold if `h` names the live object (never resurrects).
+    pub(crate) fn try_hold(&self, h: Handle) -> Result<(), Error> {
+        let mut cur = self.state();
+        loop {
+            classify(cur, h)?;
+            if holds(cur) == u32::MAX {
+                return Err(Error::Overflow(h));
+            }
+            match self.state.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Drops one hold; `true` if it was the last one (the caller must then
+    /// finalize: it owns the slot exclusively).
+    #[inline]
+    pub(crate) fn drop_hold(&self) -> bool {
+        // Release: this thread's uses of the value happen before the
+        // finalizer's; Acquire: the finalizer sees everybody's uses.
+        let prev = self.state.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(holds(prev) > 0, "hold count underflow");
+        holds(prev) == 1
+    }
+
+    /// Publishes `value` in a free slot that the caller owns exclusively (it
+    /// popped it from the free list); returns the object's generation. The
+    /// new object has one hold: the inserting thread's.
+    pub(crate) fn fill(&self, value: T, home: *mut Inbox<T>) -> u32 {
+        let g = generation(self.state.load(Ordering::Relaxed));
+        self.extra.store(0, Ordering::Relaxed);
+        self.home.store(home, Ordering::Relaxed);
+        // SAFETY: the slot is free and owned by this thread (popped from the
+        // free list under its lock, `holds == 0`), so no other thread reads
+        // or writes the value cell until the release store below publishes it.
+        self.value.with_mut(|v| unsafe { (*v).write(value) });
+        self.state.store(u64::from(g) << 32 | 1, Ordering::Release);
+        g
+    }
+
+    /// A pointer to the live value, valid while the caller holds the object.
+    #[inline]
+    pub(crate) fn value_ptr(&self) -> *const T {
+        self.value.with(|v| v.cast::<T>())
+    }
+
+    /// Moves the value and the home inbox out of a slot whose last hold the
+    /// caller just dropped.
+    ///
+    /// # Safety
+    ///
+    /// The caller's `drop_hold` must have returned `true` for this object, and
+    /// `take` must be called once for it.
+    pub(crate) unsafe fn take(&self) -> (T, Option<Arc<Inbox<T>>>) {
+        let home = self.home.swap(ptr::null_mut(), Ordering::Relaxed);
+        // SAFETY: `holds` reached 0 through the caller's decrement, so no hold
+        // (and hence no `&T`) exists and none can be created (`try_hold`
+        // refuses 0); the value was initialised by `fill` (caller's
+        // precondition: the object was live) and is read exactly once.
+        let value = self.value.with(|v| unsafe { ptr::read(v).assume_init() });
+        // SAFETY: a non-null `home` was produced by `Arc::into_raw` in the
+        // registry's insert for this object and is converted back once, here.
+        let home = (!home.is_null()).then(|| unsafe { Arc::from_raw(home) });
+        (value, home)
+    }
+
+    /// Frees a finalized slot for reuse under generation `next`.
+    pub(crate) fn reset(&self, next: u32) {
+        self.state.store(u64::from(next) << 32, Ordering::Release);
+    }
+
+    /// `(pins, transfers)` — diagnostics.
+    pub(crate) fn extra(&self) -> (u32, u32) {
+        let e = self.extra.load(Ordering::Relaxed);
+        ((e >> 32) as u32, e as u32)
+    }
+
+    /// Counts one more pin (the caller already added its hold).
+    pub(crate) fn add_pin(&self) -> bool {
+        self.extra
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| {
+                ((e >> 32) < u64::from(u32::MAX)).then_some(e + (1 << 32))
+            })
+            .is_ok()
+    }
+
+    /// Removes one pin if there is one (the caller then drops its hold).
+    pub(crate) fn remove_pin(&self) -> bool {
+        self.extra
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| {
+                (e >> 32 > 0).then_some(e - (1 << 32))
+            })
+            .is_ok()
+    }
+
+    /// Counts one more outstanding transfer (diagnostics).
+    pub(crate) fn add_transfer(&self) {
+        self.extra.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one transfer claimed or dropped (diagnostics).
+    pub(crate) fn sub_transfer(&self) {
+        self.extra.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The home inbox address, for "is the caller home" comparisons only.
+    #[inline]
+    pub(crate) fn home_addr(&self) -> *const Inbox<T> {
+        self.home.load(Ordering::Acquire)
+    }
+}
+
+/// `Ok` if `state` is the live object named by `h`, else why not.
+#[inline]
+fn classify(state: u64, h: Handle) -> Result<(), Error> {
+    let g = generation(state);
+    if h.generation() > g {
+        // Generations only grow: this one was never issued.
+        Err(Error::Invalid(h.to_raw()))
+    } else if h.generation() < g || holds(state) == 0 {
+        Err(Error::Stale(h))
+    } else {
+        Ok(())
+    }
+}

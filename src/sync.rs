@@ -1,0 +1,227 @@
+//! The one place that names synchronization primitives.
+//!
+//! Every lock, atomic, thread-local, thread id and channel used by tether comes
+//! from here. Under `cfg(loom)` each of them is swapped for loom's model
+//! version (or, where loom cannot see inside a crate — parking_lot and
+//! crossbeam-channel — for a small equivalent built on loom's primitives), so
+//! the loom suite in `loom-tests/` explores the real protocol code.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::thread_local;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::thread_local;
+
+/// Thread identity as reported in snapshots and `holders()`. Under loom this
+/// is still std's id (loom runs its model threads as coroutines, so they share
+/// one); it is diagnostics only and no protocol depends on it.
+pub(crate) use std::thread::ThreadId;
+
+/// The calling thread's id and name.
+pub(crate) fn current_thread() -> (ThreadId, Option<String>) {
+    let t = std::thread::current();
+    (t.id(), t.name().map(str::to_owned))
+}
+
+/// A mutex without poisoning whose `lock()` returns the guard directly.
+///
+/// parking_lot's mutex does not poison, so a panic in a (never user-code)
+/// critical section cannot wedge the registry.
+#[cfg(not(loom))]
+pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+
+#[cfg(not(loom))]
+impl<T> Mutex<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Mutex(parking_lot::const_mutex(value))
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
+        self.0.lock()
+    }
+}
+
+/// loom's mutex, wrapped so call sites read `lock()` without `unwrap` and so a
+/// poisoned lock (a panicking model thread) is still usable, like parking_lot.
+#[cfg(loom)]
+pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+#[cfg(loom)]
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Mutex(loom::sync::Mutex::new(value))
+    }
+
+    pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<T> std::fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mutex")
+    }
+}
+
+/// An `UnsafeCell` with loom's closure-based API on both configurations.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        UnsafeCell(std::cell::UnsafeCell::new(value))
+    }
+
+    #[inline]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    #[inline]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// The home inbox channel: unbounded, multi-producer, never blocks a sender.
+#[cfg(not(loom))]
+pub(crate) mod channel {
+    pub(crate) use crossbeam_channel::{unbounded, Receiver, Sender};
+}
+
+/// Under loom: a queue over loom's mutex with the subset of the
+/// crossbeam-channel API tether uses (`send`, `try_recv`, `len`).
+#[cfg(loom)]
+pub(crate) mod channel {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+
+    pub(crate) struct Sender<T>(Arc<super::Mutex<VecDeque<T>>>);
+    pub(crate) struct Receiver<T>(Arc<super::Mutex<VecDeque<T>>>);
+
+    pub(crate) fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
+        let q = Arc::new(super::Mutex::new(VecDeque::new()));
+        (Sender(q.clone()), Receiver(q))
+    }
+
+    impl<T> Sender<T> {
+        pub(crate) fn send(&self, value: T) -> Result<(), T> {
+            self.0.lock().push_back(value);
+            Ok(())
+        }
+    }
+
+    impl<T> Receiver<T> {
+        pub(crate) fn try_recv(&self) -> Result<T, ()> {
+            self.0.lock().pop_front().ok_or(())
+        }
+
+        pub(crate) fn len(&self) -> usize {
+            self.0.lock().len()
+        }
+    }
+}
+
+/// Process-wide, lock-free counters and flags that loom does not need to
+/// model (they are not part of any inter-thread protocol): the registry tag
+/// counter and the fork flag.
+mod process {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    static REGISTRY_SERIAL: AtomicU64 = AtomicU64::new(0);
+    pub(super) static FORKED: AtomicBool = AtomicBool::new(false);
+
+    pub(crate) fn next_registry_serial() -> u64 {
+        REGISTRY_SERIAL.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+pub(crate) use process::next_registry_serial;
+
+/// `true` in a child process created by `fork()` after tether was used.
+///
+/// One relaxed load of a flag that a `pthread_atfork` child handler sets:
+/// free on the fast path (no `getpid()` system call).
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) fn forked() -> bool {
+    process::FORKED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// loom models never fork.
+#[cfg(loom)]
+#[inline(always)]
+pub(crate) fn forked() -> bool {
+    false
+}
+
+/// Installs the `pthread_atfork` child handler once per process.
+#[cfg(all(unix, not(loom)))]
+pub(crate) fn install_fork_handler() {
+    use std::os::raw::c_int;
+    use std::sync::Once;
+
+    extern "C" {
+        fn pthread_atfork(
+            prepare: Option<extern "C" fn()>,
+            parent: Option<extern "C" fn()>,
+            child: Option<extern "C" fn()>,
+        ) -> c_int;
+    }
+
+    extern "C" fn in_child() {
+        process::FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `pthread_atfork` is declared with its POSIX signature; the
+        // handler is an `extern "C" fn()` with 'static lifetime that only does
+        // one async-signal-safe atomic store, as a child handler must. If
+        // registration fails (ENOMEM) fork detection is lost, not soundness:
+        // nothing else depends on the flag being set.
+        unsafe {
+            pthread_atfork(None, None, Some(in_child));
+        }
+    });
+}
+
+/// No `fork()` to detect on this platform / under loom.
+#[cfg(any(not(unix), loom))]
+pub(crate) fn install_fork_handler() {}
+
+/// Global state shared by all registries (the thread-index allocator).
+#[cfg(not(loom))]
+pub(crate) fn with_global<R>(f: impl FnOnce(&mut crate::tid::TidAlloc) -> R) -> R {
+    static TIDS: Mutex<crate::tid::TidAlloc> = Mutex::new(crate::tid::TidAlloc::new());
+    f(&mut TIDS.lock())
+}
+
+/// Under loom, per-execution global state (loom resets it for every model run).
+#[cfg(loom)]
+pub(crate) fn with_global<R>(f: impl FnOnce(&mut crate::tid::TidAlloc) -> R) -> R {
+    loom::lazy_static! {
+        static ref TIDS: Mutex<crate::tid::TidAlloc> = Mutex::new(crate::tid::TidAlloc::new());
+    }
+    f(&mut TIDS.lock())
+}
+
+/// Tell loom a spin loop is waiting on another thread; a hint to the CPU otherwise.
+#[inline]
+#[allow(dead_code)]
+pub(crate) fn spin_hint() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+}

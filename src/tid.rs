@@ -1,0 +1,136 @@
+//! Thread identity: a small dense index per live thread, and exit hooks.
+//!
+//! Every thread that uses tether gets a process-wide index (`tid`), reused
+//! after the thread exits, so per-thread tables can be found with one array
+//! lookup. A thread-local with a destructor runs each registry's exit hook
+//! (invariant 7: thread exit is a release) and then frees the index.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Weak;
+
+use crate::sync::{thread_local, with_global};
+
+/// `TID` value of a thread that has not used tether yet.
+const UNASSIGNED: u32 = 0;
+/// `TID` value of a thread whose exit hooks have run.
+const EXITED: u32 = u32::MAX;
+
+/// Something to run when a thread exits: a registry releasing that thread's
+/// references.
+pub(crate) trait ExitHook: Send + Sync {
+    /// The thread with index `tid` is exiting; runs on that thread.
+    fn thread_exit(&self, tid: u32);
+}
+
+/// Process-wide allocator of thread indices (lowest free first, so indices
+/// stay dense).
+#[derive(Debug)]
+pub(crate) struct TidAlloc {
+    free: BinaryHeap<Reverse<u32>>,
+    next: u32,
+}
+
+impl TidAlloc {
+    pub(crate) const fn new() -> Self {
+        TidAlloc {
+            free: BinaryHeap::new(),
+            next: 0,
+        }
+    }
+
+    fn alloc(&mut self) -> Option<u32> {
+        if let Some(Reverse(t)) = self.free.pop() {
+            return Some(t);
+        }
+        // Leave room for the UNASSIGNED/EXITED encodings of `TID`.
+        if self.next >= EXITED - 2 {
+            return None;
+        }
+        self.next += 1;
+        Some(self.next - 1)
+    }
+
+    fn free(&mut self, tid: u32) {
+        self.free.push(Reverse(tid));
+    }
+}
+
+/// Per-thread record whose destructor runs the exit hooks.
+struct ThreadState {
+    tid: Cell<u32>,
+    hooks: RefCell<Vec<Weak<dyn ExitHook>>>,
+}
+
+impl Drop for ThreadState {
+    fn drop(&mut self) {
+        let tid = self.tid.get();
+        // Hooks may (through `Drop` of stored values) touch other registries;
+        // take the list each round so no `RefCell` borrow is held meanwhile.
+        loop {
+            let hooks = std::mem::take(&mut *self.hooks.borrow_mut());
+            if hooks.is_empty() {
+                break;
+            }
+            for hook in hooks {
+                if let Some(hook) = hook.upgrade() {
+                    hook.thread_exit(tid);
+                }
+            }
+        }
+        let _ = TID.try_with(|t| t.set(EXITED));
+        with_global(|a| a.free(tid));
+    }
+}
+
+thread_local! {
+    /// `tid + 1`, or UNASSIGNED / EXITED. No destructor, so it stays readable
+    /// while other thread-locals are destroyed.
+    static TID: Cell<u32> = const { Cell::new(UNASSIGNED) };
+    static STATE: ThreadState = const {
+        ThreadState { tid: Cell::new(UNASSIGNED), hooks: RefCell::new(Vec::new()) }
+    };
+}
+
+/// The calling thread's index; `None` once its exit hooks have run.
+#[inline]
+pub(crate) fn current() -> Option<u32> {
+    let t = TID.try_with(Cell::get).unwrap_or(EXITED);
+    if t != UNASSIGNED && t != EXITED {
+        return Some(t - 1);
+    }
+    assign(t)
+}
+
+#[cold]
+fn assign(t: u32) -> Option<u32> {
+    if t == EXITED {
+        return None;
+    }
+    let tid = with_global(TidAlloc::alloc)?;
+    // Touching STATE registers its destructor; it fails if the thread is
+    // already tearing down its thread-locals.
+    if STATE.try_with(|s| s.tid.set(tid)).is_err() {
+        with_global(|a| a.free(tid));
+        return None;
+    }
+    if TID.try_with(|c| c.set(tid + 1)).is_err() {
+        return None;
+    }
+    Some(tid)
+}
+
+/// Registers `hook` to run when the calling thread exits. `false` if the
+/// thread is already exiting.
+pub(crate) fn on_exit(hook: Weak<dyn ExitHook>) -> bool {
+    STATE
+        .try_with(|s| {
+            let mut hooks = s.hooks.borrow_mut();
+            if hooks.len() >= 8 && hooks.len().is_power_of_two() {
+                hooks.retain(|h| h.strong_count() > 0);
+            }
+            hooks.push(hook);
+        })
+        .is_ok()
+}
