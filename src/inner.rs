@@ -296,6 +296,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
         slot.check(h)?;
         let home = ptr::eq(slot.home_addr(), Arc::as_ptr(&table.inbox));
         if !home && slot.extra().0 == 0 {
+            // The object may have died since the check (its finalizer clears
+            // `home` after the last hold): say so rather than "not held".
+            slot.check(h)?;
             return Err(Error::NotHeld(h));
         }
         // The object may die between the check and here: `try_hold` refuses

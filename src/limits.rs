@@ -55,15 +55,18 @@ const fn pages_for(n: usize) -> usize {
     pages
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+// The layout is checked at compile time.
+const _: () = assert!(RAW_LIMIT == 1 << 53, "raw ids must fit a JavaScript number");
+const _: () = assert!(MAX_TAG >= 1 && PAGE_BASE.is_power_of_two());
+const _: () = assert!(pages_covered(MAX_PAGES) >= MAX_CAPACITY);
 
-    #[test]
-    fn layout_fits_in_53_bits() {
-        assert_eq!(RAW_LIMIT, 1 << 53);
-        assert!(MAX_TAG >= 1);
-        let covered: usize = (0..MAX_PAGES).map(|p| PAGE_BASE << p).sum();
-        assert!(covered >= MAX_CAPACITY);
+/// Indices covered by pages `0..n`.
+const fn pages_covered(n: usize) -> usize {
+    let mut covered = 0;
+    let mut p = 0;
+    while p < n {
+        covered += PAGE_BASE << p;
+        p += 1;
     }
+    covered
 }

@@ -215,6 +215,12 @@ mod tests {
         pages.for_each_page(|first, page| seen.push((first, page.len())));
         let (p, _) = Pages::<AtomicU64>::locate(5_000);
         let first_of_p: usize = (0..p).map(Pages::<AtomicU64>::page_len).sum();
-        assert_eq!(seen, vec![(0, PAGE_BASE), (first_of_p, Pages::<AtomicU64>::page_len(p))]);
+        assert_eq!(
+            seen,
+            vec![
+                (0, PAGE_BASE),
+                (first_of_p, Pages::<AtomicU64>::page_len(p))
+            ]
+        );
     }
 }

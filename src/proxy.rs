@@ -37,7 +37,9 @@ use crate::{Error, Handle, Registry, Transfer};
 /// # Ok::<(), tether::Error>(())
 /// ```
 pub struct Proxy<T: Send + Sync + 'static> {
-    /// Keeps the registry alive; an `Rc` so cloning a proxy costs no atomic.
+    /// Keeps the registry alive; an `Rc` so cloning a proxy costs no atomic
+    /// read-modify-write (an `Arc` clone would).
+    #[allow(clippy::redundant_allocation)]
     inner: Rc<Arc<Inner<T>>>,
     slot: NonNull<Slot<T>>,
     table: NonNull<ThreadTable<T>>,
@@ -105,8 +107,12 @@ impl<T: Send + Sync + 'static> Proxy<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Overflow`] at the limit; the count is unchanged.
+    /// [`Error::Overflow`] at the limit (the count is unchanged),
+    /// [`Error::Forked`] in a forked child.
     pub fn try_clone(&self) -> Result<Proxy<T>, Error> {
+        if crate::sync::forked() {
+            return Err(Error::Forked);
+        }
         let e = self.entry().load(Ordering::Relaxed);
         let n = u64::from(e as u32) + u64::from(roots(e));
         if n >= u64::from(self.inner.config.max_count) || roots(e) == u32::MAX {

@@ -164,7 +164,9 @@ impl<T> Slot<T> {
     /// The caller's `drop_hold` must have returned `true` for this object, and
     /// `take` must be called once for it.
     pub(crate) unsafe fn take(&self) -> (T, Option<Arc<Inbox<T>>>) {
-        let home = self.home.swap(ptr::null_mut(), Ordering::Relaxed);
+        // Release: whoever reads the cleared `home` (acquire) also sees
+        // `holds == 0`, so it reports the handle stale.
+        let home = self.home.swap(ptr::null_mut(), Ordering::AcqRel);
         // SAFETY: `holds` reached 0 through the caller's decrement, so no hold
         // (and hence no `&T`) exists and none can be created (`try_hold`
         // refuses 0); the value was initialised by `fill` (caller's
@@ -191,7 +193,7 @@ impl<T> Slot<T> {
     pub(crate) fn add_pin(&self) -> bool {
         self.extra
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| {
-                ((e >> 32) < u64::from(u32::MAX)).then_some(e + (1 << 32))
+                ((e >> 32) < u64::from(u32::MAX)).then(|| e + (1 << 32))
             })
             .is_ok()
     }
@@ -200,7 +202,7 @@ impl<T> Slot<T> {
     pub(crate) fn remove_pin(&self) -> bool {
         self.extra
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| {
-                (e >> 32 > 0).then_some(e - (1 << 32))
+                (e >> 32 > 0).then(|| e - (1 << 32))
             })
             .is_ok()
     }

@@ -8,13 +8,21 @@
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
-#[cfg(not(loom))]
-pub(crate) use std::thread_local;
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
-#[cfg(loom)]
-pub(crate) use loom::thread_local;
+
+/// Declares thread-locals: `const`-initialised std thread-locals (no lazy
+/// initialisation check on access), or loom's mock thread-locals under loom.
+macro_rules! thread_locals {
+    ($($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;)*) => {
+        #[cfg(not(loom))]
+        std::thread_local! { $($(#[$attr])* static $name: $t = const { $init };)* }
+        #[cfg(loom)]
+        loom::thread_local! { $($(#[$attr])* static $name: $t = $init;)* }
+    };
+}
+pub(crate) use thread_locals;
 
 /// Thread identity as reported in snapshots and `holders()`. Under loom this
 /// is still std's id (loom runs its model threads as coroutines, so they share
@@ -136,9 +144,12 @@ pub(crate) mod channel {
 /// model (they are not part of any inter-thread protocol): the registry tag
 /// counter and the fork flag.
 mod process {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    #[cfg(not(loom))]
+    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     static REGISTRY_SERIAL: AtomicU64 = AtomicU64::new(0);
+    #[cfg(not(loom))]
     pub(super) static FORKED: AtomicBool = AtomicBool::new(false);
 
     pub(crate) fn next_registry_serial() -> u64 {
@@ -200,21 +211,51 @@ pub(crate) fn install_fork_handler() {
 #[cfg(any(not(unix), loom))]
 pub(crate) fn install_fork_handler() {}
 
-/// Global state shared by all registries (the thread-index allocator).
+/// The process-wide thread-index allocator.
 #[cfg(not(loom))]
-pub(crate) fn with_global<R>(f: impl FnOnce(&mut crate::tid::TidAlloc) -> R) -> R {
-    static TIDS: Mutex<crate::tid::TidAlloc> = Mutex::new(crate::tid::TidAlloc::new());
-    f(&mut TIDS.lock())
+static TIDS: Mutex<crate::tid::TidAlloc> = Mutex::new(crate::tid::TidAlloc::new());
+
+/// A thread index for a thread starting to use tether.
+#[cfg(not(loom))]
+pub(crate) fn tid_alloc() -> Option<u32> {
+    TIDS.lock().alloc()
 }
 
-/// Under loom, per-execution global state (loom resets it for every model run).
-#[cfg(loom)]
-pub(crate) fn with_global<R>(f: impl FnOnce(&mut crate::tid::TidAlloc) -> R) -> R {
-    loom::lazy_static! {
-        static ref TIDS: Mutex<crate::tid::TidAlloc> = Mutex::new(crate::tid::TidAlloc::new());
-    }
-    f(&mut TIDS.lock())
+/// Returns an exiting thread's index for reuse.
+#[cfg(not(loom))]
+pub(crate) fn tid_free(tid: u32) {
+    TIDS.lock().free(tid);
 }
+
+/// Under loom, thread indices are never reused within one execution, and
+/// restart from 0 in each execution (so every execution is deterministic).
+///
+/// Reuse is ordered in production by the allocator's mutex (the exiting
+/// thread nulls its directory cells before freeing its index). A loom-visible
+/// mutex cannot be used — loom tears its statics down before the main model
+/// thread's thread-locals, whose destructor frees the index — and with an
+/// invisible one loom would explore a reuse without that ordering, which no
+/// real execution can produce.
+#[cfg(loom)]
+pub(crate) fn tid_alloc() -> Option<u32> {
+    use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
+    static EXECUTIONS: StdAtomicU64 = StdAtomicU64::new(0);
+    static NEXT: std::sync::Mutex<(u64, u32)> = std::sync::Mutex::new((u64::MAX, 0));
+    loom::lazy_static! {
+        static ref EXECUTION: u64 = EXECUTIONS.fetch_add(1, StdOrdering::Relaxed);
+    }
+    let execution = *EXECUTION;
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    if next.0 != execution {
+        *next = (execution, 0);
+    }
+    next.1 += 1;
+    Some(next.1 - 1)
+}
+
+/// Under loom indices are not reused (see `tid_alloc`).
+#[cfg(loom)]
+pub(crate) fn tid_free(_tid: u32) {}
 
 /// Tell loom a spin loop is waiting on another thread; a hint to the CPU otherwise.
 #[inline]

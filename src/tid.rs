@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Weak;
 
-use crate::sync::{thread_local, with_global};
+use crate::sync::{thread_locals, tid_alloc, tid_free};
 
 /// `TID` value of a thread that has not used tether yet.
 const UNASSIGNED: u32 = 0;
@@ -27,12 +27,14 @@ pub(crate) trait ExitHook: Send + Sync {
 /// Process-wide allocator of thread indices (lowest free first, so indices
 /// stay dense).
 #[derive(Debug)]
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) struct TidAlloc {
     free: BinaryHeap<Reverse<u32>>,
     next: u32,
 }
 
 impl TidAlloc {
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) const fn new() -> Self {
         TidAlloc {
             free: BinaryHeap::new(),
@@ -40,7 +42,8 @@ impl TidAlloc {
         }
     }
 
-    fn alloc(&mut self) -> Option<u32> {
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn alloc(&mut self) -> Option<u32> {
         if let Some(Reverse(t)) = self.free.pop() {
             return Some(t);
         }
@@ -52,7 +55,8 @@ impl TidAlloc {
         Some(self.next - 1)
     }
 
-    fn free(&mut self, tid: u32) {
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn free(&mut self, tid: u32) {
         self.free.push(Reverse(tid));
     }
 }
@@ -80,17 +84,17 @@ impl Drop for ThreadState {
             }
         }
         let _ = TID.try_with(|t| t.set(EXITED));
-        with_global(|a| a.free(tid));
+        tid_free(tid);
     }
 }
 
-thread_local! {
+thread_locals! {
     /// `tid + 1`, or UNASSIGNED / EXITED. No destructor, so it stays readable
     /// while other thread-locals are destroyed.
-    static TID: Cell<u32> = const { Cell::new(UNASSIGNED) };
-    static STATE: ThreadState = const {
-        ThreadState { tid: Cell::new(UNASSIGNED), hooks: RefCell::new(Vec::new()) }
-    };
+    static TID: Cell<u32> = Cell::new(UNASSIGNED);
+    /// Runs the exit hooks when the thread's thread-locals are destroyed.
+    static STATE: ThreadState =
+        ThreadState { tid: Cell::new(UNASSIGNED), hooks: RefCell::new(Vec::new()) };
 }
 
 /// The calling thread's index; `None` once its exit hooks have run.
@@ -108,11 +112,11 @@ fn assign(t: u32) -> Option<u32> {
     if t == EXITED {
         return None;
     }
-    let tid = with_global(TidAlloc::alloc)?;
+    let tid = tid_alloc()?;
     // Touching STATE registers its destructor; it fails if the thread is
     // already tearing down its thread-locals.
     if STATE.try_with(|s| s.tid.set(tid)).is_err() {
-        with_global(|a| a.free(tid));
+        tid_free(tid);
         return None;
     }
     if TID.try_with(|c| c.set(tid + 1)).is_err() {

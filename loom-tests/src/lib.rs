@@ -1,1 +1,95 @@
+//! Helpers for tether's loom models (see `tests/models.rs`).
+//!
+//! Build and run with `RUSTFLAGS="--cfg loom" cargo test -p loom-tests --release`.
+//! Without `--cfg loom` this crate is empty.
+#![cfg(loom)]
 
+use std::cell::Cell;
+
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
+
+loom::thread_local! {
+    /// Set on the model thread that is the home thread.
+    static IS_HOME: Cell<bool> = Cell::new(false);
+}
+
+/// Finalization record shared by a model's threads.
+///
+/// Every drop is counted first, without touching thread-locals: values are
+/// also dropped during a thread's thread-local teardown (its exit hook),
+/// where thread-locals are gone. Where the drop ran is then classified as
+/// home / elsewhere / during teardown (thread unknown).
+#[derive(Clone)]
+pub struct Drops {
+    total: Arc<AtomicUsize>,
+    at_home: Arc<AtomicUsize>,
+    in_teardown: Arc<AtomicUsize>,
+}
+
+impl Default for Drops {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drops {
+    /// A new, zeroed record.
+    pub fn new() -> Self {
+        Drops {
+            total: Arc::new(AtomicUsize::new(0)),
+            at_home: Arc::new(AtomicUsize::new(0)),
+            in_teardown: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Marks the calling model thread as the home thread.
+    pub fn set_home(&self) {
+        IS_HOME.with(|h| h.set(true));
+    }
+
+    /// Drops so far, in total.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    /// Drops so far known to have run on the home thread (outside teardown).
+    pub fn at_home(&self) -> usize {
+        self.at_home.load(Ordering::SeqCst)
+    }
+
+    /// Drops so far that ran in some thread's thread-local teardown.
+    pub fn in_teardown(&self) -> usize {
+        self.in_teardown.load(Ordering::SeqCst)
+    }
+
+    /// A value that records its drop here.
+    pub fn value(&self, id: u32) -> Tracked {
+        Tracked {
+            id,
+            drops: self.clone(),
+        }
+    }
+}
+
+/// A stored value that records where it was dropped.
+pub struct Tracked {
+    /// Distinguishes values in reuse models.
+    pub id: u32,
+    drops: Drops,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.drops.total.fetch_add(1, Ordering::SeqCst);
+        match IS_HOME.try_with(Cell::get) {
+            Ok(true) => {
+                self.drops.at_home.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(false) => {}
+            Err(_) => {
+                self.drops.in_teardown.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}

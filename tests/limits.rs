@@ -1,0 +1,163 @@
+//! Invariant 11: overflow is an error. Counts never wrap (`Err(Overflow)`,
+//! count unchanged); a registry built with a capacity returns `Err(Full)`
+//! instead of growing and hands the value back; capacity is reusable.
+
+mod common;
+
+use common::{rel, DropLog, Rel, Tracked};
+use tether::{Error, InsertError, Registry};
+
+#[test]
+fn retain_past_max_count_is_overflow_and_changes_nothing() {
+    let log = DropLog::new();
+    let reg = Registry::builder().max_count(3).build();
+    let h = reg.insert(Tracked::new(&log, 1)).expect("insert");
+    assert_eq!(reg.retain(h), Ok(2));
+    assert_eq!(reg.retain(h), Ok(3));
+    for _ in 0..5 {
+        assert_eq!(reg.retain(h), Err(Error::Overflow(h)));
+        assert_eq!(reg.count(h), Ok(3), "a failed retain changed the count");
+    }
+    // Releasing makes room again.
+    assert_eq!(rel(reg.release(h)), Rel::Held(2));
+    assert_eq!(reg.retain(h), Ok(3));
+    // Exactly three releases finalize: no phantom reference was added.
+    assert_eq!(rel(reg.release(h)), Rel::Held(2));
+    assert_eq!(rel(reg.release(h)), Rel::Held(1));
+    assert_eq!(log.count(), 0);
+    assert_eq!(rel(reg.release(h)), Rel::Finalized);
+    assert_eq!(log.count(), 1);
+}
+
+#[test]
+fn max_count_is_per_thread() {
+    let log = DropLog::new();
+    let reg = Registry::builder().max_count(2).build();
+    let h = reg.insert(Tracked::new(&log, 1)).expect("insert");
+    assert_eq!(reg.retain(h), Ok(2));
+    assert_eq!(reg.retain(h), Err(Error::Overflow(h)));
+    let t = reg.transfer(h).expect("transfer");
+    assert_eq!(reg.count(h), Ok(1));
+    assert_eq!(
+        reg.retain(h),
+        Ok(2),
+        "transfer freed one slot of home's count"
+    );
+    let r2 = reg.clone();
+    let (a, b, c) = common::join(common::spawn("other-thread-limit", move || {
+        let a = r2.claim(t).map(|_| ());
+        let b = r2.retain(h);
+        let c = r2.retain(h);
+        (a, b, c)
+    }));
+    assert_eq!(a, Ok(()));
+    assert_eq!(b, Ok(2), "another thread has its own budget");
+    assert_eq!(c, Err(Error::Overflow(h)));
+    assert_eq!(reg.count(h), Ok(2));
+}
+
+#[test]
+fn proxy_creation_past_max_count_is_overflow() {
+    let log = DropLog::new();
+    let reg = Registry::builder().max_count(2).build();
+    let p = reg
+        .insert_proxy(Tracked::new(&log, 1))
+        .expect("insert_proxy");
+    let h = p.handle();
+    let q = p.try_clone().expect("second reference fits");
+    assert_eq!(p.try_clone().err(), Some(Error::Overflow(h)));
+    assert_eq!(reg.proxy(h).err(), Some(Error::Overflow(h)));
+    assert_eq!(reg.retain(h), Err(Error::Overflow(h)));
+    assert_eq!(reg.count(h), Ok(2));
+    drop(q);
+    drop(p);
+    assert_eq!(log.count(), 1, "no phantom reference kept it alive");
+}
+
+#[test]
+fn insert_beyond_capacity_is_full_and_hands_the_value_back() {
+    let log = DropLog::new();
+    let reg = Registry::builder().capacity(4).build();
+    let hs: Vec<_> = (0..4)
+        .map(|i| reg.insert(Tracked::new(&log, i)).expect("within capacity"))
+        .collect();
+    let err = match reg.insert(Tracked::new(&log, 42)) {
+        Ok(h) => panic!("insert past capacity succeeded: {h}"),
+        Err(e) => e,
+    };
+    assert_eq!(err.error(), Error::Full);
+    assert_eq!(
+        log.count(),
+        0,
+        "the rejected value was dropped, not returned"
+    );
+    let value = err.into_value();
+    assert_eq!(value.id, 42, "into_value() returns the very value");
+    assert_eq!(log.count(), 0);
+    drop(value);
+    assert_eq!(log.times_dropped(42), 1);
+
+    assert_eq!(reg.len(), 4, "a failed insert changed len()");
+    match reg.insert_proxy(Tracked::new(&log, 43)) {
+        Ok(_) => panic!("insert_proxy past capacity succeeded"),
+        Err(e) => {
+            assert_eq!(e.error(), Error::Full);
+            assert_eq!(e.into_value().id, 43);
+        }
+    }
+    for h in hs {
+        assert_eq!(rel(reg.release(h)), Rel::Finalized);
+    }
+}
+
+#[test]
+fn capacity_is_fully_reusable_after_releases() {
+    let log = DropLog::new();
+    let reg = Registry::builder().capacity(8).build();
+    let mut next = 0;
+    for round in 0..50 {
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                next += 1;
+                reg.insert(Tracked::new(&log, next))
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"))
+            })
+            .collect();
+        assert_eq!(
+            reg.insert(Tracked::new(&log, 0)).err().map(|e| e.error()),
+            Some(Error::Full),
+            "round {round}"
+        );
+        for h in hs {
+            assert_eq!(rel(reg.release(h)), Rel::Finalized);
+        }
+        assert!(reg.is_empty());
+    }
+    assert_eq!(log.count(), 50 * 8 + 50, "every value dropped exactly once");
+}
+
+/// A type with no Debug, Display or Clone.
+struct Opaque(#[allow(dead_code)] u8);
+
+#[test]
+fn insert_error_formats_without_t_debug_and_converts_into_error() {
+    let reg = Registry::builder().capacity(1).build();
+    let _h = reg.insert(Opaque(1)).expect("first insert");
+    let err: InsertError<Opaque> = match reg.insert(Opaque(2)) {
+        Ok(_) => panic!("second insert into capacity 1 succeeded"),
+        Err(e) => e,
+    };
+    let debug = format!("{err:?}");
+    let display = err.to_string();
+    assert!(!debug.is_empty());
+    assert!(!display.is_empty());
+    let e: Error = err.into();
+    assert_eq!(e, Error::Full);
+
+    // `?` converts an InsertError into an Error.
+    fn via_question_mark(reg: &Registry<Opaque>) -> Result<(), Error> {
+        reg.insert(Opaque(3))?;
+        Ok(())
+    }
+    assert_eq!(via_question_mark(&reg), Err(Error::Full));
+}

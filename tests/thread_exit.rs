@@ -1,0 +1,287 @@
+//! Invariant 7: thread exit is a release. With the default
+//! `ThreadExit::Release` a thread's remaining references are released when it
+//! exits; with `ThreadExit::Leak` they are kept and reported. A home thread's
+//! exit finalizes its pending queue first, and a release after the home
+//! thread exited finalizes on the releasing thread.
+
+mod common;
+
+use std::sync::mpsc;
+use std::thread;
+
+use common::{count_of, join, rel, spawn, DropLog, Rel, Tracked};
+use tether::{Registry, ThreadExit};
+
+#[test]
+fn a_worker_exiting_with_references_releases_them() {
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let h = reg.insert(Tracked::new(&log, 1)).expect("insert");
+    reg.retain(h).expect("retain");
+    let t = reg.transfer(h).expect("transfer");
+
+    let r2 = reg.clone();
+    let worker = spawn("exits-holding", move || {
+        r2.claim(t).expect("claim");
+        r2.retain(h).expect("retain");
+        r2.retain(h).expect("retain");
+        assert_eq!(r2.count(h), Ok(3));
+        thread::current().id()
+        // exits holding 3 references
+    });
+    let wid = join(worker);
+    let holders = reg.holders(h).expect("holders");
+    assert_eq!(
+        count_of(&holders, wid),
+        0,
+        "exit released them: {holders:?}"
+    );
+    assert_eq!(reg.count(h), Ok(1), "home's count untouched");
+    assert_eq!(log.count(), 0, "home still holds one");
+    assert_eq!(rel(reg.release(h)), Rel::Finalized);
+    assert_eq!(log.count(), 1);
+}
+
+#[test]
+fn a_worker_exit_that_drops_the_last_reference_queues_the_value_home() {
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let home = thread::current().id();
+    let h = reg.insert(Tracked::new(&log, 1)).expect("insert");
+    let t = reg.transfer(h).expect("transfer the only reference");
+
+    let r2 = reg.clone();
+    join(spawn("last-holder-exits", move || {
+        r2.claim(t).expect("claim");
+        r2.retain(h).expect("retain");
+    }));
+    // No registry call on home since the worker exited.
+    assert_eq!(log.count(), 0, "dropped on the exiting worker, not home");
+    assert_eq!(reg.pump(), 1, "the worker's exit queued the value home");
+    assert_eq!(log.count(), 1);
+    assert_eq!(log.dropped_on(1), Some(home));
+    assert!(reg.is_empty());
+}
+
+#[test]
+fn a_home_thread_exiting_with_references_finalizes_its_objects_on_itself() {
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let r2 = reg.clone();
+    let log2 = log.clone();
+    let worker = spawn("home-exits-holding", move || {
+        for i in 0..5 {
+            let h = r2.insert(Tracked::new(&log2, i)).expect("insert");
+            r2.retain(h).expect("retain");
+        }
+        thread::current().id()
+    });
+    let wid = join(worker);
+    assert_eq!(
+        log.count(),
+        5,
+        "the exiting home thread released everything"
+    );
+    assert!(
+        log.threads().iter().all(|t| *t == wid),
+        "finalized on its home thread"
+    );
+    assert!(reg.is_empty());
+    assert_eq!(reg.pump(), 0, "nothing was queued to an unrelated thread");
+}
+
+#[test]
+fn leak_policy_keeps_references_and_reports_the_exited_holder() {
+    let log = DropLog::new();
+    let reg = Registry::builder().thread_exit(ThreadExit::Leak).build();
+    let h = reg.insert(Tracked::new(&log, 1)).expect("insert");
+    let t = reg.transfer(h).expect("transfer the only reference");
+
+    let r2 = reg.clone();
+    let wid = join(spawn("leaker", move || {
+        r2.claim(t).expect("claim");
+        r2.retain(h).expect("retain");
+        thread::current().id()
+    }));
+    assert_eq!(reg.pump(), 0, "leak policy: nothing was released");
+    assert_eq!(log.count(), 0, "leak policy: the value must be kept");
+    assert_eq!(reg.len(), 1);
+    assert_eq!(reg.get(h).expect("home can still read it").id, 1);
+
+    let snap = reg.snapshot();
+    let obj = snap
+        .object(h)
+        .expect("object is still live in the snapshot");
+    let holder = obj
+        .holders
+        .iter()
+        .find(|hs| hs.thread == wid)
+        .expect("the exited thread is still listed as a holder");
+    assert_eq!(holder.count, 2, "its references are kept");
+    assert!(holder.exited, "and it is reported as exited");
+    let ts = snap
+        .threads
+        .iter()
+        .find(|ts| ts.thread == wid)
+        .expect("the exited thread appears in snapshot().threads");
+    assert!(ts.exited);
+}
+
+#[test]
+fn a_home_threads_exit_finalizes_its_pending_queue_first() {
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let (token_tx, token_rx) = mpsc::channel();
+    let (released_tx, released_rx) = mpsc::channel::<()>();
+    let r2 = reg.clone();
+    let log2 = log.clone();
+    let home = spawn("home-with-queue", move || {
+        let h = r2.insert(Tracked::new(&log2, 1)).expect("insert");
+        token_tx
+            .send(r2.transfer(h).expect("transfer"))
+            .expect("send token");
+        // Parked, not calling the registry, while the value is queued here.
+        released_rx.recv().expect("released");
+        assert_eq!(log2.count(), 0, "dropped before the home thread got it");
+        thread::current().id()
+        // exit without pump(): the exit must drain the queue
+    });
+    let t = common::recv(&token_rx, "token");
+    let h = reg.claim(t).expect("claim");
+    assert_eq!(rel(reg.release(h)), Rel::Queued, "home is alive: queued");
+    assert_eq!(log.count(), 0, "dropped on the releasing thread");
+    released_tx.send(()).expect("send");
+    let hid = join(home);
+    assert_eq!(log.count(), 1, "the home thread's exit drained its queue");
+    assert_eq!(log.dropped_on(1), Some(hid));
+    assert_eq!(reg.snapshot().pending(), 0);
+}
+
+#[test]
+fn a_release_after_the_home_thread_exited_finalizes_on_the_releaser() {
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let r2 = reg.clone();
+    let log2 = log.clone();
+    let t = join(spawn("short-lived-home", move || {
+        let h = r2.insert(Tracked::new(&log2, 1)).expect("insert");
+        r2.transfer(h).expect("transfer")
+    }));
+    assert_eq!(
+        log.count(),
+        0,
+        "the token kept it alive past its home's exit"
+    );
+    let h = reg.claim(t).expect("claim after the home exited");
+    assert_eq!(reg.get(h).expect("get").id, 1);
+    assert_eq!(rel(reg.release(h)), Rel::Finalized, "no home to send it to");
+    assert_eq!(log.count(), 1);
+    assert_eq!(log.dropped_on(1), Some(thread::current().id()));
+}
+
+#[test]
+fn a_worker_exit_after_the_home_exited_finalizes_on_the_worker() {
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let r2 = reg.clone();
+    let log2 = log.clone();
+    let t = join(spawn("gone-home", move || {
+        let h = r2.insert(Tracked::new(&log2, 1)).expect("insert");
+        r2.transfer(h).expect("transfer")
+    }));
+    let r3 = reg.clone();
+    let wid = join(spawn("exits-last", move || {
+        r3.claim(t).expect("claim");
+        thread::current().id()
+    }));
+    assert_eq!(log.count(), 1, "released by the worker's exit");
+    assert_eq!(log.dropped_on(1), Some(wid));
+    assert!(reg.is_empty());
+}
+
+#[test]
+fn a_forgotten_proxy_is_kept_and_reported_after_thread_exit() {
+    // Only explicit references are released at exit: a proxy (or guard) may
+    // still be alive in a thread-local destructor that runs later and
+    // dereferences it, so releasing it at exit could free a borrowed value
+    // (invariant 1). A proxy leaked with mem::forget therefore stays counted,
+    // visibly: the snapshot shows its exited holder.
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let p = reg
+        .insert_proxy(Tracked::new(&log, 1))
+        .expect("insert_proxy");
+    let h = p.handle();
+    let t = p.transfer();
+    let wid = join(spawn("forgets-proxy", move || {
+        let p = t.claim().expect("claim");
+        std::mem::forget(p.clone());
+        std::mem::forget(p);
+        thread::current().id()
+    }));
+    assert_eq!(reg.pump(), 0, "a forgotten proxy's reference was released");
+    assert_eq!(log.count(), 0);
+    assert_eq!(reg.len(), 1);
+    let snap = reg.snapshot();
+    let holder = snap
+        .object(h)
+        .expect("still live")
+        .holders
+        .iter()
+        .find(|hs| hs.thread == wid)
+        .expect("the exited thread is still listed as a holder");
+    assert_eq!((holder.count, holder.exited), (2, true));
+}
+
+#[test]
+fn a_proxy_kept_in_a_user_thread_local_is_released_at_thread_exit() {
+    // Runtime bridges cache proxies in thread-locals. Their destructors may
+    // run before or after the registry's own exit hook; either way the
+    // reference must be released and nothing may panic (a panic in a
+    // thread-local destructor aborts the process).
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHE: RefCell<Vec<tether::Proxy<Tracked>>> = const { RefCell::new(Vec::new()) };
+    }
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let home = thread::current().id();
+    let tokens: Vec<_> = (0..2)
+        .map(|i| {
+            let p = reg.insert_proxy(Tracked::new(&log, i)).expect("insert");
+            p.transfer()
+        })
+        .collect();
+    join(spawn("caches-proxies", move || {
+        for t in tokens {
+            let p = t.claim().expect("claim");
+            CACHE.with(|c| c.borrow_mut().push(p));
+        }
+    }));
+    assert_eq!(log.count(), 0, "dropped on the exiting worker");
+    assert_eq!(reg.pump(), 2, "cached proxies were released at exit");
+    assert_eq!(log.count(), 2);
+    assert!(log.threads().iter().all(|t| *t == home));
+}
+
+#[test]
+fn pins_outlive_the_thread_that_pinned() {
+    // A pin belongs to the registry, not to the thread: a pinning thread's
+    // exit does not remove it.
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let h = reg.insert(Tracked::new(&log, 1)).expect("insert");
+    let t = reg.transfer(h).expect("transfer");
+    let r2 = reg.clone();
+    join(spawn("pins-then-exits", move || {
+        r2.claim(t).expect("claim");
+        r2.pin(h).expect("a holder may pin");
+        // exits holding one explicit reference and having pinned once
+    }));
+    assert_eq!(reg.pump(), 0, "the pin keeps it alive");
+    assert_eq!(log.count(), 0);
+    assert_eq!(reg.snapshot().object(h).expect("live").pins, 1);
+    reg.unpin(h).expect("home may unpin");
+    assert_eq!(log.count(), 1, "last pin removed on home: dropped now");
+    assert!(reg.is_empty());
+}
