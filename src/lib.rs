@@ -82,7 +82,11 @@
 //!   [`Error::Invalid`], ids of another registry [`Error::ForeignRegistry`].
 //! * **Thread exit is a release** ([`ThreadExit::Release`], the default), or
 //!   kept and reported ([`ThreadExit::Leak`]). A home thread's exit first
-//!   finalizes its pending queue.
+//!   finalizes its pending queue. Exit releases the thread's explicit
+//!   references; its proxies and guards release themselves when dropped —
+//!   including from thread-local destructors that run after tether's, which
+//!   may still dereference them. (A proxy leaked with `mem::forget` stays
+//!   counted and shows in the [`Snapshot`] as held by an exited thread.)
 //! * **Bad input is an error, never a panic**: stale, forged and foreign
 //!   handles, double release, overflow ([`Error::Overflow`]), a full registry
 //!   ([`Error::Full`], with the value handed back by [`InsertError`]), use in
@@ -136,8 +140,8 @@
 //!
 //! # Safety and Correctness
 //!
-//! The unsafe code is confined to: the paged arrays ([`page`] — pointers to
-//! pages that never move), the slot value cell ([`slot`] — written only by
+//! The unsafe code is confined to: the paged arrays (`page.rs` — pointers to
+//! pages that never move), the slot value cell (`slot.rs` — written only by
 //! the inserting thread before publication, moved out only by the thread
 //! that dropped the last hold), per-thread table pointers (owned by the
 //! registry until the owning thread exits), and the `pthread_atfork`
