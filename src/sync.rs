@@ -236,21 +236,28 @@ pub(crate) fn tid_free(tid: u32) {
 /// thread's thread-locals, whose destructor frees the index — and with an
 /// invisible one loom would explore a reuse without that ordering, which no
 /// real execution can produce.
+///
+/// The counter is a *std* thread-local: loom runs all threads of one model as
+/// coroutines on the test's OS thread, while the test harness runs several
+/// models in parallel on different OS threads.
 #[cfg(loom)]
 pub(crate) fn tid_alloc() -> Option<u32> {
+    use std::cell::Cell;
     use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
     static EXECUTIONS: StdAtomicU64 = StdAtomicU64::new(0);
-    static NEXT: std::sync::Mutex<(u64, u32)> = std::sync::Mutex::new((u64::MAX, 0));
+    std::thread_local! {
+        static NEXT: Cell<(u64, u32)> = const { Cell::new((u64::MAX, 0)) };
+    }
     loom::lazy_static! {
         static ref EXECUTION: u64 = EXECUTIONS.fetch_add(1, StdOrdering::Relaxed);
     }
     let execution = *EXECUTION;
-    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
-    if next.0 != execution {
-        *next = (execution, 0);
-    }
-    next.1 += 1;
-    Some(next.1 - 1)
+    NEXT.with(|next| {
+        let (seen, n) = next.get();
+        let n = if seen == execution { n } else { 0 };
+        next.set((execution, n + 1));
+        Some(n)
+    })
 }
 
 /// Under loom indices are not reused (see `tid_alloc`).

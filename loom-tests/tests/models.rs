@@ -155,8 +155,10 @@ fn guard_blocks_finalization_not_threads() {
     });
 }
 
-/// Invariant 4: a stale handle retried while its slot is reused never
-/// resolves to the new object. Capacity 1 forces reuse.
+/// Invariants 2, 4: a stale handle retained while its slot is freed and
+/// reused never resolves to the new object, and no value is dropped twice
+/// (a retain must never resurrect an object being finalized). Capacity 1
+/// forces reuse.
 #[test]
 fn stale_handle_never_resolves_to_reused_slot() {
     loom::model(|| {
@@ -171,8 +173,14 @@ fn stale_handle_never_resolves_to_reused_slot() {
             thread::spawn(move || {
                 let h = reg.claim(t).unwrap();
                 reg.release(h).unwrap();
-                // Reuses the slot if the old object is gone.
-                reg.insert(drops.value(2)).ok()
+                // Reuses the slot if the old object is gone; the worker is the
+                // new object's home and releases it at once.
+                let new = reg.insert(drops.value(2)).ok();
+                if let Some(new) = new {
+                    assert_eq!(reg.get(new).unwrap().id, 2);
+                    assert_eq!(reg.release(new).unwrap(), Released::Finalized);
+                }
+                new
             })
         };
         // The home may retain its object by handle, as long as it lives.
@@ -189,9 +197,14 @@ fn stale_handle_never_resolves_to_reused_slot() {
         }
         let new = worker.join().unwrap();
         reg.pump();
+        // Value 2 is dropped either by its release or, when the insert found
+        // the slot still taken (`Full`), as the handed-back value.
+        assert_eq!(drops.total(), 2, "every value dropped exactly once");
         if let Some(new) = new {
             assert_ne!(new, old);
-            assert_eq!(reg.retain(old), Err(Error::Stale(old)));
         }
+        assert_eq!(reg.retain(old), Err(Error::Stale(old)));
+        assert!(reg.is_empty());
+        assert_eq!(reg.snapshot().drop_panics, 0);
     });
 }
