@@ -8,6 +8,19 @@ use crate::limits::{MAX_CAPACITY, MAX_GENERATION};
 use crate::Registry;
 
 /// What happens to a thread's references when it exits.
+///
+/// ```
+/// use tether::{Registry, ThreadExit};
+///
+/// let reg = Registry::builder().thread_exit(ThreadExit::Leak).build();
+/// let h = reg.insert(1)?;
+/// let t = reg.transfer(h)?;
+/// let reg2 = reg.clone();
+/// std::thread::spawn(move || { reg2.claim(t).unwrap(); }).join().unwrap(); // exits holding it
+/// let holder = &reg.snapshot().object(h).unwrap().holders[0];
+/// assert!(holder.exited && holder.count == 1); // kept, and reported
+/// # Ok::<(), tether::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ThreadExit {
     /// Release them, as if the thread had called `release` for each

@@ -26,6 +26,12 @@ pub enum Released {
 /// `Registry` is a cheap handle to one shared table: `clone` it to give other
 /// threads access. See the [crate docs](crate) for the rules.
 ///
+/// The table lives as long as any `Registry` clone, [`Proxy`] or
+/// [`Transfer`] of it. When the last one is dropped, objects still held by
+/// explicit references, pins or unclaimed raw tokens can never be released
+/// any more: they are dropped then, on that thread (panics caught). Keep a
+/// registry alive for as long as its objects matter.
+///
 /// ```
 /// use tether::{Registry, Released};
 ///
@@ -90,6 +96,19 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// the object is pinned (invariant 5). Retaining a handle the thread
     /// already holds touches only the thread's own counter.
     ///
+    /// ```
+    /// # use tether::{Error, Registry};
+    /// let reg = Registry::new();
+    /// let h = reg.insert(1)?;
+    /// assert_eq!(reg.retain(h)?, 2);
+    /// let reg2 = reg.clone();
+    /// std::thread::spawn(move || {
+    ///     // A thread that holds nothing cannot take a reference by id.
+    ///     assert_eq!(reg2.retain(h), Err(Error::NotHeld(h)));
+    /// }).join().unwrap();
+    /// # Ok::<(), tether::Error>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::NotHeld`] for any other thread (a guessed id gives no access),
@@ -105,6 +124,15 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// When it was the last reference of the last holder, the object is
     /// finalized: here if this is its home thread (or home finalization is
     /// off, or the home thread has exited), otherwise queued to its home.
+    ///
+    /// ```
+    /// # use tether::{Error, Registry, Released};
+    /// let reg = Registry::new();
+    /// let h = reg.insert("x")?;
+    /// assert_eq!(reg.release(h)?, Released::Finalized);
+    /// assert_eq!(reg.release(h), Err(Error::Stale(h))); // no double release
+    /// # Ok::<(), tether::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -130,6 +158,17 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// The calling thread's count for `h`: explicit references plus live
     /// proxies and guards; `Ok(0)` for a live object it does not hold.
     ///
+    /// ```
+    /// # use tether::Registry;
+    /// let reg = Registry::new();
+    /// let h = reg.insert(0u8)?;
+    /// let p = reg.proxy(h)?;
+    /// assert_eq!(reg.count(h)?, 2); // one explicit reference + one proxy
+    /// let reg2 = reg.clone();
+    /// std::thread::spawn(move || assert_eq!(reg2.count(h), Ok(0))).join().unwrap();
+    /// # Ok::<(), tether::Error>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Stale`] and friends for ids that do not name a live object.
@@ -140,6 +179,15 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// Every thread holding `h`, with its count (exited threads whose
     /// references were kept by [`ThreadExit::Leak`](crate::ThreadExit::Leak)
     /// included). Pins and transfers are in the [`Snapshot`].
+    ///
+    /// ```
+    /// # use tether::Registry;
+    /// let reg = Registry::new();
+    /// let h = reg.insert('x')?;
+    /// reg.retain(h)?;
+    /// assert_eq!(reg.holders(h)?, vec![(std::thread::current().id(), 2)]);
+    /// # Ok::<(), tether::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -156,6 +204,21 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// Pins the object: the registry itself holds a reference, so the object
     /// lives until [`unpin`](Registry::unpin) even if every thread lets go,
     /// and every thread may `get`/`retain` it. Pins are counted.
+    ///
+    /// ```
+    /// # use tether::{Registry, Released};
+    /// let reg = Registry::new();
+    /// let h = reg.insert("globalThis")?;
+    /// reg.pin(h)?;
+    /// assert_eq!(reg.release(h)?, Released::Held(0)); // the pin keeps it alive
+    /// let reg2 = reg.clone();
+    /// std::thread::spawn(move || {
+    ///     assert_eq!(*reg2.get(h).unwrap(), "globalThis"); // any thread may use it
+    /// }).join().unwrap();
+    /// reg.unpin(h)?;                                    // finalized now
+    /// assert!(reg.is_empty());
+    /// # Ok::<(), tether::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -219,6 +282,20 @@ impl<T: Send + Sync + 'static> Registry<T> {
     }
 
     /// Claims a transfer from its raw form ([`Transfer::into_raw`]).
+    ///
+    /// ```
+    /// # use tether::{Error, Registry};
+    /// let reg = Registry::new();
+    /// let h = reg.insert(5)?;
+    /// let raw: u64 = reg.transfer(h)?.into_raw(); // e.g. a JS number
+    /// let reg2 = reg.clone();
+    /// std::thread::spawn(move || {
+    ///     let h = reg2.claim_raw(raw).unwrap();
+    ///     assert_eq!(reg2.claim_raw(raw), Err(Error::TransferClaimed));
+    ///     reg2.release(h).unwrap();
+    /// }).join().unwrap();
+    /// # Ok::<(), tether::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

@@ -75,30 +75,37 @@ fn transfer_in_flight_keeps_object_alive() {
 /// Invariants 2, 7, 8 and the inbox Dekker handshake: a worker's final
 /// release races its home thread's exit. The value is dropped exactly once —
 /// by the home's exit drain or by the worker — and never stranded in a
-/// closed inbox (a liveness check: the main thread waits for the drop).
+/// closed inbox (a liveness check: the main thread waits for the drop). A
+/// second object from the same home, held by the main thread throughout,
+/// keeps the exited home's inbox alive, so a stranded value would stay
+/// stranded rather than be swept up when the inbox is freed.
 #[test]
 fn remote_release_racing_home_exit_is_never_lost() {
     loom::model(|| {
         let drops = Drops::new();
-        let reg: Registry<Tracked> = Registry::builder().capacity(1).build();
-        let (tx, rx) = mpsc::channel();
+        let reg: Registry<Tracked> = Registry::builder().capacity(2).build();
+        let (to_worker, from_home) = mpsc::channel();
+        let (to_main, from_home_main) = mpsc::channel();
         let home = {
             let reg = reg.clone();
             let drops = drops.clone();
             thread::spawn(move || {
                 drops.set_home();
-                let h = reg.insert(drops.value(1)).unwrap();
-                tx.send(reg.transfer(h).unwrap()).unwrap();
+                let a = reg.insert(drops.value(1)).unwrap();
+                let b = reg.insert(drops.value(2)).unwrap();
+                to_main.send(reg.transfer(b).unwrap()).unwrap();
+                to_worker.send(reg.transfer(a).unwrap()).unwrap();
                 // exits: thread-local destructors drain and close the inbox
             })
         };
         let worker = {
             let reg = reg.clone();
             thread::spawn(move || {
-                let h = reg.claim(rx.recv().unwrap()).unwrap();
+                let h = reg.claim(from_home.recv().unwrap()).unwrap();
                 reg.release(h).unwrap();
             })
         };
+        let b = reg.claim(from_home_main.recv().unwrap()).unwrap();
         home.join().unwrap();
         worker.join().unwrap();
         // loom's `join` returns before the joined thread's thread-local
@@ -108,9 +115,19 @@ fn remote_release_racing_home_exit_is_never_lost() {
         while drops.total() == 0 {
             thread::yield_now();
         }
-        assert_eq!(drops.total(), 1, "dropped exactly once, never stranded");
+        assert_eq!(
+            drops.total(),
+            1,
+            "value 1 dropped exactly once; value 2 still held"
+        );
+        // Queued if the home's exit hook has not run yet, else dropped here.
+        reg.release(b).unwrap();
+        while drops.total() < 2 {
+            thread::yield_now();
+        }
+        assert_eq!(drops.total(), 2);
         assert!(reg.is_empty());
-        assert_eq!(reg.snapshot().pending(), 0);
+        assert_eq!(reg.snapshot().drop_panics, 0);
     });
 }
 
