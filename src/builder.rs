@@ -17,7 +17,8 @@ use crate::Registry;
 /// let t = reg.transfer(h)?;
 /// let reg2 = reg.clone();
 /// std::thread::spawn(move || { reg2.claim(t).unwrap(); }).join().unwrap(); // exits holding it
-/// let holder = &reg.snapshot().object(h).unwrap().holders[0];
+/// let snapshot = reg.snapshot();
+/// let holder = &snapshot.object(h).unwrap().holders[0];
 /// assert!(holder.exited && holder.count == 1); // kept, and reported
 /// # Ok::<(), tether::Error>(())
 /// ```
