@@ -78,6 +78,24 @@ fn sink<T>() -> Arc<Mutex<Vec<T>>> {
     Arc::new(Mutex::new(Vec::new()))
 }
 
+/// Inserts a child (value 1) and a parent (value 2) whose `Drop` releases
+/// the child through the registry, recording the outcome in `results`.
+fn parent_releasing_child(
+    reg: &Registry<Node>,
+    log: &Arc<DropLog>,
+    results: &Arc<Mutex<Vec<Rel>>>,
+) -> Handle {
+    let child = reg
+        .insert(Node::new(log, 1, OnDrop::Nothing))
+        .expect("insert child");
+    reg.insert(Node::new(
+        log,
+        2,
+        OnDrop::Release(reg.clone(), child, Arc::clone(results)),
+    ))
+    .expect("insert parent")
+}
+
 fn take<T>(s: &Arc<Mutex<Vec<T>>>) -> Vec<T> {
     std::mem::take(&mut *s.lock().unwrap_or_else(|e| e.into_inner()))
 }
@@ -88,16 +106,7 @@ fn a_drop_that_releases_another_handle_does_not_deadlock() {
         let log = DropLog::new();
         let reg: Registry<Node> = Registry::new();
         let results = sink();
-        let child = reg
-            .insert(Node::new(&log, 1, OnDrop::Nothing))
-            .expect("insert");
-        let parent = reg
-            .insert(Node::new(
-                &log,
-                2,
-                OnDrop::Release(reg.clone(), child, Arc::clone(&results)),
-            ))
-            .expect("insert");
+        let parent = parent_releasing_child(&reg, &log, &results);
         assert_eq!(rel(reg.release(parent)), Rel::Finalized);
         assert_eq!(take(&results), vec![Rel::Finalized], "nested release");
         assert_eq!(log.times_dropped(1), 1);
@@ -166,16 +175,7 @@ fn a_drop_run_by_pump_may_release_other_handles() {
         let log = DropLog::new();
         let reg: Registry<Node> = Registry::new();
         let results = sink();
-        let child = reg
-            .insert(Node::new(&log, 1, OnDrop::Nothing))
-            .expect("insert");
-        let parent = reg
-            .insert(Node::new(
-                &log,
-                2,
-                OnDrop::Release(reg.clone(), child, Arc::clone(&results)),
-            ))
-            .expect("insert");
+        let parent = parent_releasing_child(&reg, &log, &results);
         let t = reg.transfer(parent).expect("transfer");
         let r2 = reg.clone();
         let r = join(spawn("releases-parent", move || {
