@@ -371,8 +371,11 @@ impl<T: Send + Sync + 'static> Inner<T> {
     fn finalize(&self, slot: &Slot<T>, h: Handle, table: Option<&ThreadTable<T>>) -> Released {
         // SAFETY: our `drop_hold` returned true: the slot is ours alone.
         let (value, home) = unsafe { slot.take() };
-        self.free_slot(slot, h);
+        // Not live any more — before the slot can be reused: the free list's
+        // lock orders this before the next insert's increment, so `len()`
+        // never exceeds the capacity.
         self.live.fetch_sub(1, Ordering::Relaxed);
+        self.free_slot(slot, h);
         let here = match (&home, table) {
             (Some(home), Some(t)) => Arc::ptr_eq(home, &t.inbox),
             (None, _) => true,

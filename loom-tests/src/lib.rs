@@ -93,3 +93,20 @@ impl Drop for Tracked {
         }
     }
 }
+
+/// A stored value whose `Drop` releases another handle of the same registry
+/// (re-entrancy, invariant 12).
+pub struct Node {
+    /// Records this node's own drop.
+    pub tracked: Tracked,
+    /// Released when this node is dropped.
+    pub on_drop: Option<(tether::Registry<Node>, tether::Handle)>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some((reg, h)) = self.on_drop.take() {
+            reg.release(h).expect("the node's thread holds its child");
+        }
+    }
+}

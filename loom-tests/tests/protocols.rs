@@ -1,0 +1,286 @@
+//! Loom models, part 2: the remaining invariants of DESIGN §3 and every other
+//! atomic protocol in `src/` (page installation, the inbox `pending` flag).
+#![cfg(loom)]
+
+use loom::sync::mpsc;
+use loom::thread;
+use loom_tests::{Drops, Node, Tracked};
+use tether::{Error, Registry, Released, ThreadExit, Transfer};
+
+/// Invariants 1, 2: a holder retains (its own fast path) while another
+/// thread drops the last reference *it* holds: the object stays alive for
+/// the holder, and is finalized exactly once when the holder lets go.
+#[test]
+fn holder_retains_while_other_thread_drops_its_last() {
+    loom::model(|| {
+        let drops = Drops::new();
+        drops.set_home();
+        let reg: Registry<Tracked> = Registry::builder().capacity(1).build();
+        let h = reg.insert(drops.value(1)).unwrap();
+        reg.retain(h).unwrap();
+        let t = reg.transfer(h).unwrap();
+        let worker = {
+            let reg = reg.clone();
+            thread::spawn(move || {
+                let h = reg.claim(t).unwrap();
+                reg.release(h).unwrap()
+            })
+        };
+        assert_eq!(reg.retain(h).unwrap(), 2);
+        assert_eq!(reg.get(h).unwrap().id, 1);
+        assert_eq!(drops.total(), 0, "alive while this thread holds it");
+        assert_eq!(worker.join().unwrap(), Released::Held(0));
+        assert_eq!(reg.release(h).unwrap(), Released::Held(1));
+        assert_eq!(reg.release(h).unwrap(), Released::Finalized);
+        assert_eq!((drops.total(), drops.at_home()), (1, 1));
+    });
+}
+
+/// Invariant 6: an unclaimed raw transfer is taken back (and dropped) on one
+/// thread while another claims its raw form: exactly one wins, and the
+/// reference is released exactly once.
+#[test]
+fn raw_transfer_taken_back_racing_claim_raw() {
+    loom::model(|| {
+        let drops = Drops::new();
+        drops.set_home();
+        let reg: Registry<Tracked> = Registry::builder().capacity(1).build();
+        let h = reg.insert(drops.value(1)).unwrap();
+        let raw = reg.transfer(h).unwrap().into_raw();
+        let worker = {
+            let reg = reg.clone();
+            thread::spawn(move || match reg.claim_raw(raw) {
+                Ok(h) => {
+                    reg.release(h).unwrap();
+                    true
+                }
+                Err(e) => {
+                    assert_eq!(e, Error::TransferClaimed);
+                    false
+                }
+            })
+        };
+        let took_back = match Transfer::from_raw(&reg, raw) {
+            Ok(t) => {
+                drop(t); // releases the token's reference
+                true
+            }
+            Err(e) => {
+                assert_eq!(e, Error::TransferClaimed);
+                false
+            }
+        };
+        let claimed = worker.join().unwrap();
+        assert!(took_back ^ claimed, "exactly one side owns the token");
+        reg.pump();
+        assert_eq!((drops.total(), drops.at_home()), (1, 1));
+        assert!(reg.is_empty());
+    });
+}
+
+/// Invariant 7: a worker exits holding a reference (its exit hook releases
+/// it) while the home thread releases its own: finalized exactly once, on
+/// the home thread.
+#[test]
+fn thread_exit_racing_release() {
+    loom::model(|| {
+        let drops = Drops::new();
+        drops.set_home();
+        let reg: Registry<Tracked> = Registry::builder()
+            .capacity(1)
+            .thread_exit(ThreadExit::Release)
+            .build();
+        let h = reg.insert(drops.value(1)).unwrap();
+        reg.retain(h).unwrap();
+        let t = reg.transfer(h).unwrap();
+        let worker = {
+            let reg = reg.clone();
+            thread::spawn(move || {
+                reg.claim(t).unwrap(); // and exit holding it
+            })
+        };
+        reg.release(h).unwrap();
+        worker.join().unwrap();
+        // The worker's exit hook may run after `join` under loom (see README).
+        while drops.total() == 0 {
+            reg.pump();
+            thread::yield_now();
+        }
+        assert_eq!((drops.total(), drops.at_home()), (1, 1));
+        assert!(reg.is_empty());
+    });
+}
+
+/// Invariants 1, 2: `pin`/`unpin` on one thread racing the last release on
+/// another: the pinned object is never finalized under its pin, and it is
+/// finalized exactly once after.
+#[test]
+fn pin_unpin_racing_last_release() {
+    loom::model(|| {
+        let drops = Drops::new();
+        drops.set_home();
+        let reg: Registry<Tracked> = Registry::builder().capacity(1).build();
+        let h = reg.insert(drops.value(1)).unwrap();
+        reg.retain(h).unwrap();
+        let t = reg.transfer(h).unwrap();
+        let worker = {
+            let reg = reg.clone();
+            let drops = drops.clone();
+            thread::spawn(move || {
+                let h = reg.claim(t).unwrap();
+                reg.pin(h).unwrap();
+                reg.release(h).unwrap();
+                assert_eq!(drops.total(), 0, "the pin keeps it alive");
+                reg.unpin(h).unwrap(); // may be the last: queued home
+            })
+        };
+        reg.release(h).unwrap();
+        worker.join().unwrap();
+        reg.pump();
+        assert_eq!((drops.total(), drops.at_home()), (1, 1));
+        assert!(reg.is_empty());
+    });
+}
+
+/// Invariant 11: `insert` at capacity racing a release that frees the slot:
+/// `Full` (value handed back) or success, counts consistent, and the
+/// capacity is fully reusable afterwards.
+#[test]
+fn insert_at_capacity_racing_release() {
+    loom::model(|| {
+        let drops = Drops::new();
+        drops.set_home();
+        let reg: Registry<Tracked> = Registry::builder()
+            .capacity(1)
+            .home_finalization(false)
+            .build();
+        let a = reg.insert(drops.value(1)).unwrap();
+        let t = reg.transfer(a).unwrap();
+        let worker = {
+            let reg = reg.clone();
+            thread::spawn(move || {
+                let h = reg.claim(t).unwrap();
+                assert_eq!(reg.release(h).unwrap(), Released::Finalized);
+            })
+        };
+        let b = match reg.insert(drops.value(2)) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                assert_eq!(e.error(), Error::Full);
+                assert_eq!(e.into_value().id, 2, "the value is handed back");
+                None
+            }
+        };
+        assert!(reg.len() <= 1);
+        worker.join().unwrap();
+        if let Some(b) = b {
+            assert_eq!(reg.release(b).unwrap(), Released::Finalized);
+        }
+        assert_eq!(drops.total(), 2);
+        assert!(reg.is_empty());
+        // The freed slot is reusable.
+        let c = reg.insert(drops.value(3)).unwrap();
+        reg.release(c).unwrap();
+        assert_eq!(drops.total(), 3);
+    });
+}
+
+/// Invariant 12: the `Drop` of a stored value releases another handle of the
+/// same registry, while a remote release of that value races the home
+/// thread's pump: no deadlock (loom reports one), everything finalized once.
+#[test]
+fn reentrant_drop_racing_remote_release() {
+    loom::model(|| {
+        let drops = Drops::new();
+        drops.set_home();
+        let reg: Registry<Node> = Registry::builder().capacity(2).build();
+        let child = reg
+            .insert(Node {
+                tracked: drops.value(1),
+                on_drop: None,
+            })
+            .unwrap();
+        let parent = reg
+            .insert(Node {
+                tracked: drops.value(2),
+                on_drop: Some((reg.clone(), child)),
+            })
+            .unwrap();
+        let t = reg.transfer(parent).unwrap();
+        let worker = {
+            let reg = reg.clone();
+            thread::spawn(move || {
+                let h = reg.claim(t).unwrap();
+                reg.release(h).unwrap() // the parent's last reference
+            })
+        };
+        reg.pump();
+        assert_eq!(worker.join().unwrap(), Released::Queued);
+        reg.pump(); // the parent's Drop releases the child, here
+        assert_eq!((drops.total(), drops.at_home()), (2, 2));
+        assert!(reg.is_empty());
+    });
+}
+
+/// Page installation (the CAS in `Pages::alloc_slow`): two threads use a
+/// fresh registry for the first time at once, installing the thread
+/// directory's first page concurrently. Both tables are found afterwards.
+#[test]
+fn concurrent_first_use_installs_pages_once() {
+    loom::model(|| {
+        let reg: Registry<u32> = Registry::builder().capacity(2).build();
+        let threads: Vec<_> = (0..2u32)
+            .map(|i| {
+                let reg = reg.clone();
+                thread::spawn(move || {
+                    let h = reg.insert(i).unwrap();
+                    assert_eq!(*reg.get(h).unwrap(), i);
+                    assert_eq!(reg.count(h).unwrap(), 1);
+                    assert_eq!(reg.release(h).unwrap(), Released::Finalized);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(reg.is_empty());
+    });
+}
+
+/// The inbox `pending` flag (one relaxed load per registry call): values sent
+/// home while the home thread drains are never left behind. The home thread
+/// only makes ordinary registry calls (never `pump`), so a lost wake-up would
+/// spin forever and loom fails the model at its branch limit.
+#[test]
+fn pending_flag_never_loses_a_queued_value() {
+    loom::model(|| {
+        let drops = Drops::new();
+        drops.set_home();
+        let reg: Registry<Tracked> = Registry::builder().capacity(3).build();
+        let mine = reg.insert(drops.value(0)).unwrap();
+        let (tx, rx) = mpsc::channel();
+        for id in 1..=2 {
+            let h = reg.insert(drops.value(id)).unwrap();
+            tx.send(reg.transfer(h).unwrap()).unwrap();
+        }
+        let worker = {
+            let reg = reg.clone();
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    let h = reg.claim(rx.recv().unwrap()).unwrap();
+                    assert_eq!(reg.release(h).unwrap(), Released::Queued);
+                }
+            })
+        };
+        while drops.total() < 2 {
+            // An ordinary call drains a bounded batch when `pending` is set.
+            reg.retain(mine).unwrap();
+            reg.release(mine).unwrap();
+            thread::yield_now();
+        }
+        worker.join().unwrap();
+        assert_eq!((drops.total(), drops.at_home()), (2, 2));
+        assert_eq!(reg.snapshot().pending(), 0);
+        reg.release(mine).unwrap();
+    });
+}
