@@ -27,6 +27,11 @@ for patch in "${patches[@]}"; do
     rm -rf "$scratch/tree"
     mkdir -p "$scratch/tree"
     (cd "$root" && tar --exclude=./target --exclude=./.git -cf - .) | tar -xf - -C "$scratch/tree"
+    if ! (cd "$scratch/tree" && patch -s -p1 --dry-run < "$patch" >/dev/null 2>&1); then
+        printf '%-28s BROKEN (the patch no longer applies: regenerate it)\n' "$name"
+        missed=$((missed + 1))
+        continue
+    fi
     (cd "$scratch/tree" && patch -s -p1 < "$patch")
     start=$(date +%s)
     if (cd "$scratch/tree" && timeout 900 cargo test -q -p loom-tests --release >"$scratch/log" 2>&1); then

@@ -271,21 +271,28 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let slot = self.slot(h)?;
         let table = self.table()?;
         self.maybe_drain(table);
-        let entry = table
-            .entry_or_alloc(h.index())
-            .ok_or(Error::Invalid(h.to_raw()))?;
-        let e = entry.load(Ordering::Relaxed);
-        if e != 0 {
-            slot.check_held(h)?;
-            let n = u64::from(refs(e)) + u64::from(roots(e));
-            if n >= u64::from(self.config.max_count) || (kind == Kind::Root && roots(e) == u32::MAX)
-            {
-                return Err(Error::Overflow(h));
+        if let Some(entry) = table.entry(h.index()) {
+            let e = entry.load(Ordering::Relaxed);
+            if e != 0 {
+                slot.check_held(h)?;
+                let n = u64::from(refs(e)) + u64::from(roots(e));
+                if n >= u64::from(self.config.max_count)
+                    || (kind == Kind::Root && roots(e) == u32::MAX)
+                {
+                    return Err(Error::Overflow(h));
+                }
+                entry.store(e + kind.one(), Ordering::Relaxed);
+                return Ok((slot, table, entry, total(e + kind.one())));
             }
-            entry.store(e + kind.one(), Ordering::Relaxed);
-            return Ok((slot, table, entry, total(e + kind.one())));
         }
+        // The count page is allocated only once access is granted: probing
+        // guessed ids does not grow the caller's table.
         self.first_hold(h, slot, table)?;
+        let Some(entry) = table.entry_or_alloc(h.index()) else {
+            // Unreachable: the index is below the capacity. Give the hold back.
+            self.drop_hold(slot, h, Some(table));
+            return Err(Error::Invalid(h.to_raw()));
+        };
         entry.store(kind.one(), Ordering::Relaxed);
         Ok((slot, table, entry, 1))
     }

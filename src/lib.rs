@@ -144,19 +144,23 @@
 //! pages that never move), the slot value cell (`slot.rs` — written only by
 //! the inserting thread before publication, moved out only by the thread
 //! that dropped the last hold), per-thread table pointers (owned by the
-//! registry until the owning thread exits), and the `pthread_atfork`
-//! declaration. Each site carries a `// SAFETY:` argument. The invariants:
+//! registry until the owning thread exits), proxies' pointers into those,
+//! and the `pthread_atfork` declaration. Each site carries a `// SAFETY:`
+//! argument. They rest on these protocol invariants, each model-checked by
+//! loom (`loom-tests/`, which also holds mutants proving the models fail
+//! when the protocol is broken):
 //!
-//! 1. A slot's `holds` (threads holding it + pins + in-flight transfers)
-//!    reaches zero exactly once per object; only that thread finalizes.
-//! 2. `holds` is only ever incremented from a non-zero value of the right
-//!    generation (a CAS), so nothing resurrects a dead object.
-//! 3. The generation changes only while `holds == 0`.
-//! 4. A thread's own count is written only by that thread.
-//! 5. Home inboxes are closed with a Dekker handshake, so a value sent to an
-//!    exiting home thread is dropped by exactly one side.
-//!
-//! The `loom-tests/` crate model-checks these protocols.
+//! | invariant | loom models |
+//! |---|---|
+//! | a slot's *holds* (threads holding it + pins + in-flight transfers) reach zero exactly once per object, and only that thread finalizes | `concurrent_last_releases_finalize_once_at_home`, `holder_retains_while_other_thread_drops_its_last`, `pin_unpin_racing_last_release` |
+//! | holds are only incremented from a non-zero value of the right generation (CAS): nothing resurrects, a stale handle never acquires a reused slot | `stale_handle_never_resolves_to_reused_slot` |
+//! | a transfer carries its own hold; a raw token is claimed at most once | `transfer_in_flight_keeps_object_alive`, `raw_transfer_taken_back_racing_claim_raw` |
+//! | a guard or proxy is a reference of its thread | `guard_blocks_finalization_not_threads` |
+//! | a value sent to a home inbox is dropped exactly once, even if the home exits meanwhile (Dekker handshake on `closed`) | `remote_release_racing_home_exit_is_never_lost`, `thread_exit_racing_release` |
+//! | the `pending` flag never loses a queued value | `pending_flag_never_loses_a_queued_value` |
+//! | pages are installed once (CAS); a thread always finds its table | `concurrent_first_use_installs_pages_once` |
+//! | no lock is held while user code runs | `reentrant_drop_racing_remote_release` |
+//! | `len()` never exceeds the capacity | `insert_at_capacity_racing_release` |
 //!
 //! # Implementation notes
 //!
