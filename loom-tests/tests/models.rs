@@ -73,7 +73,7 @@ fn transfer_in_flight_keeps_object_alive() {
 }
 
 /// Invariants 2, 7, 8 and the inbox Dekker handshake: a worker's final
-/// release races its home thread's exit. The value is dropped exactly once —
+/// release races its home thread's `pump` and its exit. The value is dropped exactly once —
 /// by the home's exit drain or by the worker — and never stranded in a
 /// closed inbox (a liveness check: the main thread waits for the drop). A
 /// second object from the same home, held by the main thread throughout,
@@ -95,6 +95,7 @@ fn remote_release_racing_home_exit_is_never_lost() {
                 let b = reg.insert(drops.value(2)).unwrap();
                 to_main.send(reg.transfer(b).unwrap()).unwrap();
                 to_worker.send(reg.transfer(a).unwrap()).unwrap();
+                reg.pump();
                 // exits: thread-local destructors drain and close the inbox
             })
         };
