@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 use crate::inbox::Sent;
 use crate::limits::{DRAIN_BATCH, GEN_BITS, INDEX_BITS, MAX_TAG, RAW_LIMIT};
 use crate::local::{refs, roots, total, ThreadTable, REF_ONE, ROOT_ONE};
-use crate::page::Pages;
+use crate::page::{Loc, Pages};
 use crate::slot::{generation, holds, Slot};
 use crate::sync::{self, AtomicPtr, AtomicU64, Mutex, Ordering};
 use crate::tid::{self, ExitHook};
@@ -53,6 +53,9 @@ const RAW_SERIAL_BITS: u32 = INDEX_BITS + GEN_BITS;
 /// The state shared by all clones of a [`Registry`](crate::Registry).
 pub(crate) struct Inner<T> {
     pub(crate) tag: u64,
+    /// Unique for the life of the process (never reused, unlike addresses):
+    /// the key of the per-thread table cache.
+    serial: u64,
     pub(crate) config: Config,
     slots: Pages<Slot<T>>,
     alloc: Mutex<FreeList>,
@@ -89,9 +92,11 @@ impl Kind {
 impl<T: Send + Sync + 'static> Inner<T> {
     pub(crate) fn new(config: Config) -> Arc<Self> {
         sync::install_fork_handler();
-        let tag = sync::next_registry_serial() % MAX_TAG + 1;
+        let serial = sync::next_registry_serial() + 1;
+        let tag = serial % MAX_TAG + 1;
         Arc::new_cyclic(|me| Inner {
             tag,
+            serial,
             config,
             slots: Pages::new(),
             alloc: Mutex::new(FreeList {
@@ -132,16 +137,37 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 
     /// The calling thread's table, if it has one.
+    ///
+    /// Fast path: the thread's one-entry cache `(registry serial, table)`.
     #[inline]
     pub(crate) fn my_table(&self) -> Option<&ThreadTable<T>> {
+        let (serial, p) = tid::cached_table();
+        if serial == self.serial {
+            // SAFETY: the cache is per thread and holds this registry's
+            // serial only while it holds this thread's own table of this
+            // registry: `register` and `my_table_slow` fill it with a table
+            // owned by `self.tables`, and this thread's exit hook for this
+            // registry clears it before the table can be freed. Serials are
+            // never reused, so an entry of a dropped registry never matches.
+            return Some(unsafe { &*p.cast::<ThreadTable<T>>() });
+        }
+        self.my_table_slow()
+    }
+
+    #[cold]
+    fn my_table_slow(&self) -> Option<&ThreadTable<T>> {
         let tid = tid::current()?;
         let p = self.threads.get(tid as usize)?.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        tid::cache_table(self.serial, p.cast());
         // SAFETY: only the thread owning `tid` stores into its cell: a pointer
         // from `Arc::as_ptr` of a table owned by `self.tables`, which keeps it
         // alive until this same thread's exit hook nulls the cell first. So a
         // non-null value read by the owner points to a live table for as long
         // as `&self` is borrowed on this thread.
-        (!p.is_null()).then(|| unsafe { &*p })
+        Some(unsafe { &*p })
     }
 
     /// The calling thread's table, creating it on first use.
@@ -169,6 +195,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let p = Arc::as_ptr(&table).cast_mut();
         self.tables.lock().push(table);
         cell.store(p, Ordering::Release);
+        tid::cache_table(self.serial, p.cast());
         // SAFETY: just stored by this thread; see `my_table`.
         Ok(unsafe { &*p })
     }
@@ -255,12 +282,72 @@ impl<T: Send + Sync + 'static> Inner<T> {
         Some(i)
     }
 
+    /// The fast path of every operation on a handle the calling thread
+    /// already holds: its own entry (non-zero) and the slot, if `h` names the
+    /// object there and no queued finalization is waiting to be drained. One
+    /// location computation serves both arrays; nothing shared is written.
+    #[inline(always)]
+    #[allow(clippy::type_complexity)]
+    fn held(&self, h: Handle) -> Option<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u64)> {
+        if h.tag() != self.tag || sync::forked() {
+            return None;
+        }
+        let table = self.my_table()?;
+        if table.inbox.has_pending() {
+            return None; // the general path drains first
+        }
+        let loc = Loc::of(h.index() as usize);
+        let entry = table.entry_at(loc)?;
+        let e = entry.load(Ordering::Relaxed);
+        if e == 0 {
+            return None;
+        }
+        let slot = self.slots.at(loc)?;
+        // The thread holds the object at this index, so its generation is
+        // stable: `h` names it iff the generations match.
+        (slot.held_generation() == h.generation()).then_some((slot, table, entry, e))
+    }
+
+    /// `retain`: +1 explicit reference for the calling thread.
+    #[inline]
+    pub(crate) fn retain(&self, h: Handle) -> Result<u32, Error> {
+        if let Some((_, _, entry, e)) = self.held(h) {
+            let n = u64::from(refs(e)) + u64::from(roots(e));
+            if n < u64::from(self.config.max_count) {
+                entry.store(e + REF_ONE, Ordering::Relaxed);
+                // n + 1 <= max_count <= u32::MAX
+                return Ok((n + 1) as u32);
+            }
+        }
+        self.acquire_slow(h, Kind::Ref).map(|(.., n)| n)
+    }
+
     /// Adds one reference of `kind` for the calling thread; returns its entry
     /// and count. Access rule (invariant 5): the thread already holds the
     /// object, is its home thread, or the object is pinned.
     #[inline]
     #[allow(clippy::type_complexity)]
     pub(crate) fn acquire(
+        &self,
+        h: Handle,
+        kind: Kind,
+    ) -> Result<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u32), Error> {
+        if let Some((slot, table, entry, e)) = self.held(h) {
+            let n = u64::from(refs(e)) + u64::from(roots(e));
+            if n < u64::from(self.config.max_count) && !(kind == Kind::Root && roots(e) == u32::MAX)
+            {
+                entry.store(e + kind.one(), Ordering::Relaxed);
+                return Ok((slot, table, entry, (n + 1) as u32));
+            }
+        }
+        self.acquire_slow(h, kind)
+    }
+
+    /// The general path of `acquire`: drains, classifies errors, and takes a
+    /// thread's first hold (its 0→1 transition).
+    #[inline(never)]
+    #[allow(clippy::type_complexity)]
+    fn acquire_slow(
         &self,
         h: Handle,
         kind: Kind,
@@ -314,7 +401,22 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 
     /// `release`: gives up one explicit reference of the calling thread.
+    #[inline]
     pub(crate) fn release(&self, h: Handle) -> Result<Released, Error> {
+        if let Some((_, _, entry, e)) = self.held(h) {
+            // Not the thread's last reference: no shared state changes.
+            if refs(e) != 0 && e != REF_ONE {
+                let left = e - REF_ONE;
+                entry.store(left, Ordering::Relaxed);
+                return Ok(Released::Held(total(left)));
+            }
+        }
+        self.release_slow(h)
+    }
+
+    /// The general path of `release`.
+    #[inline(never)]
+    fn release_slow(&self, h: Handle) -> Result<Released, Error> {
         if sync::forked() {
             return Err(Error::Forked);
         }
@@ -324,16 +426,15 @@ impl<T: Send + Sync + 'static> Inner<T> {
             return Err(Error::NotHeld(h));
         };
         self.maybe_drain(table);
-        let e = table.load(h.index());
-        if refs(e) == 0 {
+        let entry = table.entry(h.index());
+        let e = entry.map_or(0, |e| e.load(Ordering::Relaxed));
+        let (Some(entry), true) = (entry, refs(e) != 0) else {
             slot.check(h)?;
             return Err(Error::NotHeld(h));
-        }
+        };
         slot.check_held(h)?;
         let left = e - REF_ONE;
-        if let Some(entry) = table.entry(h.index()) {
-            entry.store(left, Ordering::Relaxed);
-        }
+        entry.store(left, Ordering::Relaxed);
         if left != 0 {
             return Ok(Released::Held(total(left)));
         }
@@ -349,12 +450,11 @@ impl<T: Send + Sync + 'static> Inner<T> {
         table: &ThreadTable<T>,
         entry: &AtomicU64,
     ) {
-        if sync::forked() {
-            return;
-        }
         let left = entry.load(Ordering::Relaxed).wrapping_sub(ROOT_ONE);
         entry.store(left, Ordering::Relaxed);
-        if left == 0 {
+        // In a forked child the thread-local store above is harmless, but
+        // finalizing may take locks that a vanished thread held: leak instead.
+        if left == 0 && !sync::forked() {
             self.drop_hold(slot, h, Some(table));
         }
     }
@@ -709,6 +809,7 @@ impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
         let mut keep = false;
         table.for_each_entry(|_, e| keep |= e.load(Ordering::Relaxed) != 0);
         table.exited.store(true, Ordering::Relaxed);
+        tid::uncache_table(self.serial);
         cell.store(ptr::null_mut(), Ordering::Release);
         if !keep {
             let removed = {

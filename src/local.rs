@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use crate::inbox::Inbox;
-use crate::page::Pages;
+use crate::page::{Loc, Pages};
 use crate::sync::{AtomicBool, AtomicU64, Ordering, ThreadId};
 
 /// One explicit reference in an entry.
@@ -73,6 +73,12 @@ impl<T> ThreadTable<T> {
     #[inline]
     pub(crate) fn entry(&self, index: u32) -> Option<&AtomicU64> {
         self.counts.get(index as usize)
+    }
+
+    /// The entry at `loc`, if its page exists.
+    #[inline]
+    pub(crate) fn entry_at(&self, loc: Loc) -> Option<&AtomicU64> {
+        self.counts.at(loc)
     }
 
     /// The entry for slot `index`, allocating its page.

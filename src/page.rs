@@ -78,6 +78,27 @@ unsafe fn zeroed_page<E>(len: usize) -> Box<[E]> {
     unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(data, len)) }
 }
 
+/// Where an index lives: every paged array has the same geometry, so one
+/// `Loc` serves the slot array and a thread's count table alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Loc {
+    page: usize,
+    off: usize,
+}
+
+impl Loc {
+    /// The page and offset of index `i`.
+    #[inline]
+    pub(crate) fn of(i: usize) -> Loc {
+        let v = i + PAGE_BASE;
+        let page = (usize::BITS - 1 - v.leading_zeros() - PAGE_BASE.trailing_zeros()) as usize;
+        Loc {
+            page,
+            off: v - (PAGE_BASE << page),
+        }
+    }
+}
+
 /// A growable array of `E` with stable addresses (see the module docs).
 pub(crate) struct Pages<E> {
     pages: [AtomicPtr<E>; MAX_PAGES],
@@ -97,9 +118,8 @@ impl<E: PageEntry> Pages<E> {
     /// `(page, offset)` of index `i`.
     #[inline]
     fn locate(i: usize) -> (usize, usize) {
-        let v = i + PAGE_BASE;
-        let page = (usize::BITS - 1 - v.leading_zeros() - PAGE_BASE.trailing_zeros()) as usize;
-        (page, v - (PAGE_BASE << page))
+        let loc = Loc::of(i);
+        (loc.page, loc.off)
     }
 
     /// Number of entries in page `p`.
@@ -111,7 +131,13 @@ impl<E: PageEntry> Pages<E> {
     /// The entry at `i`, or `None` if its page was never allocated.
     #[inline]
     pub(crate) fn get(&self, i: usize) -> Option<&E> {
-        let (p, off) = Self::locate(i);
+        self.at(Loc::of(i))
+    }
+
+    /// The entry at `loc`, or `None` if its page was never allocated.
+    #[inline]
+    pub(crate) fn at(&self, loc: Loc) -> Option<&E> {
+        let Loc { page: p, off } = loc;
         let page = self.pages.get(p)?.load(Ordering::Acquire);
         if page.is_null() {
             return None;

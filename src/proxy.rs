@@ -37,16 +37,20 @@ use crate::{Error, Handle, Registry, Transfer};
 /// # Ok::<(), tether::Error>(())
 /// ```
 pub struct Proxy<T: Send + Sync + 'static> {
-    /// Keeps the registry alive; an `Rc` so cloning a proxy costs no atomic
-    /// read-modify-write (an `Arc` clone would).
-    #[allow(clippy::redundant_allocation)]
-    inner: Rc<Arc<Inner<T>>>,
+    /// Keeps the registry alive (and names this thread's table); an `Rc` so
+    /// cloning a proxy costs no atomic read-modify-write (an `Arc` would).
+    home: Rc<ProxyHome<T>>,
     slot: NonNull<Slot<T>>,
-    table: NonNull<ThreadTable<T>>,
     entry: NonNull<AtomicU64>,
     handle: Handle,
     /// `!Send`, `!Sync`: the entry may be written only by its own thread.
     _thread_bound: PhantomData<*const ()>,
+}
+
+/// What all proxies of one family share: the registry and this thread's table.
+struct ProxyHome<T> {
+    inner: Arc<Inner<T>>,
+    table: NonNull<ThreadTable<T>>,
 }
 
 impl<T: Send + Sync + 'static> Proxy<T> {
@@ -59,9 +63,11 @@ impl<T: Send + Sync + 'static> Proxy<T> {
         handle: Handle,
     ) -> Self {
         Proxy {
-            inner: Rc::new(Arc::clone(inner)),
+            home: Rc::new(ProxyHome {
+                inner: Arc::clone(inner),
+                table: NonNull::from(table),
+            }),
             slot: NonNull::from(slot),
-            table: NonNull::from(table),
             entry: NonNull::from(entry),
             handle,
             _thread_bound: PhantomData,
@@ -70,7 +76,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
 
     // SAFETY (for the three accessors below): the slot and the entry live in
     // pages that never move and are freed only when the registry is dropped,
-    // which `self.inner` prevents. The table is owned by the registry's table
+    // which `self.home` prevents. The table is owned by the registry's table
     // list until its thread exits, and an exiting thread whose table still
     // has roots (this proxy is one) keeps it in the list. The proxy is
     // `!Send`, so these are used on the entry's own thread only.
@@ -81,7 +87,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
 
     fn table(&self) -> &ThreadTable<T> {
         // SAFETY: see above.
-        unsafe { self.table.as_ref() }
+        unsafe { self.home.table.as_ref() }
     }
 
     fn entry(&self) -> &AtomicU64 {
@@ -97,7 +103,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
     /// The registry the object lives in.
     pub fn registry(&self) -> Registry<T> {
         Registry {
-            inner: Arc::clone(&self.inner),
+            inner: Arc::clone(&self.home.inner),
         }
     }
 
@@ -115,7 +121,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
         }
         let e = self.entry().load(Ordering::Relaxed);
         let n = u64::from(e as u32) + u64::from(roots(e));
-        if n >= u64::from(self.inner.config.max_count) || roots(e) == u32::MAX {
+        if n >= u64::from(self.home.inner.config.max_count) || roots(e) == u32::MAX {
             return Err(Error::Overflow(self.handle));
         }
         Ok(self.add_root(e))
@@ -125,9 +131,8 @@ impl<T: Send + Sync + 'static> Proxy<T> {
     fn add_root(&self, e: u64) -> Proxy<T> {
         self.entry().store(e + ROOT_ONE, Ordering::Relaxed);
         Proxy {
-            inner: Rc::clone(&self.inner),
+            home: Rc::clone(&self.home),
             slot: self.slot,
-            table: self.table,
             entry: self.entry,
             handle: self.handle,
             _thread_bound: PhantomData,
@@ -160,11 +165,11 @@ impl<T: Send + Sync + 'static> Proxy<T> {
         self.slot().add_transfer();
         self.entry().store(left, Ordering::Relaxed);
         let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: `this` is never dropped, so reading `inner` out moves it
+        // SAFETY: `this` is never dropped, so reading `home` out moves it
         // exactly once; the proxy's root was just moved into the transfer,
         // so skipping `Proxy::drop` is what we want.
-        let inner = unsafe { std::ptr::read(&this.inner) };
-        Transfer::new(Arc::clone(&inner), this.handle)
+        let home = unsafe { std::ptr::read(&this.home) };
+        Transfer::new(Arc::clone(&home.inner), this.handle)
     }
 }
 
@@ -190,7 +195,8 @@ impl<T: Send + Sync + 'static> Drop for Proxy<T> {
     /// -1 for this thread; the last reference finalizes (or queues) the object.
     #[inline]
     fn drop(&mut self) {
-        self.inner
+        self.home
+            .inner
             .release_root(self.slot(), self.handle, self.table(), self.entry());
     }
 }

@@ -116,7 +116,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// ids that do not name a live object of this registry,
     /// [`Error::Overflow`] at the count limit (nothing changes).
     pub fn retain(&self, h: Handle) -> Result<u32, Error> {
-        self.inner.acquire(h, Kind::Ref).map(|(.., n)| n)
+        self.inner.retain(h)
     }
 
     /// Gives up one explicit reference of the calling thread.

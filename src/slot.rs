@@ -104,6 +104,12 @@ impl<T> Slot<T> {
         }
     }
 
+    /// The generation, read by a thread that holds the object (stable then).
+    #[inline]
+    pub(crate) fn held_generation(&self) -> u32 {
+        generation(self.state.load(Ordering::Relaxed))
+    }
+
     /// Adds one hold if `h` names the live object (never resurrects).
     pub(crate) fn try_hold(&self, h: Handle) -> Result<(), Error> {
         let mut cur = self.state();

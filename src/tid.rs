@@ -92,6 +92,9 @@ thread_locals! {
     /// `tid + 1`, or UNASSIGNED / EXITED. No destructor, so it stays readable
     /// while other thread-locals are destroyed.
     static TID: Cell<u32> = Cell::new(UNASSIGNED);
+    /// The last registry this thread used: `(registry serial, its table)`.
+    /// Serial 0 is never a registry's. No destructor.
+    static TABLE_CACHE: Cell<(u64, *const ())> = Cell::new((0, std::ptr::null()));
     /// Runs the exit hooks when the thread's thread-locals are destroyed.
     static STATE: ThreadState =
         ThreadState { tid: Cell::new(UNASSIGNED), hooks: RefCell::new(Vec::new()) };
@@ -137,4 +140,28 @@ pub(crate) fn on_exit(hook: Weak<dyn ExitHook>) -> bool {
             hooks.push(hook);
         })
         .is_ok()
+}
+
+/// The calling thread's cached `(registry serial, table)`; `(0, null)` if
+/// none (or while thread-locals are torn down).
+#[inline]
+pub(crate) fn cached_table() -> (u64, *const ()) {
+    TABLE_CACHE
+        .try_with(Cell::get)
+        .unwrap_or((0, std::ptr::null()))
+}
+
+/// Caches the calling thread's table of registry `serial`.
+#[inline]
+pub(crate) fn cache_table(serial: u64, table: *const ()) {
+    let _ = TABLE_CACHE.try_with(|c| c.set((serial, table)));
+}
+
+/// Forgets the cached table of registry `serial` (its thread is exiting).
+pub(crate) fn uncache_table(serial: u64) {
+    let _ = TABLE_CACHE.try_with(|c| {
+        if c.get().0 == serial {
+            c.set((0, std::ptr::null()));
+        }
+    });
 }
