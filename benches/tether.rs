@@ -1,38 +1,63 @@
-//! Benchmarks (criterion). The full suite against Rc/Arc/slab/sharded-slab
-//! baselines is its own work item; this file keeps the first yardstick of
-//! DESIGN §7: a held reference's clone+drop on its own thread, against `Rc`
-//! and `Arc`, measured side by side in one run.
+//! Criterion benchmarks: one group per row of issue 4's table (G1..G8),
+//! tether next to its baselines in the same group, with criterion's HTML
+//! plots in `target/criterion/report/index.html`.
 //!
-//! Run with `cargo bench`.
+//! ```sh
+//! cargo bench --bench tether            # everything (a few minutes)
+//! cargo bench --bench tether -- G4      # one group
+//! cargo bench --bench report            # the issue's table with PASS/MISS, in one run
+//! ```
+//!
+//! Every figure is time per operation per thread; multi-thread cases start
+//! their threads together and report the slowest one. G7 counts heap bytes
+//! (no timing) and is printed, not benchmarked. The workloads live in
+//! `benches/common/suite.rs`, shared with the report.
 
-use std::hint::black_box;
-use std::rc::Rc;
-use std::sync::Arc;
+mod common;
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use tether::Registry;
+use std::time::Duration;
 
-fn clone_drop(c: &mut Criterion) {
-    let mut g = c.benchmark_group("clone+drop, own thread");
-    let rc = Rc::new(1u64);
-    g.bench_function("Rc", |b| b.iter(|| drop(black_box(Rc::clone(&rc)))));
-    let arc = Arc::new(1u64);
-    g.bench_function("Arc", |b| b.iter(|| drop(black_box(Arc::clone(&arc)))));
-    let reg = Registry::new();
-    let p = reg.insert_proxy(1u64).expect("insert");
-    g.bench_function("tether Proxy", |b| b.iter(|| drop(black_box(p.clone()))));
-    let h = p.handle();
-    g.bench_function("tether retain+release", |b| {
-        b.iter(|| {
-            reg.retain(black_box(h)).expect("retain");
-            reg.release(black_box(h)).expect("release");
-        })
-    });
-    g.bench_function("tether get", |b| {
-        b.iter(|| black_box(*reg.get(black_box(h)).expect("get")))
-    });
-    g.finish();
+use criterion::Criterion;
+
+use common::suite::{groups, Group, Run};
+
+#[global_allocator]
+static ALLOC: common::alloc::Counting = common::alloc::Counting;
+
+fn bench_group(c: &mut Criterion, g: &Group) {
+    let mut group = c.benchmark_group(format!("{} {}", g.id, g.title));
+    for case in &g.cases {
+        // Built on first use, so a filtered-out case costs no setup.
+        let mut run: Option<Run> = None;
+        group.bench_function(case.name, |b| {
+            b.iter_custom(|n| run.get_or_insert_with(case.make)(n))
+        });
+    }
+    group.finish();
 }
 
-criterion_group!(benches, clone_drop);
-criterion_main!(benches);
+fn print_footprint() {
+    println!(
+        "G7 heap bytes per live object ({} objects of 16 bytes, each held by 2 threads):",
+        common::footprint::OBJECTS
+    );
+    for (_, name, bytes) in common::footprint::footprint() {
+        println!("    {name:<52} {bytes:>7.1} B");
+    }
+}
+
+fn main() {
+    common::register_font();
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+        .configure_from_args();
+    for g in groups() {
+        if g.id == "G8" {
+            print_footprint();
+        }
+        bench_group(&mut c, &g);
+    }
+    c.final_summary();
+}

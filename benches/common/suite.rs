@@ -1,0 +1,610 @@
+//! The timed workloads of issue 4, rows G1..G6 and G8, each next to its
+//! baselines. Both the criterion benches (`benches/tether.rs`) and the
+//! report (`benches/report.rs`) run exactly these closures.
+//!
+//! A workload is built once (its registry, slab or `Arc` set up) and then
+//! called with an iteration count; it returns the wall time of that many
+//! operations. With several threads, every thread does that many
+//! operations at once and the time is the slowest thread's, so the figure
+//! is always "time per operation per thread".
+//!
+//! Access rules are kept as a real program must: a thread touches only
+//! objects it holds (it claimed a `Transfer` of its own) or, for G3, a
+//! pinned object; each thread releases what it claimed when it is done.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use rustc_hash::FxHashMap;
+use tether::{Handle, Registry, Transfer};
+
+use super::threads::{on_threads, time, timed};
+
+/// The stored value: 16 bytes, as in G7.
+pub type V = [u64; 2];
+
+/// A built workload: `run(iters)` is the wall time of `iters` operations
+/// (per thread).
+pub type Run = Box<dyn FnMut(u64) -> Duration>;
+
+/// One measured line.
+pub struct Case {
+    /// Names the case within its group for the report's targets; a
+    /// baseline shared by two groups has the same key in both. Read by
+    /// the report, not by criterion.
+    #[allow(dead_code)]
+    pub key: &'static str,
+    /// Label in criterion and in the report.
+    pub name: &'static str,
+    /// Builds the workload.
+    pub make: fn() -> Run,
+}
+
+/// One row of the issue's table: a criterion group.
+pub struct Group {
+    /// "G1" .. "G8", as in the issue.
+    pub id: &'static str,
+    /// What the row measures.
+    pub title: &'static str,
+    /// Each baseline before the tether case it is compared with.
+    pub cases: Vec<Case>,
+}
+
+/// Live objects in the G4 structures (the key read is one of them).
+const G4_LIVE: usize = 1000;
+/// G6 objects (or messages) per batch between the two threads.
+const G6_BATCH: u64 = 1024;
+/// G8: handles touched in turn, spread evenly over all live objects.
+const G8_WORKING_SET: usize = 1000;
+
+fn val(i: u64) -> V {
+    [i, !i]
+}
+
+fn case(key: &'static str, name: &'static str, make: fn() -> Run) -> Case {
+    Case { key, name, make }
+}
+
+/// Every timed group, in table order (G7 counts bytes: see `footprint`).
+pub fn groups() -> Vec<Group> {
+    vec![
+        Group {
+            id: "G1",
+            title: "clone+drop of a held reference, own thread",
+            cases: vec![
+                case("g1.rc", "Rc clone+drop", g1_rc),
+                case("g1.arc", "Arc clone+drop", g1_arc),
+                case("g1.raw", "tether retain+release", g1_raw),
+                case("g1.proxy", "tether Proxy clone+drop", g1_proxy),
+            ],
+        },
+        Group {
+            id: "G2",
+            title: "2 threads, each with its own references to the same object",
+            cases: vec![
+                case("arc.2t", "Arc clone+drop, 2 threads, one Arc", || {
+                    arc_shared(2)
+                }),
+                case("g2.tether.1t", "tether retain+release, 1 thread", || {
+                    same_object(1)
+                }),
+                case("g2.tether.2t", "tether retain+release, 2 threads", || {
+                    same_object(2)
+                }),
+            ],
+        },
+        Group {
+            id: "G3",
+            title: "a thread's 0->1 and 1->0 transitions (first retain, last release)",
+            cases: vec![
+                case("arc.1t", "Arc clone+drop, 1 thread", || arc_shared(1)),
+                case("arc.2t", "Arc clone+drop, 2 threads, one Arc", || {
+                    arc_shared(2)
+                }),
+                case("g3.tether.1t", "tether 0->1->0, 1 thread", || {
+                    transitions(1)
+                }),
+                case("g3.tether.2t", "tether 0->1->0, 2 threads", || {
+                    transitions(2)
+                }),
+            ],
+        },
+        Group {
+            id: "G4",
+            title: "get of a held handle (1000 live objects)",
+            cases: vec![
+                case("g4.slab.1t", "slab::Slab::get, 1 thread", g4_slab),
+                case("g4.rwlock.1t", "RwLock<Slab> read+get, 1 thread", g4_rwlock),
+                case(
+                    "g4.sharded.1t",
+                    "sharded_slab::Slab::get, 1 thread",
+                    g4_sharded,
+                ),
+                case(
+                    "g4.hash.1t",
+                    "HashMap<u64,T> get (SipHash), 1 thread",
+                    g4_hash_std,
+                ),
+                case(
+                    "g4.fxhash.1t",
+                    "HashMap<u64,T> get (FxHash), 1 thread",
+                    g4_hash_fx,
+                ),
+                case("g4.tether.1t", "tether get, 1 thread", g4_tether),
+                case("g4.slab.2d", "slab get, 2 threads, disjoint", || {
+                    g4_slab_par(&[0, 1])
+                }),
+                case(
+                    "g4.rwlock.2d",
+                    "RwLock<Slab> get, 2 threads, disjoint",
+                    || g4_rwlock_par(&[0, 1]),
+                ),
+                case(
+                    "g4.sharded.2d",
+                    "sharded-slab get, 2 threads, disjoint",
+                    || g4_sharded_par(&[0, 1]),
+                ),
+                case("g4.tether.2d", "tether get, 2 threads, disjoint", || {
+                    g4_tether_par(&[0, 1])
+                }),
+                case("g4.slab.2s", "slab get, 2 threads, same key", || {
+                    g4_slab_par(&[0, 0])
+                }),
+                case(
+                    "g4.rwlock.2s",
+                    "RwLock<Slab> get, 2 threads, same key",
+                    || g4_rwlock_par(&[0, 0]),
+                ),
+                case(
+                    "g4.sharded.2s",
+                    "sharded-slab get, 2 threads, same key",
+                    || g4_sharded_par(&[0, 0]),
+                ),
+                case("g4.tether.2s", "tether get, 2 threads, same object", || {
+                    g4_tether_par(&[0, 0])
+                }),
+            ],
+        },
+        Group {
+            id: "G5",
+            title: "insert + final release (no home queue)",
+            cases: vec![
+                case("g5.mutex.1t", "Mutex<Slab> insert+remove, 1 thread", || {
+                    g5_mutex(1)
+                }),
+                case(
+                    "g5.sharded.1t",
+                    "sharded-slab insert+remove, 1 thread",
+                    || g5_sharded(1),
+                ),
+                case("g5.tether.1t", "tether insert+release, 1 thread", || {
+                    g5_tether(1)
+                }),
+                case(
+                    "g5.mutex.2t",
+                    "Mutex<Slab> insert+remove, 2 threads",
+                    || g5_mutex(2),
+                ),
+                case(
+                    "g5.sharded.2t",
+                    "sharded-slab insert+remove, 2 threads",
+                    || g5_sharded(2),
+                ),
+                case("g5.tether.2t", "tether insert+release, 2 threads", || {
+                    g5_tether(2)
+                }),
+            ],
+        },
+        Group {
+            id: "G6",
+            title: "remote final release (worker releases, home pumps)",
+            cases: vec![
+                case("g6.crossbeam", "crossbeam-channel send+recv", g6_crossbeam),
+                case("g6.tether", "tether worker release + home pump", g6_tether),
+            ],
+        },
+        Group {
+            id: "G8",
+            title: "G1 retain+release across 1000 handles spread over N live objects",
+            cases: vec![
+                case("g8.arc.1k", "Arc clone+drop, 1K live", || g8_arc(1_000)),
+                case("g8.arc.100k", "Arc clone+drop, 100K live", || {
+                    g8_arc(100_000)
+                }),
+                case("g8.arc.1m", "Arc clone+drop, 1M live", || g8_arc(1_000_000)),
+                case("g8.tether.1k", "tether retain+release, 1K live", || {
+                    g8_tether(1_000)
+                }),
+                case("g8.tether.100k", "tether retain+release, 100K live", || {
+                    g8_tether(100_000)
+                }),
+                case("g8.tether.1m", "tether retain+release, 1M live", || {
+                    g8_tether(1_000_000)
+                }),
+            ],
+        },
+    ]
+}
+
+// ----- shared tether helpers ------------------------------------------------
+
+/// One retain+release of a handle the calling thread holds.
+#[inline]
+fn retain_release(reg: &Registry<V>, h: Handle) {
+    black_box(reg.retain(black_box(h)).expect("retain"));
+    black_box(reg.release(black_box(h)).expect("release"));
+}
+
+/// A transfer of one more reference of `h`, which the calling thread holds.
+fn give(reg: &Registry<V>, h: Handle) -> Transfer<V> {
+    reg.retain(h).expect("retain");
+    reg.transfer(h).expect("transfer")
+}
+
+// ----- G1 ---------------------------------------------------------------------
+
+fn g1_rc() -> Run {
+    let rc = Rc::new(val(1));
+    Box::new(move |n| time(n, || drop(black_box(Rc::clone(black_box(&rc))))))
+}
+
+fn g1_arc() -> Run {
+    let arc = Arc::new(val(1));
+    Box::new(move |n| time(n, || drop(black_box(Arc::clone(black_box(&arc))))))
+}
+
+fn g1_raw() -> Run {
+    let reg = Registry::new();
+    let h = reg.insert(val(1)).expect("insert");
+    Box::new(move |n| time(n, || retain_release(&reg, h)))
+}
+
+fn g1_proxy() -> Run {
+    let reg = Registry::new();
+    let p = reg.insert_proxy(val(1)).expect("insert");
+    drop(reg); // the proxy keeps the registry alive
+    Box::new(move |n| time(n, || drop(black_box(black_box(&p).clone()))))
+}
+
+// ----- G2, G3 -------------------------------------------------------------------
+
+/// `threads` threads clone+drop one shared `Arc`.
+fn arc_shared(threads: usize) -> Run {
+    let arc = Arc::new(val(1));
+    Box::new(move |n| {
+        let mine = (0..threads).map(|_| Arc::clone(&arc)).collect();
+        on_threads(mine, |a: Arc<V>, start| {
+            timed(start, n, || drop(black_box(Arc::clone(black_box(&a)))))
+        })
+    })
+}
+
+/// `threads` threads, each with its own claimed reference to one object,
+/// retain+release it. The home thread keeps a reference too.
+fn same_object(threads: usize) -> Run {
+    let reg = Registry::new();
+    let h = reg.insert(val(1)).expect("insert");
+    Box::new(move |n| {
+        let gifts = (0..threads).map(|_| give(&reg, h)).collect();
+        on_threads(gifts, |t, start| {
+            let h = reg.claim(t).expect("claim");
+            let d = timed(start, n, || retain_release(&reg, h));
+            reg.release(h).expect("release");
+            d
+        })
+    })
+}
+
+/// `threads` threads that hold nothing take and drop a first reference of
+/// a pinned object the home thread also holds: every retain is the thread's
+/// 0->1 transition and every release its 1->0.
+fn transitions(threads: usize) -> Run {
+    let reg = Registry::new();
+    let h = reg.insert(val(1)).expect("insert");
+    reg.pin(h).expect("pin");
+    Box::new(move |n| {
+        on_threads(vec![(); threads], |(), start| {
+            timed(start, n, || retain_release(&reg, h))
+        })
+    })
+}
+
+// ----- G4 ---------------------------------------------------------------------
+
+fn slab_of(n: usize) -> slab::Slab<V> {
+    let mut s = slab::Slab::new();
+    for i in 0..n {
+        s.insert(val(i as u64));
+    }
+    s
+}
+
+fn sharded_of(n: usize) -> (sharded_slab::Slab<V>, Vec<usize>) {
+    let s = sharded_slab::Slab::new();
+    let keys = (0..n)
+        .map(|i| s.insert(val(i as u64)).expect("sharded-slab insert"))
+        .collect();
+    (s, keys)
+}
+
+fn tether_of(n: usize) -> (Registry<V>, Vec<Handle>) {
+    let reg = Registry::new();
+    let hs = (0..n)
+        .map(|i| reg.insert(val(i as u64)).expect("insert"))
+        .collect();
+    (reg, hs)
+}
+
+fn g4_slab() -> Run {
+    let s = slab_of(G4_LIVE);
+    Box::new(move |n| time(n, || black_box(*s.get(black_box(0)).expect("get"))))
+}
+
+fn g4_rwlock() -> Run {
+    let s = RwLock::new(slab_of(G4_LIVE));
+    Box::new(move |n| {
+        time(n, || {
+            let s = s.read().expect("lock");
+            black_box(*s.get(black_box(0)).expect("get"))
+        })
+    })
+}
+
+fn g4_sharded() -> Run {
+    let (s, keys) = sharded_of(G4_LIVE);
+    Box::new(move |n| time(n, || black_box(*s.get(black_box(keys[0])).expect("get"))))
+}
+
+fn g4_hash_std() -> Run {
+    let m: HashMap<u64, V> = (0..G4_LIVE as u64).map(|i| (i, val(i))).collect();
+    Box::new(move |n| time(n, || black_box(*m.get(&black_box(0)).expect("get"))))
+}
+
+fn g4_hash_fx() -> Run {
+    let m: FxHashMap<u64, V> = (0..G4_LIVE as u64).map(|i| (i, val(i))).collect();
+    Box::new(move |n| time(n, || black_box(*m.get(&black_box(0)).expect("get"))))
+}
+
+fn g4_tether() -> Run {
+    let (reg, hs) = tether_of(G4_LIVE);
+    Box::new(move |n| time(n, || black_box(*reg.get(black_box(hs[0])).expect("get"))))
+}
+
+fn g4_slab_par(keys: &'static [usize]) -> Run {
+    let s = slab_of(G4_LIVE);
+    Box::new(move |n| {
+        on_threads(keys.to_vec(), |k, start| {
+            timed(start, n, || black_box(*s.get(black_box(k)).expect("get")))
+        })
+    })
+}
+
+fn g4_rwlock_par(keys: &'static [usize]) -> Run {
+    let s = RwLock::new(slab_of(G4_LIVE));
+    Box::new(move |n| {
+        on_threads(keys.to_vec(), |k, start| {
+            timed(start, n, || {
+                let s = s.read().expect("lock");
+                black_box(*s.get(black_box(k)).expect("get"))
+            })
+        })
+    })
+}
+
+fn g4_sharded_par(keys: &'static [usize]) -> Run {
+    let (s, all) = sharded_of(G4_LIVE);
+    Box::new(move |n| {
+        on_threads(keys.iter().map(|&i| all[i]).collect(), |k, start| {
+            timed(start, n, || black_box(*s.get(black_box(k)).expect("get")))
+        })
+    })
+}
+
+/// Each thread claims its own reference to object `keys[i]` and `get`s it.
+fn g4_tether_par(keys: &'static [usize]) -> Run {
+    let (reg, hs) = tether_of(G4_LIVE);
+    Box::new(move |n| {
+        let gifts = keys.iter().map(|&i| give(&reg, hs[i])).collect();
+        on_threads(gifts, |t, start| {
+            let h = reg.claim(t).expect("claim");
+            let d = timed(start, n, || black_box(*reg.get(black_box(h)).expect("get")));
+            reg.release(h).expect("release");
+            d
+        })
+    })
+}
+
+// ----- G5 ---------------------------------------------------------------------
+
+fn g5_mutex(threads: usize) -> Run {
+    let s = Mutex::new(slab::Slab::<V>::new());
+    Box::new(move |n| {
+        on_threads(vec![(); threads], |(), start| {
+            timed(start, n, || {
+                let k = s.lock().expect("lock").insert(black_box(val(1)));
+                black_box(s.lock().expect("lock").remove(k));
+            })
+        })
+    })
+}
+
+fn g5_sharded(threads: usize) -> Run {
+    let s = sharded_slab::Slab::<V>::new();
+    Box::new(move |n| {
+        on_threads(vec![(); threads], |(), start| {
+            timed(start, n, || {
+                let k = s.insert(black_box(val(1))).expect("sharded-slab insert");
+                black_box(s.remove(k));
+            })
+        })
+    })
+}
+
+/// Each thread inserts (it is the object's home) and releases its only
+/// reference: finalized on the spot, no queue involved.
+fn g5_tether(threads: usize) -> Run {
+    let reg = Registry::<V>::new();
+    Box::new(move |n| {
+        on_threads(vec![(); threads], |(), start| {
+            timed(start, n, || {
+                let h = reg.insert(black_box(val(1))).expect("insert");
+                black_box(reg.release(h).expect("release"));
+            })
+        })
+    })
+}
+
+// ----- G6 ---------------------------------------------------------------------
+
+/// A helper thread that lives as long as the workload: `job` runs once per
+/// message and its timed span comes back.
+struct Worker<J: Send + 'static> {
+    jobs: Option<Sender<J>>,
+    spans: Receiver<Duration>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<J: Send + 'static> Worker<J> {
+    fn spawn(mut job: impl FnMut(J) -> Duration + Send + 'static) -> Self {
+        let (jobs, jobs_rx) = unbounded::<J>();
+        let (spans_tx, spans) = unbounded();
+        let thread = std::thread::spawn(move || {
+            for j in jobs_rx {
+                spans_tx.send(job(j)).expect("report span");
+            }
+        });
+        Worker {
+            jobs: Some(jobs),
+            spans,
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs `j` on the worker and waits for its timed span.
+    fn run(&self, j: J) -> Duration {
+        self.jobs
+            .as_ref()
+            .expect("worker")
+            .send(j)
+            .expect("send job");
+        self.spans.recv().expect("worker died")
+    }
+}
+
+impl<J: Send + 'static> Drop for Worker<J> {
+    fn drop(&mut self) {
+        self.jobs = None; // ends the worker's loop
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Batches of `G6_BATCH`: the home inserts and transfers (untimed), the
+/// worker claims (untimed) then releases every object, its last reference
+/// (timed: each value is sent home), then the home pumps (timed: each value
+/// is received and dropped). The figure is the sum of both spans.
+fn g6_tether() -> Run {
+    let reg = Registry::<V>::new();
+    let worker = {
+        let reg = reg.clone();
+        Worker::spawn(move |batch: Vec<Transfer<V>>| {
+            let mut hs = Vec::with_capacity(batch.len());
+            for t in batch {
+                hs.push(reg.claim(t).expect("claim"));
+            }
+            let t = Instant::now();
+            for &h in &hs {
+                black_box(reg.release(black_box(h)).expect("release"));
+            }
+            t.elapsed()
+        })
+    };
+    Box::new(move |n| {
+        let mut total = Duration::ZERO;
+        let mut left = n;
+        while left > 0 {
+            let b = left.min(G6_BATCH);
+            left -= b;
+            let mut batch = Vec::with_capacity(b as usize);
+            for i in 0..b {
+                let h = reg.insert(val(i)).expect("insert");
+                batch.push(reg.transfer(h).expect("transfer"));
+            }
+            total += worker.run(batch);
+            let t = Instant::now();
+            let dropped = black_box(reg.pump());
+            total += t.elapsed();
+            assert_eq!(
+                dropped as u64, b,
+                "every release must have been queued home"
+            );
+        }
+        total
+    })
+}
+
+/// The same batches over a crossbeam unbounded channel: the worker sends
+/// every value (timed), then the main thread receives them all (timed).
+fn g6_crossbeam() -> Run {
+    let (tx, rx) = unbounded::<V>();
+    let worker = Worker::spawn(move |b: u64| {
+        let t = Instant::now();
+        for i in 0..b {
+            tx.send(black_box(val(i))).expect("send");
+        }
+        t.elapsed()
+    });
+    Box::new(move |n| {
+        let mut total = Duration::ZERO;
+        let mut left = n;
+        while left > 0 {
+            let b = left.min(G6_BATCH);
+            left -= b;
+            total += worker.run(b);
+            let t = Instant::now();
+            for _ in 0..b {
+                black_box(rx.recv().expect("recv"));
+            }
+            total += t.elapsed();
+        }
+        total
+    })
+}
+
+// ----- G8 ---------------------------------------------------------------------
+
+/// Indices of `G8_WORKING_SET` objects spread evenly over `live`.
+fn spread(live: usize) -> impl Iterator<Item = usize> {
+    (0..G8_WORKING_SET).map(move |i| i * live / G8_WORKING_SET)
+}
+
+fn g8_arc(live: usize) -> Run {
+    let all: Vec<Arc<V>> = (0..live as u64).map(|i| Arc::new(val(i))).collect();
+    let ws: Vec<Arc<V>> = spread(live).map(|i| Arc::clone(&all[i])).collect();
+    Box::new(move |n| {
+        let _keep = &all;
+        let mut i = 0;
+        time(n, || {
+            drop(black_box(Arc::clone(&ws[i])));
+            i = if i + 1 == ws.len() { 0 } else { i + 1 };
+        })
+    })
+}
+
+fn g8_tether(live: usize) -> Run {
+    let (reg, all) = tether_of(live);
+    let ws: Vec<Handle> = spread(live).map(|i| all[i]).collect();
+    Box::new(move |n| {
+        let mut i = 0;
+        time(n, || {
+            retain_release(&reg, ws[i]);
+            i = if i + 1 == ws.len() { 0 } else { i + 1 };
+        })
+    })
+}
