@@ -4,8 +4,9 @@
 //! the slots of the objects it is home of. A remote final release moves the
 //! value into its home's inbox and returns at once (the channel is
 //! unbounded and lock-free: the sender never waits for the home thread). The
-//! home thread drops the values at its next registry call (a bounded batch,
-//! after one relaxed load of `pending`) or at `pump()`.
+//! home thread drops the values at its next call that takes or gives up a
+//! reference (a bounded batch, after one relaxed load of `pending`) or at
+//! `pump()`.
 //!
 //! # Closing
 //!

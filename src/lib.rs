@@ -73,13 +73,19 @@
 //! * **Home finalization.** The value's `Drop` runs on its home thread: at
 //!   once if the last release happens there; otherwise the value is sent
 //!   (point to point, never blocking the sender) to the home thread's inbox
-//!   and dropped at its next registry call or [`Registry::pump`]. If the home
+//!   and dropped at its next call that takes or gives up a reference
+//!   (`insert`, `retain`, `release`, `get`, `proxy`, `pin`, `unpin`,
+//!   `claim`, `claim_raw`; a bounded batch) or at [`Registry::pump`] (all of
+//!   it). Diagnostics (`count`, `holders`, `len`, `snapshot`) and handing a
+//!   reference away (`transfer`, dropping a `Transfer`) do not drain. If the home
 //!   thread has exited, the releasing thread drops it. Turn this off with
 //!   [`Builder::home_finalization`].
 //! * **Handles are never confused.** A finalized object's handle never
 //!   resolves again, even after its slot is reused: slots carry a generation,
 //!   and a slot whose generation would wrap is retired. Forged ids are
-//!   [`Error::Invalid`], ids of another registry [`Error::ForeignRegistry`].
+//!   errors, never a panic: [`Error::Invalid`] (or [`Error::Stale`] for an id
+//!   that names a free slot), ids of another registry
+//!   [`Error::ForeignRegistry`].
 //! * **Thread exit is a release** ([`ThreadExit::Release`], the default), or
 //!   kept and reported ([`ThreadExit::Leak`]). A home thread's exit first
 //!   finalizes its pending queue. Exit releases the thread's explicit

@@ -316,8 +316,10 @@ impl<T: Send + Sync + 'static> Registry<T> {
     }
 
     /// Runs every finalization queued for the calling (home) thread; returns
-    /// how many. Ordinary registry calls on the home thread also drain a
-    /// bounded batch when something is pending (one relaxed load otherwise).
+    /// how many. Calls that take or give up a reference (`insert`, `retain`,
+    /// `release`, `get`, `proxy`, `pin`, `unpin`, `claim`, `claim_raw`) on the
+    /// home thread also drain a bounded batch when something is pending (one
+    /// relaxed load otherwise); diagnostics and `transfer` do not.
     pub fn pump(&self) -> usize {
         self.inner.pump()
     }
