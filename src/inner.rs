@@ -308,15 +308,22 @@ impl<T: Send + Sync + 'static> Inner<T> {
         (slot.held_generation() == h.generation()).then_some((slot, table, entry, e))
     }
 
+    /// Whether a thread's entry `e` can take one more reference of `kind`:
+    /// its total stays within `max_count`, and a root count within `u32`.
+    #[inline]
+    pub(crate) fn has_room(&self, e: u64, kind: Kind) -> bool {
+        u64::from(refs(e)) + u64::from(roots(e)) < u64::from(self.config.max_count)
+            && !(kind == Kind::Root && roots(e) == u32::MAX)
+    }
+
     /// `retain`: +1 explicit reference for the calling thread.
     #[inline]
     pub(crate) fn retain(&self, h: Handle) -> Result<u32, Error> {
         if let Some((_, _, entry, e)) = self.held(h) {
-            let n = u64::from(refs(e)) + u64::from(roots(e));
-            if n < u64::from(self.config.max_count) {
+            if self.has_room(e, Kind::Ref) {
                 entry.store(e + REF_ONE, Ordering::Relaxed);
-                // n + 1 <= max_count <= u32::MAX
-                return Ok((n + 1) as u32);
+                // total(e) < max_count <= u32::MAX, so + 1 fits
+                return Ok(total(e) + 1);
             }
         }
         self.acquire_slow(h, Kind::Ref).map(|(.., n)| n)
@@ -333,11 +340,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
         kind: Kind,
     ) -> Result<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u32), Error> {
         if let Some((slot, table, entry, e)) = self.held(h) {
-            let n = u64::from(refs(e)) + u64::from(roots(e));
-            if n < u64::from(self.config.max_count) && !(kind == Kind::Root && roots(e) == u32::MAX)
-            {
+            if self.has_room(e, kind) {
                 entry.store(e + kind.one(), Ordering::Relaxed);
-                return Ok((slot, table, entry, (n + 1) as u32));
+                return Ok((slot, table, entry, total(e) + 1));
             }
         }
         self.acquire_slow(h, kind)
@@ -362,10 +367,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             let e = entry.load(Ordering::Relaxed);
             if e != 0 {
                 slot.check_held(h)?;
-                let n = u64::from(refs(e)) + u64::from(roots(e));
-                if n >= u64::from(self.config.max_count)
-                    || (kind == Kind::Root && roots(e) == u32::MAX)
-                {
+                if !self.has_room(e, kind) {
                     return Err(Error::Overflow(h));
                 }
                 entry.store(e + kind.one(), Ordering::Relaxed);
@@ -527,9 +529,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
         }
     }
 
-    /// Moves one explicit reference (`Kind::Ref`) or the proxy's root
-    /// (`Kind::Root`, given its entry) into a new in-flight transfer.
-    pub(crate) fn transfer_out(&self, h: Handle, kind: Kind) -> Result<(), Error> {
+    /// `transfer`: moves one explicit reference of the calling thread into a
+    /// new in-flight transfer.
+    pub(crate) fn transfer_out(&self, h: Handle) -> Result<(), Error> {
         if sync::forked() {
             return Err(Error::Forked);
         }
@@ -538,25 +540,34 @@ impl<T: Send + Sync + 'static> Inner<T> {
             slot.check(h)?;
             return Err(Error::NotHeld(h));
         };
-        let e = table.load(h.index());
-        let have = match kind {
-            Kind::Ref => refs(e),
-            Kind::Root => roots(e),
-        };
-        if have == 0 {
+        let entry = table.entry(h.index());
+        let e = entry.map_or(0, |e| e.load(Ordering::Relaxed));
+        let (Some(entry), true) = (entry, refs(e) != 0) else {
             slot.check(h)?;
             return Err(Error::NotHeld(h));
-        }
+        };
         slot.check_held(h)?;
+        self.hand_to_transfer(slot, h, entry, e, Kind::Ref)
+    }
+
+    /// Moves one reference of `kind` out of the calling thread's `entry`
+    /// (currently `e`, holding at least one) into a new in-flight transfer.
+    /// Fails (changing nothing) only if the slot's hold count would overflow.
+    pub(crate) fn hand_to_transfer(
+        &self,
+        slot: &Slot<T>,
+        h: Handle,
+        entry: &AtomicU64,
+        e: u64,
+        kind: Kind,
+    ) -> Result<(), Error> {
         let left = e - kind.one();
         if left != 0 {
             // The thread keeps its hold; the token needs its own.
             slot.try_hold(h)?;
         } // else: the thread's hold becomes the token's.
         slot.add_transfer();
-        if let Some(entry) = table.entry(h.index()) {
-            entry.store(left, Ordering::Relaxed);
-        }
+        entry.store(left, Ordering::Relaxed);
         Ok(())
     }
 
@@ -584,8 +595,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             slot.sub_transfer();
             return Ok((slot, table, entry));
         }
-        let n = u64::from(refs(e)) + u64::from(roots(e));
-        if n >= u64::from(self.config.max_count) || (kind == Kind::Root && roots(e) == u32::MAX) {
+        if !self.has_room(e, kind) {
             return Err(Error::Overflow(h));
         }
         entry.store(e + kind.one(), Ordering::Relaxed);

@@ -115,13 +115,6 @@ impl<E: PageEntry> Pages<E> {
         }
     }
 
-    /// `(page, offset)` of index `i`.
-    #[inline]
-    fn locate(i: usize) -> (usize, usize) {
-        let loc = Loc::of(i);
-        (loc.page, loc.off)
-    }
-
     /// Number of entries in page `p`.
     #[inline]
     fn page_len(p: usize) -> usize {
@@ -161,7 +154,7 @@ impl<E: PageEntry> Pages<E> {
 
     #[cold]
     fn alloc_slow(&self, i: usize) -> Option<&E> {
-        let (p, _) = Self::locate(i);
+        let p = Loc::of(i).page;
         let slot = self.pages.get(p)?;
         let fresh = Box::into_raw(E::new_page(Self::page_len(p))).cast::<E>();
         if let Err(_installed) =
@@ -215,7 +208,8 @@ mod tests {
     fn locate_is_dense_and_contiguous() {
         let mut expect = (0, 0);
         for i in 0..10_000 {
-            assert_eq!(Pages::<AtomicU64>::locate(i), expect, "index {i}");
+            let loc = Loc::of(i);
+            assert_eq!((loc.page, loc.off), expect, "index {i}");
             expect.1 += 1;
             if expect.1 == Pages::<AtomicU64>::page_len(expect.0) {
                 expect = (expect.0 + 1, 0);
@@ -239,7 +233,7 @@ mod tests {
             .is_none());
         let mut seen = Vec::new();
         pages.for_each_page(|first, page| seen.push((first, page.len())));
-        let (p, _) = Pages::<AtomicU64>::locate(5_000);
+        let p = Loc::of(5_000).page;
         let first_of_p: usize = (0..p).map(Pages::<AtomicU64>::page_len).sum();
         assert_eq!(
             seen,

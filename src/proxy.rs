@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::inner::Inner;
+use crate::inner::{Inner, Kind};
 use crate::local::{roots, ThreadTable, ROOT_ONE};
 use crate::slot::Slot;
 use crate::sync::{AtomicU64, Ordering};
@@ -120,8 +120,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
             return Err(Error::Forked);
         }
         let e = self.entry().load(Ordering::Relaxed);
-        let n = u64::from(e as u32) + u64::from(roots(e));
-        if n >= u64::from(self.home.inner.config.max_count) || roots(e) == u32::MAX {
+        if !self.home.inner.has_room(e, Kind::Root) {
             return Err(Error::Overflow(self.handle));
         }
         Ok(self.add_root(e))
@@ -157,13 +156,14 @@ impl<T: Send + Sync + 'static> Proxy<T> {
     /// pass `u32::MAX` (only reachable by leaking billions of transfers).
     pub fn transfer(self) -> Transfer<T> {
         let e = self.entry().load(Ordering::Relaxed);
-        let left = e - ROOT_ONE;
-        if left != 0 && self.slot().try_hold(self.handle).is_err() {
+        let moved =
+            self.home
+                .inner
+                .hand_to_transfer(self.slot(), self.handle, self.entry(), e, Kind::Root);
+        if moved.is_err() {
             // The object is live (we hold it): only overflow can fail.
             std::process::abort();
-        } // else: this thread's hold becomes the transfer's.
-        self.slot().add_transfer();
-        self.entry().store(left, Ordering::Relaxed);
+        }
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: `this` is never dropped, so reading `home` out moves it
         // exactly once; the proxy's root was just moved into the transfer,

@@ -262,7 +262,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     ///
     /// [`Error::NotHeld`] if the thread has no explicit reference to give.
     pub fn transfer(&self, h: Handle) -> Result<Transfer<T>, Error> {
-        self.inner.transfer_out(h, Kind::Ref)?;
+        self.inner.transfer_out(h)?;
         Ok(Transfer::new(Arc::clone(&self.inner), h))
     }
 

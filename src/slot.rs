@@ -94,7 +94,7 @@ impl<T> Slot<T> {
     /// and a relaxed load suffices.
     #[inline]
     pub(crate) fn check_held(&self, h: Handle) -> Result<(), Error> {
-        let g = generation(self.state.load(Ordering::Relaxed));
+        let g = self.held_generation();
         if g == h.generation() {
             Ok(())
         } else if h.generation() < g {
