@@ -3,9 +3,10 @@
 use std::fmt;
 use std::marker::PhantomData;
 
+use crate::diag::DiagConfig;
 use crate::inner::{Config, Inner};
 use crate::limits::{MAX_CAPACITY, MAX_GENERATION};
-use crate::Registry;
+use crate::{Event, Misuse, Registry};
 
 /// What happens to a thread's references when it exits.
 ///
@@ -62,6 +63,7 @@ impl<T: Send + Sync + 'static> Builder<T> {
                 home_finalization: true,
                 max_count: u32::MAX,
                 max_generation: MAX_GENERATION,
+                diag: DiagConfig::default(),
             },
             _values: PhantomData,
         }
@@ -105,6 +107,70 @@ impl<T: Send + Sync + 'static> Builder<T> {
     /// to test.
     pub fn generation_limit(mut self, n: u32) -> Self {
         self.config.max_generation = n.min(MAX_GENERATION);
+        self
+    }
+
+    /// Calls `hook` with an [`Event`] for every insert, every thread's first
+    /// and last reference, transfer, claim, pin, unpin, queueing to a home
+    /// thread, finalization, thread exit and misuse — and with the leak
+    /// report when the last `Registry` is dropped while objects are held.
+    ///
+    /// The hook runs synchronously on the thread where the event happened,
+    /// with no registry lock held; it may call the registry. A panic in it is
+    /// caught and counted ([`Registry::hook_panics`]). Events come from slow
+    /// paths only: retaining, releasing and getting a handle the thread
+    /// already holds emits nothing and costs the same with or without a hook.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use tether::{Event, Registry};
+    ///
+    /// let finalized = Arc::new(AtomicUsize::new(0));
+    /// let seen = Arc::clone(&finalized);
+    /// let reg = Registry::builder()
+    ///     .on_event(move |e| {
+    ///         if let Event::Finalized { .. } = e {
+    ///             seen.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     })
+    ///     .build();
+    /// let h = reg.insert(7)?;
+    /// reg.release(h)?;
+    /// assert_eq!(finalized.load(Ordering::Relaxed), 1);
+    /// # Ok::<(), tether::Error>(())
+    /// ```
+    pub fn on_event(mut self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.config.diag.hook = Some(std::sync::Arc::new(hook));
+        self
+    }
+
+    /// What a call that fails because of a caller bug does (see [`Misuse`]);
+    /// default [`Misuse::Error`].
+    pub fn on_misuse(mut self, policy: Misuse) -> Self {
+        self.config.diag.misuse = policy;
+        self
+    }
+
+    /// `true`: record a backtrace of each insert and of each thread's first
+    /// retain / get / proxy / claim of an object (std [`Backtrace`], symbols
+    /// resolved lazily when printed), plus insert times as with
+    /// [`track_ages`](Builder::track_ages). The [`LeakReport`] shows them, and
+    /// so does the [`Misuse::Panic`] message. Off by default: a capture costs
+    /// microseconds, on every insert and first reference.
+    ///
+    /// [`Backtrace`]: std::backtrace::Backtrace
+    /// [`LeakReport`]: crate::LeakReport
+    pub fn capture_backtraces(mut self, on: bool) -> Self {
+        self.config.diag.backtraces = on;
+        self
+    }
+
+    /// `true`: record each object's insert time, so the
+    /// [`LeakReport`](crate::LeakReport) shows its age. Off by default (it
+    /// reads the clock on every insert).
+    pub fn track_ages(mut self, on: bool) -> Self {
+        self.config.diag.ages = on;
         self
     }
 

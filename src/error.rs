@@ -53,6 +53,51 @@ pub enum Error {
     /// The calling thread already released its references at thread exit.
     #[error("this thread has already released its references at thread exit; do not use the registry from late thread-local destructors")]
     ThreadExited,
+
+    /// The registry was closed ([`Registry::close`](crate::Registry::close)):
+    /// no new objects or claims; existing holders keep working.
+    #[error("the registry is closed: it takes no new objects or claims (holders may still use and release what they hold)")]
+    Closed,
+}
+
+impl Error {
+    /// `true` for errors that mean a bug in the caller: a stale, forged or
+    /// foreign handle, a release or access by a thread that holds nothing, an
+    /// unpin without a pin, a transfer claimed twice. These are what the
+    /// [`Misuse`](crate::Misuse) policy and [`Event::Misuse`](crate::Event::Misuse)
+    /// apply to. `false` for conditions a correct program can meet: `Full`,
+    /// `Overflow`, `Forked`, `ThreadExited`, `Closed`.
+    ///
+    /// ```
+    /// # use tether::Error;
+    /// assert!(Error::TransferClaimed.is_misuse());
+    /// assert!(!Error::Full.is_misuse());
+    /// ```
+    pub fn is_misuse(&self) -> bool {
+        matches!(
+            self,
+            Error::Stale(_)
+                | Error::Invalid(_)
+                | Error::ForeignRegistry(_)
+                | Error::NotHeld(_)
+                | Error::NotPinned(_)
+                | Error::TransferClaimed
+        )
+    }
+
+    /// The handle the error is about, if any (`Invalid` ids that are not
+    /// handles give `None`).
+    pub fn handle(&self) -> Option<Handle> {
+        match self {
+            Error::Stale(h)
+            | Error::ForeignRegistry(h)
+            | Error::NotHeld(h)
+            | Error::NotPinned(h)
+            | Error::Overflow(h) => Some(*h),
+            Error::Invalid(raw) => Handle::from_raw(*raw),
+            _ => None,
+        }
+    }
 }
 
 /// A failed insert: the error, and the value handed back so nothing is lost.
@@ -77,7 +122,8 @@ impl<T> InsertError<T> {
         InsertError { error, value }
     }
 
-    /// Why the insert failed ([`Error::Full`], [`Error::Forked`] or [`Error::ThreadExited`]).
+    /// Why the insert failed ([`Error::Full`], [`Error::Closed`],
+    /// [`Error::Forked`] or [`Error::ThreadExited`]).
     pub fn error(&self) -> Error {
         self.error
     }

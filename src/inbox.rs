@@ -20,11 +20,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::sync::channel::{self, Receiver, Sender};
 use crate::sync::{fence, AtomicBool, Ordering};
+use crate::Handle;
 
 /// See the module docs.
 pub(crate) struct Inbox<T> {
-    tx: Sender<T>,
-    rx: Receiver<T>,
+    /// Each value travels with the handle it had, for the `Finalized` event.
+    tx: Sender<(Handle, T)>,
+    rx: Receiver<(Handle, T)>,
     /// Set by senders after a send; cleared (swapped) by the draining thread.
     pending: AtomicBool,
     /// The home thread has exited: send nothing more.
@@ -65,13 +67,13 @@ impl<T> Inbox<T> {
     }
 
     /// Sends `value` home. Never blocks.
-    pub(crate) fn send(&self, value: T) -> Sent<T> {
+    pub(crate) fn send(&self, h: Handle, value: T) -> Sent<T> {
         if self.closed.load(Ordering::Acquire) {
             return Sent::Closed(value);
         }
-        if let Err(e) = self.tx.send(value) {
+        if let Err(e) = self.tx.send((h, value)) {
             // Unreachable: the inbox owns its receiver. Hand the value back.
-            return Sent::Closed(channel_value(e));
+            return Sent::Closed(channel_value(e).1);
         }
         self.pending.store(true, Ordering::Release);
         fence(Ordering::SeqCst);
@@ -93,7 +95,7 @@ impl<T> Inbox<T> {
         &self,
         limit: usize,
         only_if_pending: bool,
-        mut finalize: impl FnMut(T),
+        mut finalize: impl FnMut(Handle, T),
     ) -> usize {
         let was_pending = self.pending.swap(false, Ordering::AcqRel);
         if only_if_pending && !was_pending {
@@ -102,8 +104,8 @@ impl<T> Inbox<T> {
         let mut n = 0;
         while n < limit {
             match self.rx.try_recv() {
-                Ok(v) => {
-                    finalize(v);
+                Ok((h, v)) => {
+                    finalize(h, v);
                     n += 1;
                 }
                 Err(_) => return n,

@@ -12,12 +12,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::{Arc, Weak};
 
+use crate::diag::{Diag, DiagConfig};
 use crate::inbox::Sent;
+use crate::interner::Forget;
 use crate::limits::{DRAIN_BATCH, GEN_BITS, INDEX_BITS, MAX_TAG, RAW_LIMIT};
 use crate::local::{refs, roots, total, ThreadTable, REF_ONE, ROOT_ONE};
 use crate::page::{Loc, Pages};
 use crate::slot::{generation, holds, Slot};
-use crate::sync::{self, AtomicPtr, AtomicU64, Mutex, Ordering};
+use crate::sync::{self, AtomicBool, AtomicPtr, AtomicU64, Mutex, Ordering};
 use crate::tid::{self, ExitHook};
 use crate::{Error, Handle, InsertError, Released, ThreadExit};
 
@@ -29,6 +31,7 @@ pub(crate) struct Config {
     pub(crate) home_finalization: bool,
     pub(crate) max_count: u32,
     pub(crate) max_generation: u32,
+    pub(crate) diag: DiagConfig,
 }
 
 /// Slot allocation bookkeeping.
@@ -68,6 +71,16 @@ pub(crate) struct Inner<T> {
     tables: Mutex<Vec<Arc<ThreadTable<T>>>>,
     raw: Mutex<RawTransfers>,
     drop_panics: AtomicU64,
+    /// Events, misuse policy, origins (see [`crate::diag`]).
+    pub(crate) diag: Diag,
+    /// `close()` was called: no new inserts or claims.
+    closed: AtomicBool,
+    /// Live `Registry` values (not proxies or transfers): the leak report
+    /// goes out when the last one is dropped.
+    registries: AtomicU64,
+    /// Interners to tell when an object dies (see [`crate::interner`]).
+    forgetters: Mutex<Vec<Weak<dyn Forget>>>,
+    has_forgetters: AtomicBool,
     me: Weak<Inner<T>>,
 }
 
@@ -94,6 +107,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         sync::install_fork_handler();
         let serial = sync::next_registry_serial() + 1;
         let tag = serial % MAX_TAG + 1;
+        let diag = Diag::new(config.diag.clone());
         Arc::new_cyclic(|me| Inner {
             tag,
             serial,
@@ -112,6 +126,11 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 next: 1,
             }),
             drop_panics: AtomicU64::new(0),
+            diag,
+            closed: AtomicBool::new(false),
+            registries: AtomicU64::new(1),
+            forgetters: Mutex::new(Vec::new()),
+            has_forgetters: AtomicBool::new(false),
             me: me.clone(),
         })
     }
@@ -214,9 +233,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if !table.begin_drain() {
             return 0;
         }
-        let n = table
-            .inbox
-            .drain(limit, only_if_pending, |v| self.dispose(v));
+        let n = table.inbox.drain(limit, only_if_pending, |h, v| {
+            self.dispose(h, v, Some(table))
+        });
         table.end_drain();
         n
     }
@@ -245,6 +264,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if sync::forked() {
             return Err(InsertError::new(Error::Forked, value));
         }
+        if self.is_closed() {
+            return Err(InsertError::new(Error::Closed, value));
+        }
         let table = match self.table() {
             Ok(t) => t,
             Err(e) => return Err(InsertError::new(e, value)),
@@ -265,7 +287,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let generation = slot.fill(value, home);
         self.live.fetch_add(1, Ordering::Relaxed);
         entry.store(kind.one(), Ordering::Relaxed);
-        Ok((Handle::new(self.tag, generation, index), slot, table, entry))
+        let h = Handle::new(self.tag, generation, index);
+        self.diag.inserted(h, table.thread);
+        Ok((h, slot, table, entry))
     }
 
     fn alloc_slot(&self) -> Option<u32> {
@@ -326,7 +350,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 return Ok(total(e) + 1);
             }
         }
-        self.acquire_slow(h, Kind::Ref).map(|(.., n)| n)
+        self.acquire_slow(h, Kind::Ref, false).map(|(.., n)| n)
     }
 
     /// Adds one reference of `kind` for the calling thread; returns its entry
@@ -345,7 +369,25 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 return Ok((slot, table, entry, total(e) + 1));
             }
         }
-        self.acquire_slow(h, kind)
+        self.acquire_slow(h, kind, false)
+    }
+
+    /// `acquire` without the access rule, for interners (knowing the key is
+    /// the capability): any thread may take a reference to the key's object
+    /// while it lives. A dead object is `Err(Stale)`, never resurrected.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn acquire_granted(
+        &self,
+        h: Handle,
+        kind: Kind,
+    ) -> Result<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u32), Error> {
+        if let Some((slot, table, entry, e)) = self.held(h) {
+            if self.has_room(e, kind) {
+                entry.store(e + kind.one(), Ordering::Relaxed);
+                return Ok((slot, table, entry, total(e) + 1));
+            }
+        }
+        self.acquire_slow(h, kind, true)
     }
 
     /// The general path of `acquire`: drains, classifies errors, and takes a
@@ -356,6 +398,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         &self,
         h: Handle,
         kind: Kind,
+        granted: bool,
     ) -> Result<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u32), Error> {
         if sync::forked() {
             return Err(Error::Forked);
@@ -376,22 +419,29 @@ impl<T: Send + Sync + 'static> Inner<T> {
         }
         // The count page is allocated only once access is granted: probing
         // guessed ids does not grow the caller's table.
-        self.first_hold(h, slot, table)?;
+        self.first_hold(h, slot, table, granted)?;
         let Some(entry) = table.entry_or_alloc(h.index()) else {
             // Unreachable: the index is below the capacity. Give the hold back.
             self.drop_hold(slot, h, Some(table));
             return Err(Error::Invalid(h.to_raw()));
         };
         entry.store(kind.one(), Ordering::Relaxed);
+        self.diag.first_reference(h, table.thread);
         Ok((slot, table, entry, 1))
     }
 
     /// A thread's 0→1 transition: access check, then a hold on the slot.
     #[cold]
-    fn first_hold(&self, h: Handle, slot: &Slot<T>, table: &ThreadTable<T>) -> Result<(), Error> {
+    fn first_hold(
+        &self,
+        h: Handle,
+        slot: &Slot<T>,
+        table: &ThreadTable<T>,
+        granted: bool,
+    ) -> Result<(), Error> {
         slot.check(h)?;
         let home = ptr::eq(slot.home_addr(), Arc::as_ptr(&table.inbox));
-        if !home && slot.extra().0 == 0 {
+        if !granted && !home && slot.extra().0 == 0 {
             // The object may have died since the check (its finalizer clears
             // `home` after the last hold): say so rather than "not held".
             slot.check(h)?;
@@ -440,6 +490,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if left != 0 {
             return Ok(Released::Held(total(left)));
         }
+        self.diag.last_reference(h, table.thread);
         Ok(self.drop_hold(slot, h, Some(table)))
     }
 
@@ -457,6 +508,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         // In a forked child the thread-local store above is harmless, but
         // finalizing may take locks that a vanished thread held: leak instead.
         if left == 0 && !sync::forked() {
+            self.diag.last_reference(h, table.thread);
             self.drop_hold(slot, h, Some(table));
         }
     }
@@ -484,26 +536,34 @@ impl<T: Send + Sync + 'static> Inner<T> {
         // lock orders this before the next insert's increment, so `len()`
         // never exceeds the capacity.
         self.live.fetch_sub(1, Ordering::Relaxed);
+        self.diag.died(h);
         self.free_slot(slot, h);
+        self.tell_forgetters(h);
         let here = match (&home, table) {
             (Some(home), Some(t)) => Arc::ptr_eq(home, &t.inbox),
             (None, _) => true,
             (Some(_), None) => false,
         };
         let Some(home) = home.filter(|_| !here && self.config.home_finalization) else {
-            self.dispose(value);
+            self.dispose(h, value, table);
             return Released::Finalized;
         };
-        match home.send(value) {
-            Sent::Queued => Released::Queued,
+        match home.send(h, value) {
+            Sent::Queued => {
+                self.diag.emit(|| crate::Event::QueuedHome {
+                    handle: h,
+                    thread: thread_of(table),
+                });
+                Released::Queued
+            }
             Sent::Closed(value) => {
-                self.dispose(value);
+                self.dispose(h, value, table);
                 Released::Finalized
             }
             Sent::Orphaned => {
                 // The home thread exited during our send: it may have missed
                 // the value, so drop whatever is left here.
-                home.drain(usize::MAX, false, |v| self.dispose(v));
+                home.drain(usize::MAX, false, |h, v| self.dispose(h, v, table));
                 Released::Finalized
             }
         }
@@ -521,12 +581,67 @@ impl<T: Send + Sync + 'static> Inner<T> {
         }
     }
 
-    /// Drops a value, catching a panic in its `Drop` (invariant 10).
-    pub(crate) fn dispose(&self, value: T) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
-            self.drop_panics.fetch_add(1, Ordering::Relaxed);
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    /// Drops the value of `h` on the calling thread (`on` is its table, if
+    /// known), catching a panic in its `Drop` (invariant 10).
+    pub(crate) fn dispose(&self, h: Handle, value: T, on: Option<&ThreadTable<T>>) {
+        let panicked = match catch_unwind(AssertUnwindSafe(move || drop(value))) {
+            Ok(()) => false,
+            Err(payload) => {
+                self.drop_panics.fetch_add(1, Ordering::Relaxed);
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+                true
+            }
+        };
+        self.diag.emit(|| crate::Event::Finalized {
+            handle: h,
+            thread: thread_of(on),
+            panicked,
+        });
+    }
+
+    /// Tells every interner of this registry that `h` died.
+    fn tell_forgetters(&self, h: Handle) {
+        if !self.has_forgetters.load(Ordering::Acquire) {
+            return;
         }
+        let live: Vec<_> = self
+            .forgetters
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for f in live {
+            f.forget(h);
+        }
+    }
+
+    /// Registers an interner to be told when objects die.
+    pub(crate) fn add_forgetter(&self, f: Weak<dyn Forget>) {
+        let mut list = self.forgetters.lock();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(f);
+        self.has_forgetters.store(true, Ordering::Release);
+    }
+
+    /// `close()`: no new inserts or claims from now on.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether `close()` was called.
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// One more `Registry` value.
+    pub(crate) fn registry_cloned(&self) {
+        self.registries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One `Registry` value fewer; `true` if it was the last.
+    pub(crate) fn registry_dropped(&self) -> bool {
+        self.registries.fetch_sub(1, Ordering::AcqRel) == 1
     }
 
     /// `transfer`: moves one explicit reference of the calling thread into a
@@ -568,6 +683,32 @@ impl<T: Send + Sync + 'static> Inner<T> {
         } // else: the thread's hold becomes the token's.
         slot.add_transfer();
         entry.store(left, Ordering::Relaxed);
+        if let Some(table) = self.my_table() {
+            self.diag.emit(|| crate::Event::Transferred {
+                handle: h,
+                thread: table.thread,
+            });
+            if left == 0 {
+                self.diag.last_reference(h, table.thread);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `n` in-flight transfer holds to the live object `h`, which the
+    /// caller holds (an interner handing its waiters their references).
+    pub(crate) fn mint_transfers(&self, h: Handle, n: u32) -> Result<(), Error> {
+        let slot = self.slot(h)?;
+        for minted in 0..n {
+            if let Err(e) = slot.try_hold(h) {
+                for _ in 0..minted {
+                    slot.sub_transfer();
+                    slot.drop_hold();
+                }
+                return Err(e);
+            }
+            slot.add_transfer();
+        }
         Ok(())
     }
 
@@ -582,6 +723,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if sync::forked() {
             return Err(Error::Forked);
         }
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
         let slot = self.slot(h)?;
         let table = self.table()?;
         self.maybe_drain(table);
@@ -593,6 +737,11 @@ impl<T: Send + Sync + 'static> Inner<T> {
             // The token's hold becomes the thread's.
             entry.store(kind.one(), Ordering::Relaxed);
             slot.sub_transfer();
+            self.diag.emit(|| crate::Event::Claimed {
+                handle: h,
+                thread: table.thread,
+            });
+            self.diag.first_reference(h, table.thread);
             return Ok((slot, table, entry));
         }
         if !self.has_room(e, kind) {
@@ -603,6 +752,10 @@ impl<T: Send + Sync + 'static> Inner<T> {
         // The thread already had a hold: the token's is surplus. Not the last.
         let last = slot.drop_hold();
         debug_assert!(!last, "a claiming holder cannot drop the last hold");
+        self.diag.emit(|| crate::Event::Claimed {
+            handle: h,
+            thread: table.thread,
+        });
         Ok((slot, table, entry))
     }
 
@@ -660,6 +813,10 @@ impl<T: Send + Sync + 'static> Inner<T> {
             self.drop_hold(slot, h, Some(table));
             return Err(Error::Overflow(h));
         }
+        self.diag.emit(|| crate::Event::Pinned {
+            handle: h,
+            thread: table.thread,
+        });
         Ok(())
     }
 
@@ -670,6 +827,10 @@ impl<T: Send + Sync + 'static> Inner<T> {
             // The pin's hold: not the last, the caller holds one too.
             let last = slot.drop_hold();
             debug_assert!(!last, "unpin cannot drop the last hold");
+            self.diag.emit(|| crate::Event::Unpinned {
+                handle: h,
+                thread: table.thread,
+            });
             Ok(())
         } else {
             Err(Error::NotPinned(h))
@@ -694,7 +855,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             slot.check_held(h)?;
             return Ok((slot, table, false));
         }
-        self.first_hold(h, slot, table)?;
+        self.first_hold(h, slot, table, false)?;
         Ok((slot, table, true))
     }
 
@@ -785,6 +946,7 @@ impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
         // SAFETY: see `my_table`: we are the owning thread of `tid`.
         let table = unsafe { &*p };
         self.drain(table, usize::MAX, false);
+        let mut released = 0;
         if self.config.thread_exit == ThreadExit::Release {
             // `Drop`s run by these releases may take new references on this
             // thread: repeat until a pass finds nothing (bounded).
@@ -796,16 +958,15 @@ impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
                         return;
                     }
                     released_any = true;
+                    released += 1;
                     let left = e & !u64::from(u32::MAX);
                     entry.store(left, Ordering::Relaxed);
                     if left == 0 {
                         if let Some(slot) = self.slots.get(index) {
                             let g = generation(slot.state());
-                            self.drop_hold(
-                                slot,
-                                Handle::new(self.tag, g, index as u32),
-                                Some(table),
-                            );
+                            let h = Handle::new(self.tag, g, index as u32);
+                            self.diag.last_reference(h, table.thread);
+                            self.drop_hold(slot, h, Some(table));
                         }
                     }
                 });
@@ -816,8 +977,14 @@ impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
         }
         table.inbox.close();
         self.drain(table, usize::MAX, false);
-        let mut keep = false;
-        table.for_each_entry(|_, e| keep |= e.load(Ordering::Relaxed) != 0);
+        let mut kept = 0;
+        table.for_each_entry(|_, e| kept += usize::from(e.load(Ordering::Relaxed) != 0));
+        let keep = kept != 0;
+        self.diag.emit(|| crate::Event::ThreadExited {
+            thread: table.thread,
+            released,
+            kept,
+        });
         table.exited.store(true, Ordering::Relaxed);
         tid::uncache_table(self.serial);
         cell.store(ptr::null_mut(), Ordering::Release);
@@ -860,4 +1027,9 @@ impl<T> Drop for Inner<T> {
             drop(home);
         }
     }
+}
+
+/// The thread an event happened on: `table`'s, else the calling thread.
+fn thread_of<T>(table: Option<&ThreadTable<T>>) -> sync::ThreadId {
+    table.map_or_else(|| sync::current_thread().0, |t| t.thread)
 }

@@ -192,16 +192,21 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod builder;
+mod diag;
 mod error;
 mod guard;
 mod handle;
 mod inbox;
 mod inner;
+mod interner;
+mod leak;
 mod limits;
 mod local;
 mod page;
 mod proxy;
 mod registry;
+#[cfg(feature = "serde")]
+mod serde_impl;
 mod slot;
 mod snapshot;
 mod sync;
@@ -209,9 +214,12 @@ mod tid;
 mod transfer;
 
 pub use builder::{Builder, ThreadExit};
+pub use diag::{Event, Misuse};
 pub use error::{Error, InsertError};
 pub use guard::Guard;
 pub use handle::Handle;
+pub use interner::{InternError, Interner};
+pub use leak::{LeakHolder, LeakReport, LeakedObject};
 pub use proxy::Proxy;
 pub use registry::{Registry, Released};
 pub use snapshot::{HolderSnapshot, ObjectSnapshot, Snapshot, ThreadSnapshot};

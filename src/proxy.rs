@@ -102,9 +102,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
 
     /// The registry the object lives in.
     pub fn registry(&self) -> Registry<T> {
-        Registry {
-            inner: Arc::clone(&self.home.inner),
-        }
+        Registry::from_inner(Arc::clone(&self.home.inner))
     }
 
     /// Like `clone`, but returns [`Error::Overflow`] instead of aborting when

@@ -2,9 +2,12 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::inner::{Inner, Kind};
-use crate::{Builder, Error, Guard, Handle, InsertError, Proxy, Snapshot, Transfer};
+use crate::{
+    Builder, Error, Event, Guard, Handle, InsertError, LeakReport, Proxy, Snapshot, Transfer,
+};
 
 /// What a release did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,7 +119,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// ids that do not name a live object of this registry,
     /// [`Error::Overflow`] at the count limit (nothing changes).
     pub fn retain(&self, h: Handle) -> Result<u32, Error> {
-        self.inner.retain(h)
+        self.inner.retain(h).map_err(|e| self.failed("retain", e))
     }
 
     /// Gives up one explicit reference of the calling thread.
@@ -140,7 +143,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// per thread: one thread can never release another's; proxies and guards
     /// release themselves on drop). Nothing changes on error.
     pub fn release(&self, h: Handle) -> Result<Released, Error> {
-        self.inner.release(h)
+        self.inner.release(h).map_err(|e| self.failed("release", e))
     }
 
     /// Borrows the object. The [`Guard`] counts as a reference of this thread
@@ -151,7 +154,10 @@ impl<T: Send + Sync + 'static> Registry<T> {
     ///
     /// As [`retain`](Registry::retain).
     pub fn get(&self, h: Handle) -> Result<Guard<'_, T>, Error> {
-        let (slot, table, entry, _) = self.inner.acquire(h, Kind::Root)?;
+        let (slot, table, entry, _) = self
+            .inner
+            .acquire(h, Kind::Root)
+            .map_err(|e| self.failed("get", e))?;
         Ok(Guard::new(&self.inner, slot, table, entry, h))
     }
 
@@ -173,7 +179,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     ///
     /// [`Error::Stale`] and friends for ids that do not name a live object.
     pub fn count(&self, h: Handle) -> Result<u32, Error> {
-        self.inner.count(h)
+        self.inner.count(h).map_err(|e| self.failed("count", e))
     }
 
     /// Every thread holding `h`, with its count (exited threads whose
@@ -195,7 +201,8 @@ impl<T: Send + Sync + 'static> Registry<T> {
     pub fn holders(&self, h: Handle) -> Result<Vec<(std::thread::ThreadId, u32)>, Error> {
         Ok(self
             .inner
-            .holders(h)?
+            .holders(h)
+            .map_err(|e| self.failed("holders", e))?
             .into_iter()
             .map(|(t, n, _)| (t, n))
             .collect())
@@ -224,7 +231,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     ///
     /// The access rule of [`retain`](Registry::retain).
     pub fn pin(&self, h: Handle) -> Result<(), Error> {
-        self.inner.pin(h)
+        self.inner.pin(h).map_err(|e| self.failed("pin", e))
     }
 
     /// Removes one pin. If nothing else holds the object it is finalized
@@ -235,7 +242,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// [`Error::NotPinned`] if the object has no pin; the access rule of
     /// [`retain`](Registry::retain).
     pub fn unpin(&self, h: Handle) -> Result<(), Error> {
-        self.inner.unpin(h)
+        self.inner.unpin(h).map_err(|e| self.failed("unpin", e))
     }
 
     /// Moves one of the calling thread's explicit references into a
@@ -262,7 +269,9 @@ impl<T: Send + Sync + 'static> Registry<T> {
     ///
     /// [`Error::NotHeld`] if the thread has no explicit reference to give.
     pub fn transfer(&self, h: Handle) -> Result<Transfer<T>, Error> {
-        self.inner.transfer_out(h)?;
+        self.inner
+            .transfer_out(h)
+            .map_err(|e| self.failed("transfer", e))?;
         Ok(Transfer::new(Arc::clone(&self.inner), h))
     }
 
@@ -271,13 +280,16 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// # Errors
     ///
     /// [`Error::ForeignRegistry`] if `t` belongs to another registry,
-    /// [`Error::Overflow`] at the count limit. On error the transfer is dropped,
-    /// which releases its reference normally: nothing leaks.
+    /// [`Error::Overflow`] at the count limit, [`Error::Closed`] after
+    /// [`close`](Registry::close). On error the transfer is dropped, which
+    /// releases its reference normally: nothing leaks.
     pub fn claim(&self, t: Transfer<T>) -> Result<Handle, Error> {
         if !Arc::ptr_eq(&t.inner, &self.inner) {
-            return Err(Error::ForeignRegistry(t.handle()));
+            return Err(self.failed("claim", Error::ForeignRegistry(t.handle())));
         }
-        self.inner.claim_in(t.handle(), Kind::Ref)?;
+        self.inner
+            .claim_in(t.handle(), Kind::Ref)
+            .map_err(|e| self.failed("claim", e))?;
         Ok(t.consume())
     }
 
@@ -302,7 +314,11 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// [`Error::TransferClaimed`] for a token already claimed,
     /// [`Error::Invalid`] for a value this registry never issued.
     pub fn claim_raw(&self, raw: u64) -> Result<Handle, Error> {
-        self.claim(Transfer::from_raw(self, raw)?)
+        let t = self
+            .inner
+            .raw_in(raw)
+            .map_err(|e| self.failed("claim_raw", e))?;
+        self.claim(Transfer::new(Arc::clone(&self.inner), t))
     }
 
     /// A [`Proxy`] holding one more reference of this thread.
@@ -311,7 +327,10 @@ impl<T: Send + Sync + 'static> Registry<T> {
     ///
     /// As [`retain`](Registry::retain).
     pub fn proxy(&self, h: Handle) -> Result<Proxy<T>, Error> {
-        let (slot, table, entry, _) = self.inner.acquire(h, Kind::Root)?;
+        let (slot, table, entry, _) = self
+            .inner
+            .acquire(h, Kind::Root)
+            .map_err(|e| self.failed("proxy", e))?;
         Ok(Proxy::new(&self.inner, slot, table, entry, h))
     }
 
@@ -343,13 +362,135 @@ impl<T: Send + Sync + 'static> Registry<T> {
     pub fn capacity(&self) -> usize {
         self.inner.config.capacity as usize
     }
+
+    /// Every live object with its home, holders and counts, pins, transfers,
+    /// age and backtraces (where kept): the answer to "who holds this, and
+    /// since where?". See [`LeakReport`].
+    pub fn leak_report(&self) -> LeakReport {
+        LeakReport::take(&self.inner)
+    }
+
+    /// Closes the registry, phase one of a two-phase shutdown: from now on
+    /// `insert`, `insert_proxy`, `claim`, `claim_raw`, `Transfer::claim` and
+    /// interning a new object return [`Error::Closed`]. Threads that hold
+    /// objects keep working: `get`, `retain`, `release`, proxies and `pump`
+    /// work as before, so holders can finish and let go. A claim refused
+    /// this way drops its transfer, releasing the transfer's reference.
+    /// Closing cannot be undone.
+    ///
+    /// ```
+    /// # use tether::{Error, Registry};
+    /// let reg = Registry::new();
+    /// let h = reg.insert(1)?;
+    /// reg.close();
+    /// assert_eq!(reg.insert(2).unwrap_err().error(), Error::Closed);
+    /// assert_eq!(*reg.get(h)?, 1);         // holders keep working
+    /// reg.release(h)?;
+    /// # Ok::<(), tether::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Whether [`close`](Registry::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Two-phase shutdown that never hangs: [`close`](Registry::close)s the
+    /// registry, then pumps this thread's finalization queue while waiting
+    /// (sleeping between checks, up to 10 ms) for the holders to let go.
+    /// `Ok(())` once no object is live; at `timeout`, `Err` with the
+    /// [`LeakReport`] of whatever is still held — and it is still held:
+    /// nothing is freed under a holder. Call it on the home thread of the
+    /// objects (usually the main thread), after releasing its own references.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tether::Registry;
+    /// let reg = Registry::new();
+    /// let h = reg.insert("stuck")?;
+    /// let t = reg.transfer(h)?;
+    /// let reg2 = reg.clone();
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// let worker = std::thread::spawn(move || {
+    ///     let h = reg2.claim(t).unwrap();
+    ///     rx.recv().unwrap();          // a worker that does not let go in time
+    ///     reg2.release(h).unwrap();
+    /// });
+    /// # while reg.snapshot().object(h).unwrap().transfers != 0 { std::thread::yield_now(); }
+    /// let report = reg.shutdown(Duration::from_millis(20)).unwrap_err();
+    /// assert_eq!(report.objects[0].handle, h);
+    /// tx.send(()).unwrap();
+    /// worker.join().unwrap();
+    /// assert!(reg.shutdown(Duration::from_secs(5)).is_ok());
+    /// # Ok::<(), tether::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The leak report, if objects are still live at the timeout.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), LeakReport> {
+        self.close();
+        let deadline = Instant::now() + timeout;
+        let mut nap = Duration::from_micros(50);
+        loop {
+            self.pump();
+            if self.is_empty() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.leak_report());
+            }
+            std::thread::sleep(nap.min(deadline - now));
+            nap = (nap * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    /// Panics caught in the event hook so far (they never reach the registry).
+    pub fn hook_panics(&self) -> u64 {
+        self.inner.diag.hook_panics()
+    }
+
+    /// Applies the misuse policy to a failed call.
+    #[cold]
+    #[inline(never)]
+    fn failed(&self, operation: &'static str, e: Error) -> Error {
+        self.inner.diag.failed(operation, e)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner<T>>) -> Self {
+        inner.registry_cloned();
+        Registry { inner }
+    }
 }
 
 impl<T: Send + Sync + 'static> Clone for Registry<T> {
     /// Another handle to the same table.
     fn clone(&self) -> Self {
-        Registry {
-            inner: Arc::clone(&self.inner),
+        Registry::from_inner(Arc::clone(&self.inner))
+    }
+}
+
+impl<T: Send + Sync + 'static> Drop for Registry<T> {
+    /// The last `Registry` dropped while objects are still held sends the
+    /// [`LeakReport`] to the event hook / `tracing` as [`Event::Leaked`]
+    /// (never to stderr uninvited).
+    fn drop(&mut self) {
+        if !self.inner.registry_dropped()
+            || crate::sync::forked()
+            || self.inner.len() == 0
+            || !self.inner.diag.listening()
+        {
+            return;
+        }
+        let report = LeakReport::take(&self.inner);
+        if !report.is_empty() {
+            self.inner.diag.deliver(&Event::Leaked {
+                report,
+                thread: crate::sync::current_thread().0,
+            });
         }
     }
 }

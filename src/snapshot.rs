@@ -29,6 +29,7 @@ use crate::Handle;
 /// # Ok::<(), tether::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Snapshot {
     /// Live objects, by slot index.
@@ -48,11 +49,16 @@ pub struct Snapshot {
 
 /// One live object in a [`Snapshot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ObjectSnapshot {
     /// The object's handle.
     pub handle: Handle,
     /// Its home thread, or `None` if that thread has exited.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_impl::opt_thread")
+    )]
     pub home: Option<ThreadId>,
     /// Threads holding it, with their counts.
     pub holders: Vec<HolderSnapshot>,
@@ -64,9 +70,11 @@ pub struct ObjectSnapshot {
 
 /// One thread's hold on an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct HolderSnapshot {
     /// The holding thread.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serde_impl::thread"))]
     pub thread: ThreadId,
     /// Its count (explicit references plus live proxies and guards).
     pub count: u32,
@@ -77,9 +85,11 @@ pub struct HolderSnapshot {
 
 /// One thread known to the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ThreadSnapshot {
     /// Its id.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serde_impl::thread"))]
     pub thread: ThreadId,
     /// Its name, if it has one.
     pub name: Option<String>,

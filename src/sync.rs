@@ -70,6 +70,54 @@ impl<T> Mutex<T> {
     }
 }
 
+/// A condition variable for [`Mutex`] (interner waiters).
+#[cfg(not(loom))]
+#[derive(Default)]
+pub(crate) struct Condvar(parking_lot::Condvar);
+
+#[cfg(not(loom))]
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        Condvar(parking_lot::Condvar::new())
+    }
+
+    /// Blocks until notified (spurious wake-ups possible: re-check).
+    pub(crate) fn wait<'a, T>(
+        &self,
+        mut guard: parking_lot::MutexGuard<'a, T>,
+    ) -> parking_lot::MutexGuard<'a, T> {
+        self.0.wait(&mut guard);
+        guard
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}
+
+/// loom's condition variable, with the same API as above.
+#[cfg(loom)]
+#[derive(Default)]
+pub(crate) struct Condvar(loom::sync::Condvar);
+
+#[cfg(loom)]
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        Condvar(loom::sync::Condvar::new())
+    }
+
+    pub(crate) fn wait<'a, T>(
+        &self,
+        guard: loom::sync::MutexGuard<'a, T>,
+    ) -> loom::sync::MutexGuard<'a, T> {
+        self.0.wait(guard).unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}
+
 impl<T> std::fmt::Debug for Mutex<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Mutex")

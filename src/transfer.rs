@@ -52,7 +52,10 @@ impl<T: Send + Sync + 'static> Transfer<T> {
     /// [`Error::Overflow`] at the count limit, [`Error::Forked`] in a forked
     /// child; on error the transfer is dropped, releasing its reference.
     pub fn claim(self) -> Result<Proxy<T>, Error> {
-        let (slot, table, entry) = self.inner.claim_in(self.handle, Kind::Root)?;
+        let (slot, table, entry) = self
+            .inner
+            .claim_in(self.handle, Kind::Root)
+            .map_err(|e| self.inner.diag.failed("claim", e))?;
         let proxy = Proxy::new(&self.inner, slot, table, entry, self.handle);
         self.consume();
         Ok(proxy)
@@ -87,7 +90,10 @@ impl<T: Send + Sync + 'static> Transfer<T> {
     /// [`Error::TransferClaimed`] if the token was already claimed or taken
     /// back, [`Error::Invalid`] if `reg` never issued it.
     pub fn from_raw(reg: &Registry<T>, raw: u64) -> Result<Transfer<T>, Error> {
-        let h = reg.inner.raw_in(raw)?;
+        let h = reg
+            .inner
+            .raw_in(raw)
+            .map_err(|e| reg.inner.diag.failed("from_raw", e))?;
         Ok(Transfer::new(Arc::clone(&reg.inner), h))
     }
 }

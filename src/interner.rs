@@ -1,0 +1,487 @@
+//! Interning without check-then-create races: one object per key, created
+//! once (single flight), forgotten when it dies.
+//!
+//! # Protocol
+//!
+//! The key map (`K` → `Ready(handle)` or `Pending(flight)`) is guarded by one
+//! mutex that is never held while user code runs (`init`, `Drop` of `T` or of
+//! `K`; `K`'s `Hash`/`Eq` excepted).
+//!
+//! * **Ready**: the caller takes a reference with the interner's capability
+//!   (knowing the key): `try_hold` on the slot succeeds while the object
+//!   lives and refuses a dead one, so the result is never a dead handle. A
+//!   dead entry is removed and the call retries — creating a fresh object.
+//! * **Pending**: another caller is running `init`. The waiter registers under
+//!   the map lock and sleeps on the flight's condition variable.
+//! * **Absent**: the caller installs a flight, runs `init` with no lock held,
+//!   inserts the value, and publishes under the map lock: `Ready(handle)` in
+//!   the map and, for each registered waiter, one in-flight transfer hold
+//!   that the waiter claims as its own reference — so every waiter gets the
+//!   same object even if the creator releases it at once. A failed (or
+//!   panicking) `init` removes the entry and hands its error to the waiters:
+//!   the next call retries, nothing is poisoned.
+//!
+//! Objects die through the registry as usual; the registry tells every
+//! interner of the handle (after the slot is freed), and the entry naming
+//! exactly that handle is removed.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use crate::inner::{Inner, Kind};
+use crate::sync::{Condvar, Mutex};
+use crate::{Error, Handle, Proxy, Registry};
+
+/// Told by the registry when an object dies.
+pub(crate) trait Forget: Send + Sync {
+    fn forget(&self, h: Handle);
+}
+
+/// Why [`Interner::intern`] failed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InternError<E> {
+    /// `init` failed (on this thread, or on the thread this call waited
+    /// for: every waiter gets the same error, shared). The key is not
+    /// poisoned: the next call runs `init` again.
+    #[error("the object's init failed: {0}")]
+    Init(Arc<E>),
+    /// `init` panicked on the thread this call waited for (the panic itself
+    /// goes to that thread's caller).
+    #[error("the object's init panicked on another thread; call intern again to retry")]
+    InitPanicked,
+    /// `init` of this key asked for the same key on the same thread: it
+    /// would wait for itself forever.
+    #[error("init of a key interned the same key again on the same thread; break the cycle")]
+    Reentrant,
+    /// The registry refused (e.g. [`Error::Full`], [`Error::Closed`],
+    /// [`Error::Overflow`]); a value made by `init` was dropped.
+    #[error(transparent)]
+    Registry(Error),
+}
+
+impl<E> Clone for InternError<E> {
+    fn clone(&self) -> Self {
+        match self {
+            InternError::Init(e) => InternError::Init(Arc::clone(e)),
+            InternError::InitPanicked => InternError::InitPanicked,
+            InternError::Reentrant => InternError::Reentrant,
+            InternError::Registry(e) => InternError::Registry(*e),
+        }
+    }
+}
+
+impl<E> From<Error> for InternError<E> {
+    fn from(e: Error) -> Self {
+        InternError::Registry(e)
+    }
+}
+
+/// One object per key, created once however many threads ask at the same
+/// time, and forgotten when it dies.
+///
+/// [`intern`](Interner::intern) returns a handle with one new reference of
+/// the calling thread — any thread: knowing the key is the capability, as a
+/// claimed transfer is. The first caller for a key runs `init` (with no lock
+/// held; it may use the registry); concurrent callers for the same key wait
+/// and each gets its own reference to the same object. If `init` fails,
+/// every waiter gets the error and the next call retries. When the object is
+/// finalized (every holder let go), its key is forgotten: the next `intern`
+/// creates a fresh object. A call racing the last release either retains
+/// the old object before it dies or creates a new one — never a dead handle.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use tether::{Interner, Registry};
+///
+/// let reg: Registry<String> = Registry::new();
+/// let dirs: Interner<String, String, std::io::Error> = Interner::new(&reg);
+/// let created = AtomicUsize::new(0);
+/// let make = || {
+///     created.fetch_add(1, Ordering::Relaxed);
+///     Ok::<_, std::io::Error>("/tmp/cache".to_owned()) // e.g. create the directory
+/// };
+///
+/// let a = dirs.intern("cache", make)?;
+/// let b = dirs.intern("cache", make)?;     // same object, one more reference
+/// assert_eq!(a, b);
+/// assert_eq!(created.load(Ordering::Relaxed), 1);
+/// assert_eq!(reg.count(a)?, 2);
+///
+/// reg.release(a)?;
+/// reg.release(b)?;                          // finalized: the key is forgotten
+/// assert_eq!(dirs.lookup("cache"), None);
+/// let c = dirs.intern("cache", make)?;     // a fresh object
+/// assert_ne!(c, a);
+/// assert_eq!(created.load(Ordering::Relaxed), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// `K`'s `Hash` and `Eq` run under the interner's lock and must not call the
+/// interner. `Interner` is `Clone` (clones share one key map).
+pub struct Interner<K, T: Send + Sync + 'static, E = Infallible> {
+    shared: Arc<Shared<K, T, E>>,
+}
+
+struct Shared<K, T: Send + Sync + 'static, E> {
+    inner: Arc<Inner<T>>,
+    map: Mutex<Map<K, E>>,
+}
+
+struct Map<K, E> {
+    by_key: HashMap<K, Entry<E>>,
+    by_handle: HashMap<Handle, K>,
+}
+
+enum Entry<E> {
+    Ready(Handle),
+    Pending(Arc<Flight<E>>),
+}
+
+/// One running `init`, with the callers waiting for it.
+struct Flight<E> {
+    /// The creating thread's registry id (to refuse a re-entrant intern).
+    creator: Option<u32>,
+    state: Mutex<FlightState<E>>,
+    done: Condvar,
+}
+
+enum FlightState<E> {
+    Running { waiters: u32 },
+    Done(Result<Handle, InternError<E>>),
+}
+
+impl<K, T, E> Interner<K, T, E>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// An interner storing its objects in `registry`.
+    pub fn new(registry: &Registry<T>) -> Self {
+        let shared = Arc::new(Shared {
+            inner: Arc::clone(&registry.inner),
+            map: Mutex::new(Map {
+                by_key: HashMap::new(),
+                by_handle: HashMap::new(),
+            }),
+        });
+        let forget: Arc<dyn Forget> = shared.clone();
+        registry.inner.add_forgetter(Arc::downgrade(&forget));
+        Interner { shared }
+    }
+
+    /// The object for `key`, with one new reference of the calling thread;
+    /// `init` makes it if there is none (see the type docs).
+    ///
+    /// A thread that already holds the key's object pays a lock, a hash
+    /// lookup and a retain of a held handle.
+    ///
+    /// # Errors
+    ///
+    /// [`InternError::Init`] if `init` failed (here or on the thread this call
+    /// waited for), [`InternError::InitPanicked`], [`InternError::Reentrant`],
+    /// or [`InternError::Registry`] (`Full`, `Closed` for a new object or a
+    /// new holder after [`Registry::close`], `Overflow`, `Forked`).
+    pub fn intern<Q>(
+        &self,
+        key: &Q,
+        init: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Handle, InternError<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let inner = &self.shared.inner;
+        loop {
+            let map = self.shared.map.lock();
+            match map.by_key.get(key) {
+                Some(Entry::Ready(h)) => {
+                    let h = *h;
+                    drop(map);
+                    let taken = if inner.is_closed() {
+                        // Closed: only threads that hold it (or may by the
+                        // access rule) get more references.
+                        inner.acquire(h, Kind::Ref).map_err(|e| match e {
+                            Error::NotHeld(_) => Error::Closed,
+                            e => e,
+                        })
+                    } else {
+                        inner.acquire_granted(h, Kind::Ref)
+                    };
+                    match taken {
+                        Ok(_) => return Ok(h),
+                        // Dying: forget it and create a fresh one.
+                        Err(Error::Stale(_)) => self.shared.forget(h),
+                        Err(e) => return Err(InternError::Registry(e)),
+                    }
+                }
+                Some(Entry::Pending(flight)) => {
+                    let flight = Arc::clone(flight);
+                    if flight.creator.is_some() && flight.creator == crate::tid::current() {
+                        return Err(InternError::Reentrant);
+                    }
+                    if let FlightState::Running { waiters } = &mut *flight.state.lock() {
+                        *waiters += 1;
+                    }
+                    drop(map);
+                    return self.wait(&flight);
+                }
+                None => {
+                    drop(map);
+                    // `K`'s clone and drop run outside the lock.
+                    let (k1, k2) = (key.to_owned(), key.to_owned());
+                    let mut map = self.shared.map.lock();
+                    if map.by_key.contains_key(key) {
+                        drop(map);
+                        continue; // somebody else got there first
+                    }
+                    let flight = Arc::new(Flight {
+                        creator: crate::tid::current(),
+                        state: Mutex::new(FlightState::Running { waiters: 0 }),
+                        done: Condvar::new(),
+                    });
+                    map.by_key.insert(k1, Entry::Pending(Arc::clone(&flight)));
+                    drop(map);
+                    return self.create(key, k2, &flight, init);
+                }
+            }
+        }
+    }
+
+    /// As [`intern`](Interner::intern), returning a [`Proxy`].
+    ///
+    /// # Errors
+    ///
+    /// As [`intern`](Interner::intern).
+    pub fn intern_proxy<Q>(
+        &self,
+        key: &Q,
+        init: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Proxy<T>, InternError<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let h = self.intern(key, init)?;
+        let inner = &self.shared.inner;
+        let proxy = inner
+            .acquire(h, Kind::Root)
+            .map(|(slot, table, entry, _)| Proxy::new(inner, slot, table, entry, h));
+        // The explicit reference was only a step: the proxy holds the object
+        // (or, on error, the reference is given back).
+        let _ = inner.release(h);
+        proxy.map_err(InternError::Registry)
+    }
+
+    /// The handle the key currently maps to, if any — taking no reference
+    /// (it may die at any moment; use [`intern`](Interner::intern) to hold it).
+    pub fn lookup<Q>(&self, key: &Q) -> Option<Handle>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.shared.map.lock().by_key.get(key) {
+            Some(Entry::Ready(h)) => Some(*h),
+            _ => None,
+        }
+    }
+
+    /// Keys that map to an object (keys being created excluded).
+    pub fn len(&self) -> usize {
+        self.shared.map.lock().by_handle.len()
+    }
+
+    /// `true` if no key maps to an object.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The registry the objects live in.
+    pub fn registry(&self) -> Registry<T> {
+        Registry::from_inner(Arc::clone(&self.shared.inner))
+    }
+
+    /// Runs `init`, inserts, and publishes to the waiters.
+    fn create<Q>(
+        &self,
+        key: &Q,
+        owned: K,
+        flight: &Arc<Flight<E>>,
+        init: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Handle, InternError<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let guard = Unwinding {
+            shared: &self.shared,
+            key,
+            flight,
+        };
+        let made = init();
+        let result = match made {
+            Ok(value) => match self.shared.inner.insert(value, Kind::Ref) {
+                Ok((h, ..)) => Ok(h),
+                Err(e) => Err(InternError::Registry(e.error())),
+            },
+            Err(e) => Err(InternError::Init(Arc::new(e))),
+        };
+        std::mem::forget(guard);
+        let mut leftovers = (None, None);
+        {
+            let mut map = self.shared.map.lock();
+            let mut state = flight.state.lock();
+            let waiters = match &*state {
+                FlightState::Running { waiters } => *waiters,
+                FlightState::Done(_) => 0,
+            };
+            let outcome = match &result {
+                Ok(h) => match self.shared.inner.mint_transfers(*h, waiters) {
+                    Ok(()) => {
+                        if let Some(entry) = map.by_key.get_mut(key) {
+                            *entry = Entry::Ready(*h);
+                        }
+                        map.by_handle.insert(*h, owned);
+                        Ok(*h)
+                    }
+                    // Unreachable in practice (2^32 holds): the waiters get
+                    // the error, the creator keeps its reference.
+                    Err(e) => {
+                        leftovers.0 = remove_flight(&mut map, key, flight);
+                        leftovers.1 = Some(owned);
+                        Err(InternError::Registry(e))
+                    }
+                },
+                Err(e) => {
+                    leftovers.0 = remove_flight(&mut map, key, flight);
+                    leftovers.1 = Some(owned);
+                    Err(e.clone())
+                }
+            };
+            *state = FlightState::Done(outcome);
+        }
+        flight.done.notify_all();
+        drop(leftovers); // keys dropped with no lock held
+        result
+    }
+
+    /// Waits for another thread's `init`, then claims the reference it
+    /// minted for this caller.
+    fn wait(&self, flight: &Flight<E>) -> Result<Handle, InternError<E>> {
+        let outcome = {
+            let mut state = flight.state.lock();
+            loop {
+                if let FlightState::Done(outcome) = &*state {
+                    break outcome.clone();
+                }
+                state = flight.done.wait(state);
+            }
+        };
+        let h = outcome?;
+        let inner = &self.shared.inner;
+        match inner.claim_in(h, Kind::Ref) {
+            Ok(_) => Ok(h),
+            Err(e) => {
+                // Refused (closed registry, overflow): give the hold back.
+                inner.drop_transfer(h);
+                Err(InternError::Registry(e))
+            }
+        }
+    }
+}
+
+/// Removes `key`'s entry if it is still `flight`'s; the caller drops the
+/// returned key after unlocking.
+fn remove_flight<K, E, Q>(map: &mut Map<K, E>, key: &Q, flight: &Arc<Flight<E>>) -> Option<K>
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: Hash + Eq + ?Sized,
+{
+    match map.by_key.get(key) {
+        Some(Entry::Pending(f)) if Arc::ptr_eq(f, flight) => {
+            map.by_key.remove_entry(key).map(|(k, _)| k)
+        }
+        _ => None,
+    }
+}
+
+/// Publishes `InitPanicked` if `init` unwinds, so waiters never hang and the
+/// key is not poisoned.
+struct Unwinding<'a, K, T, E, Q>
+where
+    K: Borrow<Q> + Hash + Eq,
+    T: Send + Sync + 'static,
+    Q: Hash + Eq + ?Sized,
+{
+    shared: &'a Shared<K, T, E>,
+    key: &'a Q,
+    flight: &'a Arc<Flight<E>>,
+}
+
+impl<K, T, E, Q> Drop for Unwinding<'_, K, T, E, Q>
+where
+    K: Borrow<Q> + Hash + Eq,
+    T: Send + Sync + 'static,
+    Q: Hash + Eq + ?Sized,
+{
+    fn drop(&mut self) {
+        let removed = {
+            let mut map = self.shared.map.lock();
+            let removed = remove_flight(&mut map, self.key, self.flight);
+            *self.flight.state.lock() = FlightState::Done(Err(InternError::InitPanicked));
+            removed
+        };
+        self.flight.done.notify_all();
+        drop(removed);
+    }
+}
+
+impl<K, T, E> Forget for Shared<K, T, E>
+where
+    K: Hash + Eq + Send + Sync,
+    T: Send + Sync + 'static,
+    E: Send + Sync,
+{
+    fn forget(&self, h: Handle) {
+        let removed = {
+            let mut map = self.map.lock();
+            match map.by_handle.remove(&h) {
+                Some(k) => {
+                    let entry = match map.by_key.get(&k) {
+                        Some(Entry::Ready(x)) if *x == h => map.by_key.remove_entry(&k),
+                        _ => None,
+                    };
+                    (Some(k), entry)
+                }
+                None => (None, None),
+            }
+        };
+        drop(removed); // keys dropped with no lock held
+    }
+}
+
+impl<K, T: Send + Sync + 'static, E> Clone for Interner<K, T, E> {
+    fn clone(&self) -> Self {
+        Interner {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K, T: Send + Sync + 'static, E> fmt::Debug for Interner<K, T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let map = self.shared.map.lock();
+        f.debug_struct("Interner")
+            .field("keys", &map.by_handle.len())
+            .field(
+                "creating",
+                &map.by_key.len().saturating_sub(map.by_handle.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}

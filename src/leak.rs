@@ -1,0 +1,239 @@
+//! The leak report: who still holds what, and since where.
+
+use std::backtrace::Backtrace;
+use std::fmt;
+use std::sync::Arc;
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use crate::inner::Inner;
+use crate::{Handle, Snapshot};
+
+/// Every live object with its home thread, each holder and its count, pins,
+/// transfers in flight, age and — where captured — backtraces.
+///
+/// From [`Registry::leak_report`](crate::Registry::leak_report), from
+/// [`Registry::shutdown`](crate::Registry::shutdown) when holders did not let
+/// go in time, and in [`Event::Leaked`](crate::Event::Leaked) when the last
+/// `Registry` is dropped with objects still held. `Display` prints a table:
+///
+/// ```
+/// # use tether::Registry;
+/// let reg = Registry::builder().track_ages(true).build();
+/// let h = reg.insert("config")?;
+/// reg.pin(h)?;
+/// let report = reg.leak_report();
+/// assert_eq!(report.objects[0].pins, 1);
+/// assert!(report.objects[0].age.is_some());
+/// println!("{report}");
+/// # Ok::<(), tether::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct LeakReport {
+    /// Live objects, by slot index.
+    pub objects: Vec<LeakedObject>,
+    /// Values queued for finalization on their home threads (not live, not
+    /// leaked: their homes will drop them at their next call or `pump()`).
+    pub pending: usize,
+}
+
+/// One live object in a [`LeakReport`].
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct LeakedObject {
+    /// The object's handle.
+    pub handle: Handle,
+    /// Its home thread, or `None` if that thread has exited.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_impl::opt_thread")
+    )]
+    pub home: Option<ThreadId>,
+    /// The home thread's name, if it has one.
+    pub home_name: Option<String>,
+    /// Each thread holding it.
+    pub holders: Vec<LeakHolder>,
+    /// Pins.
+    pub pins: u32,
+    /// Transfers in flight (raw tokens included).
+    pub transfers: u32,
+    /// Time since insert (kept with `track_ages(true)` or
+    /// `capture_backtraces(true)`).
+    pub age: Option<Duration>,
+    /// Where it was inserted (with `capture_backtraces(true)`).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_impl::opt_backtrace")
+    )]
+    pub inserted_at: Option<Arc<Backtrace>>,
+}
+
+/// One thread's hold on a leaked object.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct LeakHolder {
+    /// The holding thread.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serde_impl::thread"))]
+    pub thread: ThreadId,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+    /// Its count (explicit references plus live proxies and guards).
+    pub count: u32,
+    /// The thread has exited (`ThreadExit::Leak`, or proxies outliving it).
+    pub exited: bool,
+    /// Where this thread took its first reference of the current hold
+    /// (retain, get, proxy or claim; with `capture_backtraces(true)`). The
+    /// home thread's insert is in [`LeakedObject::inserted_at`].
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_impl::opt_backtrace")
+    )]
+    pub first_held_at: Option<Arc<Backtrace>>,
+}
+
+impl LeakReport {
+    pub(crate) fn take<T: Send + Sync + 'static>(inner: &Arc<Inner<T>>) -> LeakReport {
+        let snapshot = Snapshot::take(inner);
+        let name = |id: ThreadId| {
+            snapshot
+                .threads
+                .iter()
+                .find(|t| t.thread == id)
+                .and_then(|t| t.name.clone())
+        };
+        let objects = snapshot
+            .objects
+            .iter()
+            .map(|o| {
+                let origin = inner.diag.origin(o.handle);
+                let first = |id: ThreadId| {
+                    origin.as_ref().and_then(|v| {
+                        v.first_held_at
+                            .iter()
+                            .find(|(t, _)| *t == id)
+                            .map(|(_, bt)| Arc::clone(bt))
+                    })
+                };
+                LeakedObject {
+                    handle: o.handle,
+                    home: o.home,
+                    home_name: o.home.and_then(name),
+                    holders: o
+                        .holders
+                        .iter()
+                        .map(|h| LeakHolder {
+                            thread: h.thread,
+                            name: name(h.thread),
+                            count: h.count,
+                            exited: h.exited,
+                            first_held_at: first(h.thread),
+                        })
+                        .collect(),
+                    pins: o.pins,
+                    transfers: o.transfers,
+                    age: origin.as_ref().map(|v| v.age),
+                    inserted_at: origin.and_then(|v| v.inserted_at),
+                }
+            })
+            .collect();
+        LeakReport {
+            objects,
+            pending: snapshot.pending(),
+        }
+    }
+
+    /// `true` if nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+}
+
+fn thread_label(id: ThreadId, name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("{n} {id:?}"),
+        None => format!("{id:?}"),
+    }
+}
+
+impl fmt::Display for LeakReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} object(s) still held, {} queued for finalization",
+            self.objects.len(),
+            self.pending
+        )?;
+        if self.objects.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            f,
+            "{:<18} {:<22} {:>9} {:>4} {:>9}  holders (thread × count)",
+            "handle", "home", "age", "pins", "transfers"
+        )?;
+        for o in &self.objects {
+            let home = o.home.map_or_else(
+                || "(exited)".to_owned(),
+                |t| thread_label(t, o.home_name.as_deref()),
+            );
+            let age = o
+                .age
+                .map_or_else(|| "-".to_owned(), |a| format!("{:.3}s", a.as_secs_f64()));
+            let holders: Vec<String> = o
+                .holders
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{} × {}{}",
+                        thread_label(h.thread, h.name.as_deref()),
+                        h.count,
+                        if h.exited { " (exited)" } else { "" }
+                    )
+                })
+                .collect();
+            let holders = if holders.is_empty() {
+                "none (kept by pins/transfers)".to_owned()
+            } else {
+                holders.join(", ")
+            };
+            writeln!(
+                f,
+                "{:<18} {:<22} {:>9} {:>4} {:>9}  {}",
+                o.handle.to_string(),
+                home,
+                age,
+                o.pins,
+                o.transfers,
+                holders
+            )?;
+            if let Some(bt) = &o.inserted_at {
+                writeln!(f, "  inserted at:")?;
+                write_indented(f, bt)?;
+            }
+            for h in &o.holders {
+                if let Some(bt) = &h.first_held_at {
+                    writeln!(
+                        f,
+                        "  first held by {} at:",
+                        thread_label(h.thread, h.name.as_deref())
+                    )?;
+                    write_indented(f, bt)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_indented(f: &mut fmt::Formatter<'_>, bt: &Backtrace) -> fmt::Result {
+    for line in bt.to_string().lines() {
+        writeln!(f, "    {line}")?;
+    }
+    Ok(())
+}
+
+impl std::error::Error for LeakReport {}
