@@ -33,6 +33,7 @@
 //! ```text
 //! cargo run --release --example bridge            # 10 000 objects
 //! cargo run --release --example bridge -- 100000  # a bigger run
+//! cargo run --release --example bridge -- 2000 --report=100   # print the leak report after 100 objects
 //! ```
 
 use std::cell::RefCell;
@@ -188,21 +189,45 @@ impl Rng {
 // ---------------------------------------------------------------------------
 // Main thread: create, serve, pump.
 
+/// Command line: `bridge [OBJECTS] [--report[=N]]`.
+struct Args {
+    objects: u64,
+    /// Print the leak report once this many objects have been created.
+    report_at: Option<u64>,
+}
+
+fn parse_args() -> Option<Args> {
+    let mut args = Args {
+        objects: OBJECTS,
+        report_at: None,
+    };
+    let mut report = None;
+    for arg in std::env::args().skip(1) {
+        if arg == "--report" {
+            report = Some(None);
+        } else if let Some(n) = arg.strip_prefix("--report=") {
+            report = Some(Some(n.parse().ok()?));
+        } else {
+            args.objects = arg.parse().ok()?;
+        }
+    }
+    args.report_at = report.map(|at: Option<u64>| at.unwrap_or(args.objects / 2));
+    Some(args)
+}
+
 fn main() -> ExitCode {
-    let objects = match std::env::args().nth(1) {
-        None => OBJECTS,
-        Some(arg) => match arg.parse() {
-            Ok(n) => n,
-            Err(_) => {
-                eprintln!("usage: bridge [OBJECTS]   (default {OBJECTS})");
-                return ExitCode::from(2);
-            }
-        },
+    let Some(Args { objects, report_at }) = parse_args() else {
+        eprintln!(
+            "usage: bridge [OBJECTS] [--report[=N]]   (default {OBJECTS} objects; \
+             --report prints the leak report after N objects are created, default half)"
+        );
+        return ExitCode::from(2);
     };
     let start = Instant::now();
     MAIN_THREAD.set(thread::current().id()).unwrap();
 
-    let reg: Registry<Object> = Registry::new();
+    // Ages are recorded only when a report was asked for (a clock read per insert).
+    let reg: Registry<Object> = Registry::builder().track_ages(report_at.is_some()).build();
     let (request_tx, request_rx) = mpsc::channel::<Request>();
     let (inboxes, inbox_rxs): (Vec<Sender<ToWorker>>, Vec<_>) =
         (0..WORKERS).map(|_| mpsc::channel()).unzip();
@@ -248,6 +273,13 @@ fn main() -> ExitCode {
             create_and_hand_out(&reg, next_id, &inboxes);
             next_id += 1;
             busy = true;
+            if report_at == Some(next_id) {
+                // Who holds what, right now, while the workers run.
+                println!(
+                    "leak report after {next_id} objects created:\n{}",
+                    reg.leak_report()
+                );
+            }
         }
         // Serve every request that is waiting.
         while let Ok(request) = request_rx.try_recv() {

@@ -180,9 +180,7 @@ impl fmt::Display for LeakReport {
                 || "(exited)".to_owned(),
                 |t| thread_label(t, o.home_name.as_deref()),
             );
-            let age = o
-                .age
-                .map_or_else(|| "-".to_owned(), |a| format!("{:.3}s", a.as_secs_f64()));
+            let age = o.age.map_or_else(|| "-".to_owned(), show_age);
             let holders: Vec<String> = o
                 .holders
                 .iter()
@@ -226,6 +224,14 @@ impl fmt::Display for LeakReport {
             }
         }
         Ok(())
+    }
+}
+
+fn show_age(age: Duration) -> String {
+    if age < Duration::from_secs(1) {
+        format!("{:.1}ms", age.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.1}s", age.as_secs_f64())
     }
 }
 

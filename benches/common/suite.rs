@@ -1,4 +1,4 @@
-//! The timed workloads of issue 4, rows G1..G6 and G8, each next to its
+//! The timed workloads of issue 4, rows G1..G6 and G8 (and issue 6, row D), each next to its
 //! baselines. Both the criterion benches (`benches/tether.rs`) and the
 //! report (`benches/report.rs`) run exactly these closures.
 //!
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use rustc_hash::FxHashMap;
-use tether::{Handle, Registry, Transfer};
+use tether::{Handle, Interner, Registry, Transfer};
 
 use super::threads::{on_threads, time, timed};
 
@@ -209,6 +209,16 @@ pub fn groups() -> Vec<Group> {
             ],
         },
         Group {
+            id: "D",
+            title: "issue 6: an event hook on the fast path; intern of a held key vs get",
+            cases: vec![
+                case("d1.plain", "retain+release, no hook", g1_raw),
+                case("d1.hook", "retain+release, event hook installed", d1_hook),
+                case("d2.get", "get of a held handle", d2_get),
+                case("d2.intern", "intern of a key the thread holds", d2_intern),
+            ],
+        },
+        Group {
             id: "G8",
             title: "G1 retain+release across 1000 handles spread over N live objects",
             cases: vec![
@@ -269,6 +279,44 @@ fn g1_proxy() -> Run {
     let p = reg.insert_proxy(val(1)).expect("insert");
     drop(reg); // the proxy keeps the registry alive
     Box::new(move |n| time(n, || drop(black_box(black_box(&p).clone()))))
+}
+
+// ----- D (issue 6) ----------------------------------------------------------------
+
+fn d1_hook() -> Run {
+    let reg = Registry::builder()
+        .on_event(|e| {
+            black_box(e);
+        })
+        .build();
+    let h = reg.insert(val(1)).expect("insert");
+    Box::new(move |n| time(n, || retain_release(&reg, h)))
+}
+
+fn d2_get() -> Run {
+    let reg = Registry::new();
+    let h = reg.insert(val(1)).expect("insert");
+    Box::new(move |n| time(n, || drop(black_box(reg.get(black_box(h)).expect("get")))))
+}
+
+fn d2_intern() -> Run {
+    let reg: Registry<V> = Registry::new();
+    let interner: Interner<u64, V> = Interner::new(&reg);
+    let h = interner.intern(&42, || Ok(val(1))).expect("intern");
+    Box::new(move |n| {
+        let elapsed = time(n, || {
+            black_box(
+                interner
+                    .intern(black_box(&42), || Ok(val(2)))
+                    .expect("intern"),
+            );
+        });
+        // Give back the references taken (outside the timed loop).
+        for _ in 0..n {
+            reg.release(h).expect("release");
+        }
+        elapsed
+    })
 }
 
 // ----- G2, G3 -------------------------------------------------------------------
