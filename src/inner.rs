@@ -15,13 +15,15 @@ use std::sync::{Arc, Weak};
 use crate::diag::{Diag, DiagConfig};
 use crate::inbox::Sent;
 use crate::interner::Forget;
-use crate::limits::{DRAIN_BATCH, GEN_BITS, INDEX_BITS, MAX_TAG, RAW_LIMIT};
+use crate::limits::{DRAIN_BATCH, GEN_BITS, INDEX_BITS, MAX_TAG};
 use crate::local::{refs, roots, total, ThreadTable, REF_ONE, ROOT_ONE};
 use crate::page::{Loc, Pages};
 use crate::slot::{generation, holds, Slot};
 use crate::sync::{self, AtomicBool, AtomicPtr, AtomicU64, Mutex, Ordering};
 use crate::tid::{self, ExitHook};
 use crate::{Error, Handle, InsertError, Released, ThreadExit};
+
+mod teardown;
 
 /// Settings fixed at build time.
 #[derive(Debug, Clone)]
@@ -599,51 +601,6 @@ impl<T: Send + Sync + 'static> Inner<T> {
         });
     }
 
-    /// Tells every interner of this registry that `h` died.
-    fn tell_forgetters(&self, h: Handle) {
-        if !self.has_forgetters.load(Ordering::Acquire) {
-            return;
-        }
-        let live: Vec<_> = self
-            .forgetters
-            .lock()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for f in live {
-            f.forget(h);
-        }
-    }
-
-    /// Registers an interner to be told when objects die.
-    pub(crate) fn add_forgetter(&self, f: Weak<dyn Forget>) {
-        let mut list = self.forgetters.lock();
-        list.retain(|w| w.strong_count() > 0);
-        list.push(f);
-        self.has_forgetters.store(true, Ordering::Release);
-    }
-
-    /// `close()`: no new inserts or claims from now on.
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-    }
-
-    /// Whether `close()` was called.
-    #[inline]
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    /// One more `Registry` value.
-    pub(crate) fn registry_cloned(&self) {
-        self.registries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// One `Registry` value fewer; `true` if it was the last.
-    pub(crate) fn registry_dropped(&self) -> bool {
-        self.registries.fetch_sub(1, Ordering::AcqRel) == 1
-    }
-
     /// `transfer`: moves one explicit reference of the calling thread into a
     /// new in-flight transfer.
     pub(crate) fn transfer_out(&self, h: Handle) -> Result<(), Error> {
@@ -772,36 +729,6 @@ impl<T: Send + Sync + 'static> Inner<T> {
         self.drop_hold(slot, h, table)
     }
 
-    /// Registers a transfer's hold under a fresh raw token.
-    pub(crate) fn raw_out(&self, h: Handle) -> u64 {
-        let mut raw = self.raw.lock();
-        let serial = raw.next;
-        raw.next += 1;
-        let token = (self.tag << RAW_SERIAL_BITS) | (serial & ((1 << RAW_SERIAL_BITS) - 1));
-        raw.live.insert(token, h);
-        token
-    }
-
-    /// Takes a raw token's hold back; the caller owns it after `Ok`.
-    pub(crate) fn raw_in(&self, token: u64) -> Result<Handle, Error> {
-        if sync::forked() {
-            return Err(Error::Forked);
-        }
-        if token >= RAW_LIMIT || token >> RAW_SERIAL_BITS != self.tag {
-            return Err(Error::Invalid(token));
-        }
-        let mut raw = self.raw.lock();
-        if let Some(h) = raw.live.remove(&token) {
-            return Ok(h);
-        }
-        let serial = token & ((1 << RAW_SERIAL_BITS) - 1);
-        Err(if serial != 0 && serial < raw.next {
-            Error::TransferClaimed
-        } else {
-            Error::Invalid(token)
-        })
-    }
-
     /// `pin`: one more pin (and hold) on the object.
     pub(crate) fn pin(&self, h: Handle) -> Result<(), Error> {
         let (slot, table, temporary) = self.hold_for_op(h)?;
@@ -925,107 +852,6 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// Slots retired because their generation was exhausted.
     pub(crate) fn retired(&self) -> u32 {
         self.alloc.lock().retired
-    }
-}
-
-impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
-    /// Invariant 7, on the exiting thread: drain the inbox (the home's
-    /// pending queue is finalized first), release or keep its references,
-    /// close the inbox, and drop the table unless something still needs it.
-    fn thread_exit(&self, tid: u32) {
-        if sync::forked() {
-            return;
-        }
-        let Some(cell) = self.threads.get(tid as usize) else {
-            return;
-        };
-        let p = cell.load(Ordering::Acquire);
-        if p.is_null() {
-            return;
-        }
-        // SAFETY: see `my_table`: we are the owning thread of `tid`.
-        let table = unsafe { &*p };
-        self.drain(table, usize::MAX, false);
-        let mut released = 0;
-        if self.config.thread_exit == ThreadExit::Release {
-            // `Drop`s run by these releases may take new references on this
-            // thread: repeat until a pass finds nothing (bounded).
-            for _ in 0..8 {
-                let mut released_any = false;
-                table.for_each_entry(|index, entry| {
-                    let e = entry.load(Ordering::Relaxed);
-                    if refs(e) == 0 {
-                        return;
-                    }
-                    released_any = true;
-                    released += 1;
-                    let left = e & !u64::from(u32::MAX);
-                    entry.store(left, Ordering::Relaxed);
-                    if left == 0 {
-                        if let Some(slot) = self.slots.get(index) {
-                            let g = generation(slot.state());
-                            let h = Handle::new(self.tag, g, index as u32);
-                            self.diag.last_reference(h, table.thread);
-                            self.drop_hold(slot, h, Some(table));
-                        }
-                    }
-                });
-                if !released_any {
-                    break;
-                }
-            }
-        }
-        table.inbox.close();
-        self.drain(table, usize::MAX, false);
-        let mut kept = 0;
-        table.for_each_entry(|_, e| kept += usize::from(e.load(Ordering::Relaxed) != 0));
-        let keep = kept != 0;
-        self.diag.emit(|| crate::Event::ThreadExited {
-            thread: table.thread,
-            released,
-            kept,
-        });
-        table.exited.store(true, Ordering::Relaxed);
-        tid::uncache_table(self.serial);
-        cell.store(ptr::null_mut(), Ordering::Release);
-        if !keep {
-            let removed = {
-                let mut tables = self.tables.lock();
-                tables
-                    .iter()
-                    .position(|t| ptr::eq(Arc::as_ptr(t), p))
-                    .map(|i| tables.swap_remove(i))
-            };
-            drop(removed);
-        }
-    }
-}
-
-impl<T> Drop for Inner<T> {
-    fn drop(&mut self) {
-        if sync::forked() {
-            // Another process's threads may have held our locks at fork():
-            // leak the values rather than touch anything.
-            return;
-        }
-        // Every `Registry`, `Proxy` and `Transfer` is gone. What is left is
-        // held by explicit references, pins and raw tokens nobody can
-        // release any more: finalize it here.
-        let next = self.alloc.lock().next;
-        for i in 0..next {
-            let Some(slot) = self.slots.get(i as usize) else {
-                continue;
-            };
-            if holds(slot.state()) == 0 {
-                continue;
-            }
-            // SAFETY: `&mut self`: no other reference to the registry exists,
-            // so nothing can hold this live object any more; each slot is
-            // taken once.
-            let (value, home) = unsafe { slot.take() };
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
-            drop(home);
-        }
     }
 }
 
