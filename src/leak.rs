@@ -15,7 +15,9 @@ use crate::{Handle, Snapshot};
 /// From [`Registry::leak_report`](crate::Registry::leak_report), from
 /// [`Registry::shutdown`](crate::Registry::shutdown) when holders did not let
 /// go in time, and in [`Event::Leaked`](crate::Event::Leaked) when the last
-/// `Registry` is dropped with objects still held. `Display` prints a table:
+/// `Registry` is dropped with objects still held. `Display` prints a table,
+/// each object followed by the caller's frames of its backtraces (`{:#}`
+/// prints the full backtraces):
 ///
 /// ```
 /// # use tether::Registry;
@@ -235,11 +237,62 @@ fn show_age(age: Duration) -> String {
     }
 }
 
+/// Writes the caller's frames of `bt`, indented: tether's own frames at the
+/// top and the runtime's below `__rust_begin_short_backtrace` are left out
+/// (as in std's short panic backtraces). `{:#}` prints every frame.
 fn write_indented(f: &mut fmt::Formatter<'_>, bt: &Backtrace) -> fmt::Result {
-    for line in bt.to_string().lines() {
-        writeln!(f, "    {line}")?;
+    let text = bt.to_string();
+    if f.alternate() {
+        for line in text.lines() {
+            writeln!(f, "    {line}")?;
+        }
+        return Ok(());
+    }
+    for frame in short_frames(&text) {
+        for line in frame {
+            writeln!(f, "  {line}")?;
+        }
     }
     Ok(())
+}
+
+/// The frames of a printed backtrace (a frame: its `N: symbol` line and the
+/// `at file:line` lines below it), without tether's own leading frames and
+/// the runtime's trailing ones.
+fn short_frames(text: &str) -> Vec<Vec<&str>> {
+    let mut frames: Vec<Vec<&str>> = Vec::new();
+    for line in text.lines() {
+        let starts_frame = line
+            .trim_start()
+            .split_once(": ")
+            .is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty());
+        match frames.last_mut() {
+            Some(frame) if !starts_frame => frame.push(line),
+            _ => frames.push(vec![line]),
+        }
+    }
+    fn symbol<'t>(frame: &[&'t str]) -> &'t str {
+        frame
+            .first()
+            .and_then(|l| l.trim_start().split_once(": "))
+            .map_or("", |(_, s)| s)
+    }
+    let internal = |s: &str| {
+        s.starts_with("tether::")
+            || s.starts_with("<tether::")
+            || s.starts_with("core::bool::")
+            || s.starts_with("std::backtrace::")
+    };
+    let start = frames
+        .iter()
+        .position(|fr| !internal(symbol(fr)))
+        .unwrap_or(0);
+    let end = frames
+        .iter()
+        .position(|fr| symbol(fr).contains("__rust_begin_short_backtrace"))
+        .unwrap_or(frames.len())
+        .max(start);
+    frames.drain(start..end).collect()
 }
 
 impl std::error::Error for LeakReport {}

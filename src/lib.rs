@@ -134,6 +134,53 @@
 //! # Ok::<(), tether::Error>(())
 //! ```
 //!
+//! # Diagnostics: who holds this, and since where?
+//!
+//! * [`Registry::leak_report`] lists every live object with its home thread,
+//!   each holder thread (by name) and its count, pins, transfers in flight,
+//!   age ([`Builder::track_ages`]) and the backtraces of its insert and of
+//!   each holder's first reference ([`Builder::capture_backtraces`]).
+//! * [`Builder::on_event`] sees an [`Event`] for every insert, each thread's
+//!   first and last reference, transfer, claim, pin, unpin, queueing to a
+//!   home thread, finalization, thread exit, misuse, and — when the last
+//!   `Registry` is dropped with objects still held — the leak report. The
+//!   `tracing` feature emits the same events to `tracing`. Events come from
+//!   slow paths only: with no hook, the hot paths are unchanged.
+//! * [`Builder::on_misuse`] turns caller bugs (stale, forged and foreign
+//!   handles, release by a thread that holds nothing, ...) into panics for
+//!   test suites ([`Misuse::Panic`]) or log lines ([`Misuse::Log`]).
+//! * [`Registry::close`] and [`Registry::shutdown`] shut a bridge down in two
+//!   phases without hanging: no new objects or claims, holders finish, and
+//!   whatever is still held at the timeout comes back as a [`LeakReport`].
+//! * The `serde` feature serializes [`Snapshot`] and [`LeakReport`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use tether::Registry;
+//!
+//! let reg = Registry::builder().track_ages(true).build();
+//! let h = reg.insert("socket")?;
+//! let t = reg.transfer(h)?;
+//! std::thread::Builder::new()
+//!     .name("worker".into())
+//!     .spawn(move || std::mem::forget(t.claim().unwrap())) // a bug: a proxy leaked
+//!     .unwrap()
+//!     .join()
+//!     .unwrap();
+//! let report = reg.shutdown(Duration::from_millis(10)).unwrap_err();
+//! assert_eq!(report.objects[0].handle, h);
+//! println!("{report}"); // handle, home, age, and the holder: worker × 1 (exited)
+//! # Ok::<(), tether::Error>(())
+//! ```
+//!
+//! # Interning
+//!
+//! [`Interner`] gives "the object for key K" without check-then-create
+//! races: the first caller runs `init`, concurrent callers wait for it and
+//! each get their own reference to the same object, a failing `init` is
+//! reported to all of them without poisoning the key, and a key is forgotten
+//! when its object is finalized.
+//!
 //! # Compared with
 //!
 //! | tool | what it does not do |
@@ -167,6 +214,9 @@
 //! | pages are installed once (CAS); a thread always finds its table | `concurrent_first_use_installs_pages_once` |
 //! | no lock is held while user code runs | `reentrant_drop_racing_remote_release` |
 //! | `len()` never exceeds the capacity | `insert_at_capacity_racing_release` |
+//! | an interned key's `init` runs once per object; waiters get the same object, each with its own reference | `two_threads_interning_one_key_init_runs_once` |
+//! | interning never returns a dead handle (a dying object's hold is refused by the CAS; a fresh one is made) | `intern_racing_final_release_never_returns_a_dead_handle` |
+//! | a failed `init` wakes its waiters with the error and leaves the key usable | `failing_init_with_a_waiter_does_not_poison_the_key` |
 //!
 //! # Implementation notes
 //!
