@@ -34,7 +34,7 @@ for patch in "${patches[@]}"; do
     fi
     (cd "$scratch/tree" && patch -s -p1 < "$patch")
     start=$(date +%s)
-    if (cd "$scratch/tree" && timeout 900 cargo test -q -p loom-tests --release >"$scratch/log" 2>&1); then
+    if (cd "$scratch/tree" && timeout 900 cargo test -q -p loom-tests --release --no-fail-fast >"$scratch/log" 2>&1); then
         result="MISSED"
         missed=$((missed + 1))
     elif grep -q "could not compile" "$scratch/log"; then

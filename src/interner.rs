@@ -233,6 +233,9 @@ where
                 }
                 None => {
                     drop(map);
+                    if inner.is_closed() {
+                        return Err(InternError::Registry(Error::Closed)); // before running init
+                    }
                     // `K`'s clone and drop run outside the lock.
                     let (k1, k2) = (key.to_owned(), key.to_owned());
                     let mut map = self.shared.map.lock();
