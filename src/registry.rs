@@ -118,6 +118,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// [`Error::Stale`] / [`Error::Invalid`] / [`Error::ForeignRegistry`] for
     /// ids that do not name a live object of this registry,
     /// [`Error::Overflow`] at the count limit (nothing changes).
+    #[inline]
     pub fn retain(&self, h: Handle) -> Result<u32, Error> {
         self.inner.retain(h).map_err(|e| self.failed("retain", e))
     }
@@ -142,6 +143,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// [`Error::NotHeld`] if the thread holds no explicit reference (counts are
     /// per thread: one thread can never release another's; proxies and guards
     /// release themselves on drop). Nothing changes on error.
+    #[inline]
     pub fn release(&self, h: Handle) -> Result<Released, Error> {
         self.inner.release(h).map_err(|e| self.failed("release", e))
     }
@@ -153,6 +155,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// # Errors
     ///
     /// As [`retain`](Registry::retain).
+    #[inline]
     pub fn get(&self, h: Handle) -> Result<Guard<'_, T>, Error> {
         let (slot, table, entry, _) = self
             .inner
@@ -326,6 +329,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// # Errors
     ///
     /// As [`retain`](Registry::retain).
+    #[inline]
     pub fn proxy(&self, h: Handle) -> Result<Proxy<T>, Error> {
         let (slot, table, entry, _) = self
             .inner
