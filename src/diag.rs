@@ -13,7 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sync::{AtomicU64, Mutex, Ordering, ThreadId};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, ThreadId};
 use crate::{Error, Handle, LeakReport};
 
 /// The event hook's type.
@@ -285,6 +285,8 @@ pub(crate) struct Diag {
     origins_on: bool,
     origins: Mutex<HashMap<u32, Origin>>,
     hook_panics: AtomicU64,
+    /// `Event::Leaked` was delivered (it is delivered once).
+    leak_reported: AtomicBool,
 }
 
 /// Diagnostics settings, from the builder.
@@ -316,6 +318,7 @@ impl Diag {
             origins_on: config.backtraces || config.ages,
             origins: Mutex::new(HashMap::new()),
             hook_panics: AtomicU64::new(0),
+            leak_reported: AtomicBool::new(false),
         }
     }
 
@@ -342,6 +345,11 @@ impl Diag {
                 self.hook_panics.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// `true` the first time only: whether to deliver `Event::Leaked`.
+    pub(crate) fn first_leak_report(&self) -> bool {
+        !self.leak_reported.swap(true, Ordering::Relaxed)
     }
 
     /// Panics caught in the event hook.

@@ -65,6 +65,8 @@ pub(crate) struct Inner<T> {
     slots: Pages<Slot<T>>,
     alloc: Mutex<FreeList>,
     live: AtomicU64,
+    /// Finalized values between `live` and their home inbox.
+    in_transit: AtomicU64,
     /// `tid` → this thread's table. Each cell is read and written only by
     /// the thread that currently owns that `tid`.
     threads: Pages<AtomicPtr<ThreadTable<T>>>,
@@ -121,6 +123,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 retired: 0,
             }),
             live: AtomicU64::new(0),
+            in_transit: AtomicU64::new(0),
             threads: Pages::new(),
             tables: Mutex::new(Vec::new()),
             raw: Mutex::new(RawTransfers {
@@ -534,23 +537,31 @@ impl<T: Send + Sync + 'static> Inner<T> {
     fn finalize(&self, slot: &Slot<T>, h: Handle, table: Option<&ThreadTable<T>>) -> Released {
         // SAFETY: our `drop_hold` returned true: the slot is ours alone.
         let (value, home) = unsafe { slot.take() };
-        // Not live any more — before the slot can be reused: the free list's
-        // lock orders this before the next insert's increment, so `len()`
-        // never exceeds the capacity.
-        self.live.fetch_sub(1, Ordering::Relaxed);
-        self.diag.died(h);
-        self.free_slot(slot, h);
-        self.tell_forgetters(h);
         let here = match (&home, table) {
             (Some(home), Some(t)) => Arc::ptr_eq(home, &t.inbox),
             (None, _) => true,
             (Some(_), None) => false,
         };
-        let Some(home) = home.filter(|_| !here && self.config.home_finalization) else {
+        let home = home.filter(|_| !here && self.config.home_finalization);
+        if home.is_some() {
+            // On its way home: `shutdown` waits for it (see `quiescent`).
+            self.in_transit.fetch_add(1, Ordering::SeqCst);
+        }
+        // Not live any more — before the slot can be reused: the free list's
+        // lock orders this before the next insert's increment, so `len()`
+        // never exceeds the capacity.
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.diag.died(h);
+        self.free_slot(slot, h);
+        self.tell_forgetters(h);
+        let Some(home) = home else {
             self.dispose(h, value, table);
             return Released::Finalized;
         };
-        match home.send(h, value) {
+        let sent = home.send(h, value);
+        // Release: the value is in the inbox before the count says so.
+        self.in_transit.fetch_sub(1, Ordering::SeqCst);
+        match sent {
             Sent::Queued => {
                 self.diag.emit(|| crate::Event::QueuedHome {
                     handle: h,
@@ -665,6 +676,16 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 return Err(e);
             }
             slot.add_transfer();
+        }
+        if n > 0 {
+            if let Some(table) = self.my_table() {
+                for _ in 0..n {
+                    self.diag.emit(|| crate::Event::Transferred {
+                        handle: h,
+                        thread: table.thread,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -824,6 +845,14 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// Live objects.
     pub(crate) fn len(&self) -> usize {
         self.live.load(Ordering::Relaxed) as usize
+    }
+
+    /// No object is live and no finalized value is still on its way to a
+    /// home inbox: once this is seen, a `pump` on a home thread finds every
+    /// value released to it. (SeqCst: `finalize` counts a value in transit
+    /// before it stops counting it as live.)
+    pub(crate) fn quiescent(&self) -> bool {
+        self.live.load(Ordering::SeqCst) == 0 && self.in_transit.load(Ordering::SeqCst) == 0
     }
 
     /// Raw view for snapshots: calls `f` with every table (under the lock).

@@ -440,7 +440,9 @@ impl<T: Send + Sync + 'static> Registry<T> {
         let mut nap = Duration::from_micros(50);
         loop {
             self.pump();
-            if self.is_empty() {
+            if self.inner.quiescent() {
+                // What was still on its way here when the loop pumped.
+                self.pump();
                 return Ok(());
             }
             let now = Instant::now();
@@ -480,12 +482,14 @@ impl<T: Send + Sync + 'static> Clone for Registry<T> {
 impl<T: Send + Sync + 'static> Drop for Registry<T> {
     /// The last `Registry` dropped while objects are still held sends the
     /// [`LeakReport`] to the event hook / `tracing` as [`Event::Leaked`]
-    /// (never to stderr uninvited).
+    /// (never to stderr uninvited) — once per registry, even if a proxy's
+    /// [`Proxy::registry`] later lends out and drops a `Registry` again.
     fn drop(&mut self) {
         if !self.inner.registry_dropped()
             || crate::sync::forked()
             || self.inner.len() == 0
             || !self.inner.diag.listening()
+            || !self.inner.diag.first_leak_report()
         {
             return;
         }

@@ -1,0 +1,351 @@
+//! Issue 6, parts 1.2 and 1.3: `Registry::leak_report()` answers "who holds
+//! this, and since where?" — every live object with its home thread (and
+//! name), each holder with its name, count and whether it exited, pins,
+//! transfers in flight, age (with `track_ages` or `capture_backtraces`) and,
+//! with `capture_backtraces(true)` only, where it was inserted and where each
+//! holder's current hold began. `Display` prints it as a table.
+
+use std::backtrace::BacktraceStatus;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::{self, JoinHandle, ThreadId};
+use std::time::Duration;
+
+use tether::{Builder, Handle, LeakHolder, LeakReport, LeakedObject, Registry, ThreadExit};
+
+/// Turns a hang into a failure (never a timing assertion).
+const WATCHDOG: Duration = Duration::from_secs(20);
+
+fn me() -> ThreadId {
+    thread::current().id()
+}
+
+fn spawn<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'static) -> JoinHandle<R> {
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .expect("spawn a test thread")
+}
+
+fn join<R>(h: JoinHandle<R>) -> R {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
+    match rx.recv_timeout(WATCHDOG) {
+        Ok(v) => v,
+        Err(RecvTimeoutError::Timeout) => panic!("{what}: nothing after {WATCHDOG:?} (deadlock?)"),
+        Err(RecvTimeoutError::Disconnected) => panic!("{what}: the sender is gone (panicked?)"),
+    }
+}
+
+fn object(report: &LeakReport, h: Handle) -> &LeakedObject {
+    report
+        .objects
+        .iter()
+        .find(|o| o.handle == h)
+        .unwrap_or_else(|| panic!("{h} not in the report:\n{report}"))
+}
+
+fn holder(o: &LeakedObject, t: ThreadId) -> &LeakHolder {
+    o.holders
+        .iter()
+        .find(|x| x.thread == t)
+        .unwrap_or_else(|| panic!("{t:?} does not hold {}: {:?}", o.handle, o.holders))
+}
+
+/// A scenario on a named home thread ("lr-home") with a named worker
+/// ("lr-worker"): the home holds the object × 1, pins it once and keeps one
+/// transfer unclaimed; the worker claimed one reference and holds a proxy
+/// too. `inspect` runs on the home thread while all of that is in place.
+fn scenario<R: Send + 'static>(
+    builder: Builder<String>,
+    inspect: impl FnOnce(&Registry<String>, Handle, ThreadId) -> R + Send + 'static,
+) -> (R, ThreadId, ThreadId) {
+    join(spawn("lr-home", move || {
+        let reg = builder.build();
+        let h = reg.insert("config".to_owned()).expect("insert");
+        reg.retain(h).expect("retain");
+        reg.retain(h).expect("retain");
+        reg.pin(h).expect("pin");
+        let unclaimed = reg.transfer(h).expect("transfer");
+        let t = reg.transfer(h).expect("transfer"); // home count now 1
+        let (tx_ready, rx_ready) = mpsc::channel();
+        let (tx_done, rx_done) = mpsc::channel::<()>();
+        let r2 = reg.clone();
+        let worker = spawn("lr-worker", move || {
+            let h = r2.claim(t).expect("claim");
+            let p = r2.proxy(h).expect("proxy");
+            tx_ready.send(me()).expect("ready");
+            recv(&rx_done, "done");
+            drop(p);
+            r2.release(h).expect("release");
+        });
+        let w = recv(&rx_ready, "worker ready");
+        let r = inspect(&reg, h, w);
+        tx_done.send(()).expect("done");
+        join(worker);
+        drop(unclaimed);
+        reg.unpin(h).expect("unpin");
+        reg.release(h).expect("release");
+        assert!(reg.pump() <= 1);
+        assert!(reg.is_empty(), "the scenario cleans up");
+        (r, me(), w)
+    }))
+}
+
+#[test]
+fn a_leak_report_lists_home_holders_counts_pins_and_transfers() {
+    let (report, home, w) = scenario(Registry::builder(), |reg, h, _| (reg.leak_report(), h));
+    let (report, h) = report;
+    assert!(!report.is_empty());
+    assert_eq!(report.objects.len(), 1);
+    assert_eq!(report.pending, 0);
+    let o = object(&report, h);
+    assert_eq!(o.home, Some(home));
+    assert_eq!(o.home_name.as_deref(), Some("lr-home"));
+    assert_eq!((o.pins, o.transfers), (1, 1));
+    assert_eq!(o.holders.len(), 2, "{:?}", o.holders);
+
+    let at_home = holder(o, home);
+    assert_eq!(at_home.name.as_deref(), Some("lr-home"));
+    assert_eq!((at_home.count, at_home.exited), (1, false));
+    let at_worker = holder(o, w);
+    assert_eq!(at_worker.name.as_deref(), Some("lr-worker"));
+    assert_eq!(
+        (at_worker.count, at_worker.exited),
+        (2, false),
+        "explicit reference + proxy"
+    );
+
+    assert_eq!(o.age, None, "ages are off by default");
+    assert!(o.inserted_at.is_none(), "backtraces are off by default");
+    assert!(at_home.first_held_at.is_none() && at_worker.first_held_at.is_none());
+}
+
+#[test]
+fn display_shows_the_handle_still_held_the_thread_names_and_counts() {
+    let ((text, h), _, _) = scenario(Registry::builder(), |reg, h, _| {
+        (reg.leak_report().to_string(), h)
+    });
+    assert!(text.contains("1 object(s) still held"), "{text}");
+    assert!(text.contains(&h.to_string()), "{text}");
+    assert!(text.contains("lr-home"), "{text}");
+    assert!(text.contains("lr-worker"), "{text}");
+    assert!(text.contains("lr-worker ThreadId("), "name then id: {text}");
+    assert!(
+        !text.contains("inserted at"),
+        "no backtraces captured: {text}"
+    );
+}
+
+#[test]
+fn age_is_none_by_default_and_some_with_track_ages_or_capture_backtraces() {
+    for (builder, expect_age) in [
+        (Registry::builder(), false),
+        (Registry::builder().track_ages(true), true),
+        (Registry::builder().capture_backtraces(true), true),
+    ] {
+        let reg: Registry<String> = builder.build();
+        let h = reg.insert("x".to_owned()).expect("insert");
+        let first = object(&reg.leak_report(), h).age;
+        let second = object(&reg.leak_report(), h).age;
+        assert_eq!(first.is_some(), expect_age);
+        assert_eq!(second.is_some(), expect_age);
+        assert!(second >= first, "an age never goes backwards");
+    }
+}
+
+#[test]
+fn backtraces_are_recorded_only_with_capture_backtraces() {
+    let ((without, h), _, w) = scenario(Registry::builder().track_ages(true), |reg, h, _| {
+        (reg.leak_report(), h)
+    });
+    let o = object(&without, h);
+    assert!(o.inserted_at.is_none());
+    assert!(o.holders.iter().all(|x| x.first_held_at.is_none()));
+    assert!(!without.to_string().contains("inserted at"));
+    let _ = w;
+
+    let ((with, h), home, w) =
+        scenario(Registry::builder().capture_backtraces(true), |reg, h, _| {
+            (reg.leak_report(), h)
+        });
+    let o = object(&with, h);
+    let inserted = o.inserted_at.as_ref().expect("the insert's backtrace");
+    assert_eq!(inserted.status(), BacktraceStatus::Captured);
+    assert!(
+        holder(o, home).first_held_at.is_none(),
+        "the home thread's hold began at the insert: see inserted_at"
+    );
+    let claimed = holder(o, w)
+        .first_held_at
+        .as_ref()
+        .expect("the worker's claim");
+    assert_eq!(claimed.status(), BacktraceStatus::Captured);
+    let text = with.to_string();
+    assert!(text.contains("inserted at:"), "{text}");
+    assert!(text.contains("first held by lr-worker"), "{text}");
+}
+
+#[inline(never)]
+fn first_site(reg: &Registry<String>, h: Handle) {
+    reg.retain(h).expect("retain at the first site");
+}
+
+#[inline(never)]
+fn second_site(reg: &Registry<String>, h: Handle) {
+    reg.retain(h).expect("retain at the second site");
+}
+
+#[test]
+fn first_held_at_is_where_the_current_hold_began_and_is_cleared_when_it_ends() {
+    let reg: Registry<String> = Registry::builder().capture_backtraces(true).build();
+    let h = reg.insert("global".to_owned()).expect("insert");
+    reg.pin(h).expect("pin: any thread may retain it");
+    let r2 = reg.clone();
+    let (tx, rx) = mpsc::channel();
+    let (tx_next, rx_next) = mpsc::channel::<()>();
+    let worker = spawn("re-holder", move || {
+        first_site(&r2, h);
+        second_site(&r2, h); // not the first: the hold began at first_site
+        tx.send(me()).expect("step 1");
+        recv(&rx_next, "next");
+        r2.release(h).expect("release");
+        r2.release(h).expect("release: the hold ended");
+        tx.send(me()).expect("step 2");
+        recv(&rx_next, "next");
+        second_site(&r2, h); // a new hold, begun elsewhere
+        tx.send(me()).expect("step 3");
+        recv(&rx_next, "next");
+        r2.release(h).expect("release");
+    });
+    let w = recv(&rx, "step 1");
+    let report = reg.leak_report();
+    let bt = holder(object(&report, h), w)
+        .first_held_at
+        .as_ref()
+        .expect("captured")
+        .to_string();
+    assert!(bt.contains("first_site"), "{bt}");
+    assert!(!bt.contains("second_site"), "{bt}");
+
+    tx_next.send(()).expect("next");
+    recv(&rx, "step 2");
+    let report = reg.leak_report();
+    let o = object(&report, h);
+    assert!(
+        o.holders.iter().all(|x| x.thread != w),
+        "the worker holds nothing any more: {:?}",
+        o.holders
+    );
+
+    tx_next.send(()).expect("next");
+    recv(&rx, "step 3");
+    let report = reg.leak_report();
+    let bt = holder(object(&report, h), w)
+        .first_held_at
+        .as_ref()
+        .expect("captured again")
+        .to_string();
+    assert!(bt.contains("second_site"), "{bt}");
+    assert!(
+        !bt.contains("first_site"),
+        "the ended hold's backtrace was dropped: {bt}"
+    );
+    tx_next.send(()).expect("next");
+    join(worker);
+}
+
+#[test]
+fn an_empty_report_is_empty_and_says_so() {
+    let reg: Registry<String> = Registry::new();
+    let report = reg.leak_report();
+    assert!(report.is_empty());
+    assert_eq!(report.pending, 0);
+    assert!(
+        report.to_string().starts_with("0 object(s) still held"),
+        "{report}"
+    );
+
+    let h = reg.insert("x".to_owned()).expect("insert");
+    assert!(!reg.leak_report().is_empty());
+    reg.release(h).expect("release");
+    assert!(reg.leak_report().is_empty(), "nothing held any more");
+}
+
+#[test]
+fn values_queued_for_finalization_are_pending_not_leaked() {
+    let reg: Registry<String> = Registry::new();
+    let h = reg.insert("x".to_owned()).expect("insert");
+    let t = reg.transfer(h).expect("transfer");
+    let r2 = reg.clone();
+    join(spawn("remote-releaser", move || {
+        let h = r2.claim(t).expect("claim");
+        r2.release(h).expect("release")
+    }));
+    let report = reg.leak_report();
+    assert!(report.is_empty(), "{report}");
+    assert_eq!(report.pending, 1);
+    assert!(
+        report.to_string().contains("1 queued for finalization"),
+        "{report}"
+    );
+    assert_eq!(reg.pump(), 1);
+    assert_eq!(reg.leak_report().pending, 0);
+}
+
+#[test]
+fn thread_exit_leak_shows_the_exited_holder() {
+    let reg: Registry<String> = Registry::builder().thread_exit(ThreadExit::Leak).build();
+    let h = reg.insert("x".to_owned()).expect("insert");
+    let t = reg.transfer(h).expect("transfer");
+    let r2 = reg.clone();
+    let w = join(spawn("leaky", move || {
+        r2.claim(t).expect("claim");
+        me() // exits holding it
+    }));
+    let report = reg.leak_report();
+    let o = object(&report, h);
+    assert_eq!(o.holders.len(), 1);
+    let x = holder(o, w);
+    assert_eq!(x.name.as_deref(), Some("leaky"));
+    assert_eq!((x.count, x.exited), (1, true));
+    let text = report.to_string();
+    assert!(text.contains("leaky"), "{text}");
+    assert!(text.contains("(exited)"), "{text}");
+}
+
+#[test]
+fn an_object_whose_home_exited_has_no_home() {
+    let reg: Registry<String> = Registry::new();
+    let r2 = reg.clone();
+    let t = join(spawn("gone-home", move || {
+        let h = r2.insert("x".to_owned()).expect("insert");
+        r2.transfer(h).expect("transfer")
+    }));
+    let h = reg.claim(t).expect("claim");
+    let report = reg.leak_report();
+    let o = object(&report, h);
+    assert_eq!((o.home, o.home_name.as_deref()), (None, None));
+    assert_eq!(holder(o, me()).count, 1);
+    assert!(report.to_string().contains("(exited)"), "{report}");
+}
+
+#[test]
+fn an_object_kept_only_by_a_pin_or_a_raw_token_has_no_holders() {
+    let reg: Registry<String> = Registry::new();
+    let pinned = reg.insert("pinned".to_owned()).expect("insert");
+    reg.pin(pinned).expect("pin");
+    reg.release(pinned).expect("release");
+    let tokened = reg.insert("tokened".to_owned()).expect("insert");
+    let _raw = reg.transfer(tokened).expect("transfer").into_raw();
+    let report = reg.leak_report();
+    let (p, t) = (object(&report, pinned), object(&report, tokened));
+    assert!(p.holders.is_empty() && t.holders.is_empty());
+    assert_eq!((p.pins, p.transfers, t.pins, t.transfers), (1, 0, 0, 1));
+    assert!(
+        report.to_string().contains("none (kept by pins/transfers)"),
+        "{report}"
+    );
+    let _: &dyn std::error::Error = &report; // usable as an error (shutdown's Err)
+}
