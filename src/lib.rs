@@ -217,6 +217,7 @@
 //! | an interned key's `init` runs once per object; waiters get the same object, each with its own reference | `two_threads_interning_one_key_init_runs_once` |
 //! | interning never returns a dead handle (a dying object's hold is refused by the CAS; a fresh one is made) | `intern_racing_final_release_never_returns_a_dead_handle` |
 //! | a failed `init` wakes its waiters with the error and leaves the key usable | `failing_init_with_a_waiter_does_not_poison_the_key` |
+//! | `shutdown` returns `Ok` only after every value released to its thread was finalized there (a value counts as in transit from "not live" until it is in the inbox) | `shutdown_waits_for_a_value_on_its_way_home` |
 //!
 //! # Implementation notes
 //!

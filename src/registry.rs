@@ -449,7 +449,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
             if now >= deadline {
                 return Err(self.leak_report());
             }
-            std::thread::sleep(nap.min(deadline - now));
+            crate::sync::nap(nap.min(deadline - now));
             nap = (nap * 2).min(Duration::from_millis(10));
         }
     }

@@ -321,3 +321,15 @@ pub(crate) fn spin_hint() {
     #[cfg(not(loom))]
     std::hint::spin_loop();
 }
+
+/// Waits a little while polling (`shutdown`): sleeps, or under loom lets
+/// the model's other threads run.
+pub(crate) fn nap(d: std::time::Duration) {
+    #[cfg(loom)]
+    {
+        let _ = d;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(loom))]
+    std::thread::sleep(d);
+}

@@ -293,3 +293,32 @@ fn pending_flag_never_loses_a_queued_value() {
         reg.release(mine).unwrap();
     });
 }
+
+/// Issue 6, `shutdown`: a worker's final release races the home thread's
+/// `shutdown`. `Ok` means every value released to this thread was finalized
+/// here: a value between "not live" and "in the home inbox" is waited for.
+#[test]
+fn shutdown_waits_for_a_value_on_its_way_home() {
+    loom::model(|| {
+        let drops = Drops::new();
+        drops.set_home();
+        let reg: Registry<Tracked> = Registry::builder().capacity(1).build();
+        let h = reg.insert(drops.value(1)).unwrap();
+        let t = reg.transfer(h).unwrap();
+        let worker = {
+            let reg = reg.clone();
+            thread::spawn(move || {
+                // Refused if the registry closed first: the transfer is
+                // dropped, which releases its reference just the same.
+                if let Ok(h) = reg.claim(t) {
+                    reg.release(h).unwrap();
+                }
+            })
+        };
+        let done = reg.shutdown(std::time::Duration::from_secs(3600));
+        assert!(done.is_ok(), "nothing is held once the worker let go");
+        assert_eq!(drops.total(), 1, "finalized before shutdown returned Ok");
+        assert_eq!(drops.at_home(), 1, "on the home thread");
+        worker.join().unwrap();
+    });
+}
