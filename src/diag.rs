@@ -283,6 +283,8 @@ pub(crate) struct Diag {
     backtraces: bool,
     /// Origins are kept (`capture_backtraces` or `track_ages`).
     origins_on: bool,
+    /// Origins are kept or somebody listens: the slow paths have work to do.
+    active: bool,
     origins: Mutex<HashMap<u32, Origin>>,
     hook_panics: AtomicU64,
     /// `Event::Leaked` was delivered (it is delivered once).
@@ -311,11 +313,14 @@ impl fmt::Debug for DiagConfig {
 
 impl Diag {
     pub(crate) fn new(config: DiagConfig) -> Self {
+        let origins_on = config.backtraces || config.ages;
+        let active = origins_on || config.hook.is_some() || cfg!(feature = "tracing");
         Diag {
             hook: config.hook,
             misuse: config.misuse,
             backtraces: config.backtraces,
-            origins_on: config.backtraces || config.ages,
+            origins_on,
+            active,
             origins: Mutex::new(HashMap::new()),
             hook_panics: AtomicU64::new(0),
             leak_reported: AtomicBool::new(false),
@@ -363,7 +368,16 @@ impl Diag {
     }
 
     /// An object was inserted by `thread`.
+    #[inline]
     pub(crate) fn inserted(&self, handle: Handle, thread: ThreadId) {
+        if self.active {
+            self.inserted_slow(handle, thread);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn inserted_slow(&self, handle: Handle, thread: ThreadId) {
         if self.origins_on {
             let origin = Origin {
                 handle,
@@ -378,7 +392,16 @@ impl Diag {
     }
 
     /// `thread`'s count for `handle` went 0 → 1 (not by insert).
+    #[inline]
     pub(crate) fn first_reference(&self, handle: Handle, thread: ThreadId) {
+        if self.active {
+            self.first_reference_slow(handle, thread);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn first_reference_slow(&self, handle: Handle, thread: ThreadId) {
         if self.backtraces {
             let bt = self.capture();
             let mut origins = self.origins.lock();
@@ -393,7 +416,16 @@ impl Diag {
     }
 
     /// `thread`'s count for `handle` went 1 → 0.
+    #[inline]
     pub(crate) fn last_reference(&self, handle: Handle, thread: ThreadId) {
+        if self.active {
+            self.last_reference_slow(handle, thread);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn last_reference_slow(&self, handle: Handle, thread: ThreadId) {
         if self.backtraces {
             let mut origins = self.origins.lock();
             if let Some(o) = origins.get_mut(&handle.index()) {
@@ -406,7 +438,16 @@ impl Diag {
     }
 
     /// The object died (its slot is free): forget its origin.
+    #[inline]
     pub(crate) fn died(&self, handle: Handle) {
+        if self.origins_on {
+            self.died_slow(handle);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn died_slow(&self, handle: Handle) {
         if self.origins_on {
             let removed = {
                 let mut origins = self.origins.lock();
