@@ -107,8 +107,8 @@ const TARGETS: &[Target] = &[
     target("G6", "remote release + pump vs crossbeam send+recv", "g6.tether", "g6.crossbeam", 2.0),
     target("G7", "bytes per object vs Vec<Arc<T>>", "g7.tether", "g7.arc", 1.0),
     target("G8", "retain+release, 1M live vs 1K live", "g8.tether.1m", "g8.tether.1k", 1.5),
-    target("D1", "retain+release with an event hook vs none", "d1.hook", "d1.plain", 1.1),
-    target("D2", "intern of a held key vs get of a held handle", "d2.intern", "d2.get", 1.5),
+    target("D", "retain+release with an event hook vs none", "d1.hook", "d1.plain", 1.1),
+    target("D", "intern of a held key vs get of a held handle", "d2.intern", "d2.get", 1.5),
 ];
 
 /// Warms `run` up and returns the iteration count of one sample.
