@@ -2,6 +2,7 @@
 //! G7 byte count and the font for plots.
 
 pub mod alloc;
+pub mod floor;
 pub mod footprint;
 pub mod suite;
 pub mod threads;

@@ -23,6 +23,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use rustc_hash::FxHashMap;
 use tether::{Handle, Interner, Registry, Transfer};
 
+use super::floor::Floor;
 use super::threads::{on_threads, time, timed};
 
 /// The stored value: 16 bytes, as in G7.
@@ -79,6 +80,11 @@ pub fn groups() -> Vec<Group> {
             cases: vec![
                 case("g1.rc", "Rc clone+drop", g1_rc),
                 case("g1.arc", "Arc clone+drop", g1_arc),
+                case(
+                    "g1.floor",
+                    "floor: checked per-thread count, +1 -1",
+                    g1_floor,
+                ),
                 case("g1.raw", "tether retain+release", g1_raw),
                 case("g1.proxy", "tether Proxy clone+drop", g1_proxy),
             ],
@@ -119,6 +125,11 @@ pub fn groups() -> Vec<Group> {
             title: "get of a held handle (1000 live objects)",
             cases: vec![
                 case("g4.slab.1t", "slab::Slab::get, 1 thread", g4_slab),
+                case(
+                    "g4.floor.1t",
+                    "floor: checked per-thread count, get",
+                    g4_floor,
+                ),
                 case("g4.rwlock.1t", "RwLock<Slab> read+get, 1 thread", g4_rwlock),
                 case(
                     "g4.sharded.1t",
@@ -268,6 +279,17 @@ fn g1_arc() -> Run {
     Box::new(move |n| time(n, || drop(black_box(Arc::clone(black_box(&arc))))))
 }
 
+fn g1_floor() -> Run {
+    let (floor, ids) = Floor::new(1);
+    let id = ids[0];
+    Box::new(move |n| {
+        time(n, || {
+            black_box(floor.retain(black_box(id)).expect("retain"));
+            black_box(floor.release(black_box(id)).expect("release"));
+        })
+    })
+}
+
 fn g1_raw() -> Run {
     let reg = Registry::new();
     let h = reg.insert(val(1)).expect("insert");
@@ -386,6 +408,12 @@ fn tether_of(n: usize) -> (Registry<V>, Vec<Handle>) {
         .map(|i| reg.insert(val(i as u64)).expect("insert"))
         .collect();
     (reg, hs)
+}
+
+fn g4_floor() -> Run {
+    let (floor, ids) = Floor::new(G4_LIVE);
+    let id = ids[0];
+    Box::new(move |n| time(n, || floor.get(black_box(id)).expect("get")))
 }
 
 fn g4_slab() -> Run {

@@ -1,0 +1,91 @@
+//! The floor of a checked per-thread count (issue 4, rows G1 and G4).
+//!
+//! What any registry must do at least to retain, release or borrow a handle
+//! the calling thread already holds, if it counts references per thread and
+//! refuses stale handles: find the thread's own count table (one
+//! thread-local read), check the handle's generation against the slot's
+//! shared state word (one load), and add to or subtract from the thread's own
+//! word (one load, one store). Nothing else: no registry identity or range
+//! check, no fork flag, no queued-finalization flag, no overflow check, no
+//! finalization path. tether does all of those as well, so it cannot be
+//! faster than this; `Rc` does none of it (it already holds the pointer), so
+//! this is the closest any handle-based design can come to `Rc`.
+
+use std::cell::Cell;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+thread_local! {
+    /// The calling thread's count per slot (leaked once per thread and size).
+    static COUNTS: Cell<&'static [Cell<u64>]> = const { Cell::new(&[]) };
+}
+
+/// A handle: slot index and generation.
+#[derive(Clone, Copy)]
+pub struct Id {
+    index: usize,
+    generation: u32,
+}
+
+/// `n` live slots, each held once by the calling thread.
+pub struct Floor {
+    states: Vec<AtomicU64>,
+    values: Vec<[u64; 2]>,
+}
+
+impl Floor {
+    /// `n` live objects held once by the calling thread.
+    pub fn new(n: usize) -> (Floor, Vec<Id>) {
+        let counts: Vec<Cell<u64>> = (0..n).map(|_| Cell::new(1)).collect();
+        COUNTS.with(|c| c.set(Box::leak(counts.into_boxed_slice())));
+        let floor = Floor {
+            states: (0..n).map(|_| AtomicU64::new(1 << 32 | 1)).collect(),
+            values: (0..n as u64).map(|i| [i, !i]).collect(),
+        };
+        let ids = (0..n)
+            .map(|index| Id {
+                index,
+                generation: 1,
+            })
+            .collect();
+        (floor, ids)
+    }
+
+    /// The thread's count word for `id`, if `id` names a live object.
+    #[inline]
+    fn mine(&self, id: Id) -> Option<&'static Cell<u64>> {
+        let state = self.states.get(id.index)?.load(Ordering::Relaxed);
+        if (state >> 32) as u32 != id.generation {
+            return None;
+        }
+        COUNTS.with(Cell::get).get(id.index)
+    }
+
+    /// +1 for the calling thread; its count after.
+    #[inline]
+    pub fn retain(&self, id: Id) -> Option<u64> {
+        let c = self.mine(id)?;
+        let n = c.get() + 1;
+        c.set(n);
+        Some(n)
+    }
+
+    /// -1 for the calling thread (never the last here); its count after.
+    #[inline]
+    pub fn release(&self, id: Id) -> Option<u64> {
+        let c = self.mine(id)?;
+        let n = c.get().checked_sub(1)?;
+        c.set(n);
+        Some(n)
+    }
+
+    /// Borrows the value the way a guard does: +1 while it is read, -1 after.
+    #[inline]
+    pub fn get(&self, id: Id) -> Option<[u64; 2]> {
+        let c = self.mine(id)?;
+        c.set(c.get() + 1);
+        let v = black_box(self.values[id.index]);
+        c.set(c.get() - 1);
+        Some(v)
+    }
+}
