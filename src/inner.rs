@@ -358,6 +358,19 @@ impl<T: Send + Sync + 'static> Inner<T> {
         self.acquire_slow(h, Kind::Ref, false).map(|(.., n)| n)
     }
 
+    /// `retain`'s fast path alone: +1 if the calling thread already holds
+    /// `h` (and has room), else `false` and nothing changes.
+    #[inline]
+    pub(crate) fn retain_held(&self, h: Handle) -> bool {
+        if let Some((_, _, entry, e)) = self.held(h) {
+            if self.has_room(e, Kind::Ref) {
+                entry.store(e + REF_ONE, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
+    }
+
     /// Adds one reference of `kind` for the calling thread; returns its entry
     /// and count. Access rule (invariant 5): the thread already holds the
     /// object, is its home thread, or the object is pinned.
@@ -495,7 +508,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if left != 0 {
             return Ok(Released::Held(total(left)));
         }
-        self.diag.last_reference(h, table.thread);
+        self.lost(h, table);
         Ok(self.drop_hold(slot, h, Some(table)))
     }
 
@@ -513,8 +526,20 @@ impl<T: Send + Sync + 'static> Inner<T> {
         // In a forked child the thread-local store above is harmless, but
         // finalizing may take locks that a vanished thread held: leak instead.
         if left == 0 && !sync::forked() {
-            self.diag.last_reference(h, table.thread);
+            self.lost(h, table);
             self.drop_hold(slot, h, Some(table));
+        }
+    }
+
+    /// The calling thread's count for `h` just went 1 → 0: tell the
+    /// diagnostics, and drop `h` from this thread's interner caches (an
+    /// entry is kept only while the thread holds its object, so no cache
+    /// keeps a key alive after its object died).
+    #[inline]
+    pub(crate) fn lost(&self, h: Handle, table: &ThreadTable<T>) {
+        self.diag.last_reference(h, table.thread);
+        if self.has_forgetters.load(Ordering::Relaxed) {
+            crate::interner::forget_cached(h);
         }
     }
 
@@ -657,7 +682,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 thread: table.thread,
             });
             if left == 0 {
-                self.diag.last_reference(h, table.thread);
+                self.lost(h, table);
             }
         }
         Ok(())

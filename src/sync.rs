@@ -203,9 +203,16 @@ mod process {
     pub(crate) fn next_registry_serial() -> u64 {
         REGISTRY_SERIAL.fetch_add(1, Ordering::Relaxed)
     }
+
+    static INTERNER_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+    /// A process-unique interner id (never 0), keying per-thread caches.
+    pub(crate) fn next_interner_serial() -> u64 {
+        INTERNER_SERIAL.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
-pub(crate) use process::next_registry_serial;
+pub(crate) use process::{next_interner_serial, next_registry_serial};
 
 /// `true` in a child process created by `fork()` after tether was used.
 ///

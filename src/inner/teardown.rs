@@ -128,7 +128,7 @@ impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
                         if let Some(slot) = self.slots.get(index) {
                             let g = generation(slot.state());
                             let h = Handle::new(self.tag, g, index as u32);
-                            self.diag.last_reference(h, table.thread);
+                            self.lost(h, table);
                             self.drop_hold(slot, h, Some(table));
                         }
                     }
