@@ -277,10 +277,13 @@ fn short_frames(text: &str) -> Vec<Vec<&str>> {
             .and_then(|l| l.trim_start().split_once(": "))
             .map_or("", |(_, s)| s)
     }
+    // Legacy (`core::bool::<impl bool>::then`) and v0 (`<bool>::then`)
+    // symbol forms alike.
     let internal = |s: &str| {
+        let s = s.trim_start_matches('<');
         s.starts_with("tether::")
-            || s.starts_with("<tether::")
             || s.starts_with("core::bool::")
+            || s.starts_with("bool>::then")
             || s.starts_with("std::backtrace::")
     };
     let start = frames

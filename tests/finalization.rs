@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use common::{join, rel, spawn, DropLog, Rel, Tracked};
@@ -312,4 +312,59 @@ fn pumping_while_workers_release_loses_nothing() {
     assert_eq!(per_id.len() as u64, 2 * PER_WORKER);
     assert!(per_id.values().all(|n| *n == 1));
     assert!(log.threads().iter().all(|t| *t == home));
+}
+
+/// Queues one value for the calling (home) thread: inserted here, its only
+/// reference released last by a worker.
+fn queue_one_home(reg: &Registry<Tracked>, log: &Arc<DropLog>, id: u64) {
+    let t = insert_and_transfer(reg, log, id..id + 1)
+        .pop()
+        .expect("one token");
+    let r2 = reg.clone();
+    let r = join(spawn("queues-home", move || {
+        let h = r2.claim(t).expect("claim");
+        rel(r2.release(h))
+    }));
+    assert_eq!(r, Rel::Queued);
+}
+
+#[test]
+fn registry_calls_that_drain_the_home_queue_still_do_their_own_work() {
+    // With a value queued for this thread, every call that drains takes the
+    // general path: its own result must be the same as without the queue.
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let h = reg.insert(Tracked::new(&log, 1)).expect("insert");
+    let drained = |id: u64, call: &str| {
+        assert_eq!(log.times_dropped(id), 1, "{call} did not drain value {id}");
+    };
+    queue_one_home(&reg, &log, 100);
+    assert_eq!(reg.retain(h), Ok(2));
+    drained(100, "retain");
+    queue_one_home(&reg, &log, 101);
+    assert_eq!(reg.get(h).map(|g| g.id).ok(), Some(1));
+    drained(101, "get");
+    queue_one_home(&reg, &log, 102);
+    let p = reg.proxy(h).expect("proxy");
+    drained(102, "proxy");
+    assert_eq!(reg.count(h), Ok(3));
+    drop(p);
+    queue_one_home(&reg, &log, 103);
+    assert_eq!(rel(reg.release(h)), Rel::Held(1));
+    drained(103, "release");
+    queue_one_home(&reg, &log, 104);
+    assert_eq!(reg.pin(h), Ok(()));
+    drained(104, "pin");
+    queue_one_home(&reg, &log, 105);
+    assert_eq!(reg.unpin(h), Ok(()));
+    drained(105, "unpin");
+    assert_eq!(reg.count(h), Ok(1));
+    let t = reg.transfer(h).expect("transfer");
+    queue_one_home(&reg, &log, 106);
+    assert_eq!(reg.claim(t), Ok(h));
+    drained(106, "claim");
+    assert_eq!(reg.count(h), Ok(1));
+    assert_eq!(log.count(), 7, "only the queued values were dropped");
+    assert_eq!(rel(reg.release(h)), Rel::Finalized);
+    assert!(reg.is_empty());
 }

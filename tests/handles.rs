@@ -359,3 +359,87 @@ fn a_stale_handle_never_resolves_while_another_thread_churns_its_slot() {
     common::join(churner);
     assert_eq!(log.count(), 3001);
 }
+
+#[test]
+fn a_stale_handle_is_stale_on_every_thread_once_its_slot_holds_a_new_object() {
+    // Capacity 1: the second object reuses the first one's slot. Its only
+    // reference is in flight, so neither the home thread (which may access
+    // its own objects with count 0) nor a stranger holds it: both take the
+    // general path, which must still tell the old handle from the new one.
+    let log = DropLog::new();
+    let reg = Registry::builder().capacity(1).build();
+    let old = reg.insert(Tracked::new(&log, 1)).expect("insert");
+    assert_eq!(rel(reg.release(old)), Rel::Finalized);
+    let new = reg.insert(Tracked::new(&log, 2)).expect("insert");
+    let token = reg.transfer(new).expect("transfer");
+    assert_eq!(reg.count(new), Ok(0));
+    let stale = Error::Stale(old);
+    let on_home = (
+        reg.get(old).map(|g| g.id).err(),
+        reg.retain(old),
+        reg.count(old),
+        reg.holders(old).err(),
+        reg.pin(old),
+        reg.proxy(old).map(|p| p.id).err(),
+    );
+    let expected = (
+        Some(stale),
+        Err(stale),
+        Err(stale),
+        Some(stale),
+        Err(stale),
+        Some(stale),
+    );
+    assert_eq!(on_home, expected, "home thread");
+    let r2 = reg.clone();
+    let on_stranger = common::join(common::spawn("stranger", move || {
+        (
+            r2.get(old).map(|g| g.id).err(),
+            r2.retain(old),
+            r2.count(old),
+            r2.holders(old).err(),
+            r2.pin(old),
+            r2.proxy(old).map(|p| p.id).err(),
+        )
+    }));
+    assert_eq!(on_stranger, expected, "another thread");
+    let snapshot = reg.snapshot();
+    assert_eq!(
+        snapshot.object(new).expect("live").pins,
+        0,
+        "pinned via old"
+    );
+    assert_eq!(log.count(), 1);
+    drop(token); // the last reference: finalized here, on home
+    assert_eq!(log.times_dropped(2), 1);
+    assert!(reg.is_empty());
+}
+
+#[test]
+fn a_slot_is_retired_exactly_when_its_generation_would_pass_the_limit() {
+    // The fast twin of the 2^21-cycle test above, with a generation limit of
+    // 3: the only slot serves generations 0, 1, 2 and 3, then is retired.
+    // Nothing is reused after that, so a registry of capacity 1 is full.
+    let log = DropLog::new();
+    let reg = Registry::builder().capacity(1).generation_limit(3).build();
+    let mut issued: Vec<Handle> = Vec::new();
+    for i in 0..4u64 {
+        assert_eq!(reg.snapshot().retired_slots, 0, "retired before object {i}");
+        let h = reg.insert(Tracked::new(&log, i)).expect("insert");
+        assert!(!issued.contains(&h), "{h} was issued twice");
+        assert_eq!(rel(reg.release(h)), Rel::Finalized);
+        issued.push(h);
+    }
+    assert_eq!(reg.snapshot().retired_slots, 1);
+    match reg.insert(Tracked::new(&log, 99)) {
+        Ok(h) => panic!("a retired slot was reused for {h}"),
+        Err(e) => {
+            assert_eq!(e.error(), Error::Full);
+            assert_eq!(e.into_value().id, 99);
+        }
+    }
+    for h in issued {
+        assert_all_refuse(&reg, h, Error::Stale(h));
+    }
+    assert_eq!(log.count(), 5);
+}

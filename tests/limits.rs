@@ -151,6 +151,8 @@ fn insert_error_formats_without_t_debug_and_converts_into_error() {
     let display = err.to_string();
     assert!(!debug.is_empty());
     assert!(!display.is_empty());
+    let source = std::error::Error::source(&err).map(|s| s.downcast_ref::<Error>().copied());
+    assert_eq!(source, Some(Some(Error::Full)), "the cause is the Error");
     let e: Error = err.into();
     assert_eq!(e, Error::Full);
 
@@ -160,4 +162,18 @@ fn insert_error_formats_without_t_debug_and_converts_into_error() {
         Ok(())
     }
     assert_eq!(via_question_mark(&reg), Err(Error::Full));
+}
+
+#[test]
+fn capacity_reports_the_configured_limit() {
+    assert_eq!(Registry::<u8>::new().capacity(), 1 << 24, "default");
+    assert_eq!(Registry::<u8>::builder().capacity(5).build().capacity(), 5);
+    assert_eq!(
+        Registry::<u8>::builder()
+            .capacity(usize::MAX)
+            .build()
+            .capacity(),
+        1 << 24,
+        "clamped to the handle layout's 2^24 slots"
+    );
 }

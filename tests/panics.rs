@@ -168,3 +168,28 @@ fn a_panicking_drop_inside_a_proxy_drop_is_caught() {
     assert_eq!(reg.snapshot().drop_panics, 1);
     assert_consistent(&reg, &log, &[(other, 1)]);
 }
+
+#[test]
+fn panicking_drops_at_registry_teardown_are_caught() {
+    // Dropping the last handle to a registry drops what nobody can release
+    // any more: a live object and a value still queued for its home thread.
+    // Their panics stay inside the registry's teardown.
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let live = reg.insert(Tracked::panicking(&log, 1)).expect("insert");
+    let queued = reg.insert(Tracked::panicking(&log, 2)).expect("insert");
+    let t = reg.transfer(queued).expect("transfer");
+    let r2 = reg.clone();
+    let r = join(spawn("queues-home", move || {
+        let h = r2.claim(t).expect("claim");
+        rel(r2.release(h))
+    }));
+    assert_eq!(r, Rel::Queued);
+    assert_eq!(reg.count(live), Ok(1));
+    assert_eq!(log.count(), 0);
+    let teardown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(reg)));
+    assert!(teardown.is_ok(), "a Drop panic escaped the registry's drop");
+    assert_eq!(log.times_dropped(1), 1);
+    assert_eq!(log.times_dropped(2), 1);
+    assert!(log.threads().iter().all(|t| *t == thread::current().id()));
+}

@@ -22,6 +22,9 @@ enum OnDrop {
     Insert(Registry<Node>, Arc<Mutex<Vec<Handle>>>),
     /// Rendezvous twice with another thread (to hold the drop open).
     Rendezvous(Arc<Barrier>),
+    /// Rendezvous twice, then retain and release a handle (a registry call
+    /// that drains the home queue when something is pending).
+    RendezvousThenUse(Arc<Barrier>, Registry<Node>, Handle, Arc<Mutex<Vec<Rel>>>),
 }
 
 struct Node {
@@ -69,6 +72,15 @@ impl Drop for Node {
             OnDrop::Rendezvous(b) => {
                 b.wait(); // "I am inside Drop"
                 b.wait(); // "you may finish"
+            }
+            OnDrop::RendezvousThenUse(b, reg, h, sink) => {
+                b.wait(); // "I am inside Drop"
+                b.wait(); // "you did your part"
+                let retained = reg.retain(h);
+                let released = rel(reg.release(h));
+                let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+                sink.push(retained.map_or_else(Rel::Err, Rel::Held));
+                sink.push(released);
             }
         }
     }
@@ -280,4 +292,48 @@ fn a_running_drop_does_not_block_other_threads() {
     assert_eq!(join(dropper), Rel::Finalized);
     assert_eq!(log.times_dropped(1), 1);
     assert_eq!(log.times_dropped(3), 1);
+}
+
+#[test]
+fn a_value_queued_while_pump_runs_a_drop_is_run_and_counted_by_that_pump() {
+    // While `pump` runs A's Drop, a worker queues B home; A's Drop then uses
+    // the registry. That call must not start a second drain inside the
+    // first: `pump` runs B itself, after A's Drop returns, and counts it.
+    with_watchdog("pump-nested", || {
+        let log = DropLog::new();
+        let reg: Registry<Node> = Registry::new();
+        let results = sink();
+        let barrier = Arc::new(Barrier::new(2));
+        let x = reg
+            .insert(Node::new(&log, 0, OnDrop::Nothing))
+            .expect("insert");
+        let on_drop =
+            OnDrop::RendezvousThenUse(Arc::clone(&barrier), reg.clone(), x, Arc::clone(&results));
+        let a = reg.insert(Node::new(&log, 1, on_drop)).expect("insert");
+        let b = reg
+            .insert(Node::new(&log, 2, OnDrop::Nothing))
+            .expect("insert");
+        let (ta, tb) = (
+            reg.transfer(a).expect("transfer"),
+            reg.transfer(b).expect("transfer"),
+        );
+        let (r2, b2) = (reg.clone(), Arc::clone(&barrier));
+        let (queued_tx, queued_rx) = mpsc::channel();
+        let worker = spawn("queues-during-pump", move || {
+            let (a, b) = (r2.claim(ta).expect("claim"), r2.claim(tb).expect("claim"));
+            queued_tx.send(rel(r2.release(a))).expect("send");
+            b2.wait(); // home is inside A's Drop
+            let r = rel(r2.release(b));
+            b2.wait();
+            r
+        });
+        assert_eq!(common::recv(&queued_rx, "A queued"), Rel::Queued);
+        assert_eq!(reg.pump(), 2, "B was run but not counted by this pump");
+        assert_eq!(join(worker), Rel::Queued);
+        assert_eq!(take(&results), vec![Rel::Held(2), Rel::Held(1)]);
+        assert_eq!(log.times_dropped(1), 1);
+        assert_eq!(log.times_dropped(2), 1);
+        assert_eq!(rel(reg.release(x)), Rel::Finalized);
+        assert!(reg.is_empty());
+    });
 }

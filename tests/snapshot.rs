@@ -188,3 +188,27 @@ fn error_is_a_std_error() {
     fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
     assert_error::<Error>();
 }
+
+#[test]
+fn snapshot_display_is_a_table_of_the_live_objects() {
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let a = reg.insert(Tracked::new(&log, 1)).expect("insert");
+    let b = reg.insert(Tracked::new(&log, 2)).expect("insert");
+    reg.pin(b).expect("pin");
+    let text = reg.snapshot().to_string();
+    for h in [a, b] {
+        assert!(text.contains(&h.to_string()), "{h} missing from:\n{text}");
+    }
+    assert!(
+        text.lines().count() >= 3,
+        "a header and one row per object:\n{text}"
+    );
+    assert_eq!(rel(reg.release(a)), Rel::Finalized);
+    let text = reg.snapshot().to_string();
+    assert!(
+        !text.contains(&a.to_string()),
+        "finalized {a} listed:\n{text}"
+    );
+    assert!(text.contains(&b.to_string()));
+}

@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
 use common::{count_of, join, rel, spawn, DropLog, Rel, Tracked};
-use tether::{Registry, ThreadExit};
+use tether::{Error, Handle, Registry, ThreadExit};
 
 #[test]
 fn a_worker_exiting_with_references_releases_them() {
@@ -284,4 +284,169 @@ fn pins_outlive_the_thread_that_pinned() {
     reg.unpin(h).expect("home may unpin");
     assert_eq!(log.count(), 1, "last pin removed on home: dropped now");
     assert!(reg.is_empty());
+}
+
+/// What an [`InsertsOnDrop`] needs to insert again: the registry, the log
+/// for the new value, and where to record its handle.
+type Again = (
+    Registry<InsertsOnDrop>,
+    Arc<DropLog>,
+    Arc<Mutex<Vec<Handle>>>,
+);
+
+/// A value whose `Drop` inserts a new value into its registry, on the
+/// dropping thread, and records the new handle.
+struct InsertsOnDrop {
+    id: u64,
+    again: Option<Again>,
+    _tracked: Tracked,
+}
+
+impl Drop for InsertsOnDrop {
+    fn drop(&mut self) {
+        if let Some((reg, log, sink)) = self.again.take() {
+            let id = self.id + 1000;
+            let value = InsertsOnDrop {
+                id,
+                again: None,
+                _tracked: Tracked::new(&log, id),
+            };
+            let h = reg.insert(value).expect("insert from inside Drop");
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+        }
+    }
+}
+
+#[test]
+fn references_taken_by_drops_during_thread_exit_are_released_too() {
+    // The exit releases the worker's object; its `Drop` (run on the exiting
+    // worker, its home) inserts another object, which the worker then holds.
+    // That reference is released by the same exit.
+    let log = DropLog::new();
+    let reg: Registry<InsertsOnDrop> = Registry::new();
+    let inserted = Arc::new(Mutex::new(Vec::new()));
+    let again: Again = (reg.clone(), log.clone(), Arc::clone(&inserted));
+    let (r2, log2) = (reg.clone(), log.clone());
+    join(spawn("drop-inserts-at-exit", move || {
+        let value = InsertsOnDrop {
+            id: 1,
+            again: Some(again),
+            _tracked: Tracked::new(&log2, 1),
+        };
+        r2.insert(value).expect("insert");
+        // exits holding its only reference
+    }));
+    let new = std::mem::take(&mut *inserted.lock().unwrap_or_else(|e| e.into_inner()));
+    assert_eq!(new.len(), 1, "the Drop ran at exit and inserted once");
+    assert!(
+        reg.is_empty(),
+        "the reference taken during exit was kept:\n{}",
+        reg.snapshot()
+    );
+    assert_eq!(reg.get(new[0]).err(), Some(Error::Stale(new[0])));
+    assert_eq!(log.times_dropped(1), 1);
+    assert_eq!(log.times_dropped(1001), 1);
+}
+
+#[test]
+fn a_thread_that_used_many_registries_releases_in_each_at_exit() {
+    // Each registry a thread uses registers its own exit hook on it; hooks
+    // of registries dropped meanwhile are pruned, live ones must all run.
+    const N: usize = 20;
+    let log = DropLog::new();
+    let regs: Vec<Registry<Tracked>> = (0..N).map(|_| Registry::new()).collect();
+    let tokens: Vec<_> = regs
+        .iter()
+        .enumerate()
+        .map(|(i, reg)| {
+            let h = reg.insert(Tracked::new(&log, i as u64)).expect("insert");
+            reg.transfer(h).expect("transfer")
+        })
+        .collect();
+    let (regs2, log2) = (regs.clone(), log.clone());
+    join(spawn("many-registries", move || {
+        for (i, (reg, t)) in regs2.iter().zip(tokens).enumerate() {
+            reg.claim(t).expect("claim");
+            // A short-lived registry in between: its hook goes dead.
+            let temp = Registry::new();
+            let h = temp
+                .insert(Tracked::new(&log2, 100 + i as u64))
+                .expect("insert");
+            assert_eq!(rel(temp.release(h)), Rel::Finalized);
+        }
+        // exits holding one reference in each live registry
+    }));
+    for (i, reg) in regs.iter().enumerate() {
+        assert!(reg.is_empty(), "registry {i}: the exit did not release");
+        assert_eq!(reg.pump(), 1, "registry {i}: queued to its home");
+    }
+    assert_eq!(log.count(), 2 * N);
+}
+
+/// A value whose `Drop` tries to insert into another registry and records
+/// the outcome.
+struct InsertsElsewhereOnDrop {
+    other: Registry<u64>,
+    outcome: Arc<Mutex<Vec<Result<Handle, Error>>>>,
+}
+
+impl Drop for InsertsElsewhereOnDrop {
+    fn drop(&mut self) {
+        let r = self.other.insert(7).map_err(|e| e.error());
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(r);
+    }
+}
+
+#[test]
+fn a_registry_whose_exit_already_ran_refuses_late_calls_from_that_thread() {
+    // The worker uses `early` (so `early`'s exit runs first), then `late`,
+    // then `early` again. At exit, `late` releases a value whose `Drop` calls
+    // `early` — whose exit for this thread has already run.
+    let early: Registry<u64> = Registry::new();
+    let late: Registry<InsertsElsewhereOnDrop> = Registry::new();
+    let outcome = Arc::new(Mutex::new(Vec::new()));
+    let (e2, l2, o2) = (early.clone(), late.clone(), Arc::clone(&outcome));
+    join(spawn("late-drop", move || {
+        let h = e2.insert(1).expect("insert");
+        let value = InsertsElsewhereOnDrop {
+            other: e2.clone(),
+            outcome: o2,
+        };
+        l2.insert(value).expect("insert"); // held until exit
+        assert_eq!(rel(e2.release(h)), Rel::Finalized);
+    }));
+    let outcome = std::mem::take(&mut *outcome.lock().unwrap_or_else(|e| e.into_inner()));
+    assert_eq!(outcome, vec![Err(Error::ThreadExited)]);
+    assert!(early.is_empty());
+    assert!(late.is_empty());
+}
+
+#[test]
+fn an_exited_thread_that_held_nothing_is_forgotten() {
+    // A worker that used the registry and let go of everything leaves no
+    // table behind: the snapshot lists live threads and exited threads that
+    // still hold something, nothing else.
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let h = reg.insert(Tracked::new(&log, 1)).expect("insert");
+    let t = reg.transfer(h).expect("transfer");
+    let (r2, log2) = (reg.clone(), log.clone());
+    let worker = join(spawn("let-go-then-exit", move || {
+        let mine = r2.claim(t).expect("claim");
+        let other = r2.insert(Tracked::new(&log2, 2)).expect("insert");
+        assert_eq!(rel(r2.release(other)), Rel::Finalized);
+        r2.transfer(mine).expect("transfer") // hands its reference back
+    }));
+    assert_eq!(reg.claim(worker), Ok(h));
+    let s = reg.snapshot();
+    let me = thread::current().id();
+    assert!(
+        s.threads.iter().all(|t| t.thread == me),
+        "an exited thread that held nothing is still listed:\n{s}"
+    );
+    assert_eq!(rel(reg.release(h)), Rel::Finalized);
+    assert_eq!(log.count(), 2);
 }

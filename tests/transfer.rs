@@ -157,6 +157,11 @@ fn claim_raw_of_a_never_issued_token_is_invalid() {
     }
     // Issue one token, then forge its neighbours.
     let raw = reg.transfer(h).expect("transfer").into_raw();
+    assert_eq!(
+        reg.claim_raw(raw + 1),
+        Err(Error::Invalid(raw + 1)),
+        "the next token, not issued yet, is not \"already claimed\""
+    );
     for forged in [raw + 1, raw ^ (1 << 40), raw ^ (1 << 20)] {
         if forged != 0 && forged < LIMIT && forged != raw {
             assert!(reg.claim_raw(forged).is_err(), "forged {forged:#x} claimed");
@@ -274,4 +279,92 @@ fn many_transfers_in_flight_are_each_counted() {
     assert_eq!(join(worker), Rel::Queued, "the tenth release was the last");
     assert_eq!(reg.pump(), 1);
     assert_eq!(log.count(), 1);
+}
+
+#[test]
+fn a_raw_token_is_invalid_in_a_registry_that_did_not_issue_it() {
+    // Both registries have issued tokens, so the serial part of one's token
+    // is a serial the other has used too: only the registry tag tells them
+    // apart, and a token this registry never issued is `Invalid`, not
+    // "already claimed".
+    let log = DropLog::new();
+    let a = Registry::new();
+    let b = Registry::new();
+    let ha = a.insert(Tracked::new(&log, 1)).expect("insert");
+    let hb = b.insert(Tracked::new(&log, 2)).expect("insert");
+    let raw_a = a.transfer(ha).expect("transfer").into_raw();
+    let raw_b = b.transfer(hb).expect("transfer").into_raw();
+    assert_ne!(raw_a, raw_b);
+    assert_eq!(b.claim_raw(raw_a), Err(Error::Invalid(raw_a)));
+    assert_eq!(a.claim_raw(raw_b), Err(Error::Invalid(raw_b)));
+    // Past 2^53, whatever the low bits say.
+    for beyond in [raw_a | LIMIT, raw_b | LIMIT, raw_a + LIMIT * 3] {
+        assert_eq!(a.claim_raw(beyond), Err(Error::Invalid(beyond)));
+        assert_eq!(
+            Transfer::from_raw(&a, beyond).err(),
+            Some(Error::Invalid(beyond))
+        );
+    }
+    // The real tokens were not consumed by those attempts.
+    assert_eq!(a.claim_raw(raw_a), Ok(ha));
+    assert_eq!(b.claim_raw(raw_b), Ok(hb));
+    assert_eq!(rel(a.release(ha)), Rel::Finalized);
+    assert_eq!(rel(b.release(hb)), Rel::Finalized);
+    assert_eq!(log.count(), 2);
+}
+
+#[test]
+fn claiming_on_a_thread_that_already_holds_adds_one_reference() {
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let h = reg.insert(Tracked::new(&log, 1)).expect("insert");
+    assert_eq!(reg.retain(h), Ok(2));
+    let t = reg.transfer(h).expect("transfer");
+    assert_eq!(reg.count(h), Ok(1));
+    assert_eq!(reg.claim(t), Ok(h));
+    assert_eq!(reg.count(h), Ok(2), "explicit claim by a holder");
+    let p = reg.transfer(h).expect("transfer").claim().expect("claim");
+    assert_eq!(reg.count(h), Ok(2), "proxy claim by a holder");
+    drop(p);
+    assert_eq!(reg.count(h), Ok(1));
+    assert_eq!(
+        rel(reg.release(h)),
+        Rel::Finalized,
+        "no reference lost or made up"
+    );
+    assert_eq!(log.count(), 1);
+}
+
+#[test]
+fn many_raw_tokens_in_flight_are_distinct_and_each_claims_its_own_object() {
+    const N: u64 = 300;
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let hs: Vec<_> = (0..N)
+        .map(|i| reg.insert(Tracked::new(&log, i)).expect("insert"))
+        .collect();
+    let raws: Vec<u64> = hs
+        .iter()
+        .map(|h| reg.transfer(*h).expect("transfer").into_raw())
+        .collect();
+    let distinct: std::collections::HashSet<u64> = raws.iter().copied().collect();
+    assert_eq!(distinct.len(), raws.len(), "a raw token was issued twice");
+    assert!(raws.iter().all(|r| *r != 0 && *r < LIMIT));
+    let r2 = reg.clone();
+    let claimed = join(spawn("raw-claimer", move || {
+        raws.iter()
+            .map(|raw| {
+                let h = r2.claim_raw(*raw);
+                let id = h.map(|h| r2.get(h).map(|g| g.id));
+                (id, r2.claim_raw(*raw).err())
+            })
+            .collect::<Vec<_>>()
+    }));
+    for (i, (id, again)) in claimed.into_iter().enumerate() {
+        assert_eq!(id, Ok(Ok(i as u64)), "token {i} claimed the wrong object");
+        assert_eq!(again, Some(Error::TransferClaimed), "token {i}");
+    }
+    // The claimer exited holding them all: released, queued home.
+    assert_eq!(reg.pump(), N as usize);
+    assert_eq!(log.count(), N as usize);
 }

@@ -1,0 +1,158 @@
+//! Memory is given back: a dropped registry frees its storage, a thread
+//! that works with many short-lived registries does not accumulate memory
+//! for the dead ones, and short-lived threads do not grow a registry. Measured with a counting global allocator (this test
+//! binary only), so the tests here run one at a time.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Mutex;
+use std::thread;
+
+use tether::{Registry, Released};
+
+/// The system allocator, counting the bytes currently allocated.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to `System`; the counter is a
+// side effect that allocates nothing.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// The tests of this file measure one process-wide counter: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// On a fresh thread: a registry holding `n` objects at once, all released,
+/// then the registry dropped.
+fn fill_release_and_drop(n: u64) {
+    thread::spawn(move || {
+        let reg: Registry<[u64; 4]> = Registry::new();
+        let hs: Vec<_> = (0..n)
+            .map(|i| reg.insert([i; 4]).expect("insert"))
+            .collect();
+        for h in hs {
+            assert_eq!(reg.release(h), Ok(Released::Finalized));
+        }
+        drop(reg);
+    })
+    .join()
+    .expect("worker");
+}
+
+#[test]
+fn a_dropped_registry_gives_its_storage_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Once to warm up what the process keeps for good (thread bookkeeping).
+    fill_release_and_drop(10_000);
+    let before = live();
+    fill_release_and_drop(10_000);
+    let kept = live() - before;
+    // 10 000 slots and counts are hundreds of KiB: a leaked page shows.
+    assert!(
+        kept < 4096,
+        "{kept} bytes still allocated after the registry was dropped"
+    );
+}
+
+#[test]
+fn a_thread_using_many_short_lived_registries_does_not_accumulate_memory() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let grown = thread::spawn(|| {
+        let use_once = |reg: &Registry<u64>| {
+            let h = reg.insert(1).expect("insert");
+            assert_eq!(reg.release(h), Ok(Released::Finalized));
+        };
+        // Some registries this thread keeps using, and many that come and go.
+        let kept: Vec<Registry<u64>> = (0..12).map(|_| Registry::new()).collect();
+        kept.iter().for_each(use_once);
+        for _ in 0..64 {
+            use_once(&Registry::new());
+        }
+        let before = live();
+        for _ in 0..2000 {
+            use_once(&Registry::new());
+        }
+        kept.iter().for_each(use_once);
+        live() - before
+    })
+    .join()
+    .expect("worker");
+    // Each dead registry is a few hundred bytes: 2000 of them kept alive by
+    // this thread would be hundreds of KiB.
+    assert!(
+        grown < 64 * 1024,
+        "{grown} bytes kept for 2000 dropped registries"
+    );
+}
+
+#[test]
+fn thread_churn_does_not_grow_a_registry() {
+    // Thousands of short-lived threads, one after another, each using the
+    // registry: an exited thread's bookkeeping is reused by the next one.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let reg: Registry<u64> = Registry::new();
+    let churn = |n: usize| {
+        for _ in 0..n {
+            let r2 = reg.clone();
+            thread::spawn(move || {
+                let h = r2.insert(1).expect("insert");
+                assert_eq!(r2.release(h), Ok(Released::Finalized));
+            })
+            .join()
+            .expect("worker");
+        }
+    };
+    churn(64);
+    let before = live();
+    churn(2000);
+    let grown = live() - before;
+    // Per-thread bookkeeping that is never reused grows by tens of KiB here.
+    assert!(
+        grown < 8 * 1024,
+        "{grown} bytes kept after 2000 threads came and went"
+    );
+    assert!(reg.is_empty());
+}
