@@ -827,3 +827,69 @@ fn interning_emits_first_reference_for_each_new_holder() {
     }));
     assert_eq!(events, [Ev::First(h, w)]);
 }
+
+/// `Event`'s `Display`: one line, `name handle on thread`, plus the details
+/// of the kind (a panicking drop, what a thread exit released and kept, the
+/// misused operation and its error, how many objects a leak report holds).
+#[test]
+fn display_is_one_line_naming_the_kind_handle_thread_and_details() {
+    let (reg, rec) = recording(Registry::builder());
+    let line = |e: &Event| {
+        let s = e.to_string();
+        assert!(!s.contains('\n'), "one line: {s:?}");
+        s
+    };
+    let on = |t: ThreadId| format!(" on {t:?}");
+
+    let h = reg.insert(Val::panicking(1)).expect("insert");
+    rec.clear();
+    assert_eq!(reg.release(h), Ok(Released::Finalized));
+    let events = rec.take_raw();
+    assert_eq!(
+        events.iter().map(line).collect::<Vec<_>>(),
+        [
+            format!("last_reference {h}{}", on(me())),
+            format!("finalized {h}{} (drop panicked)", on(me())),
+        ]
+    );
+
+    let err = reg.release(h).expect_err("stale");
+    let events = rec.take_raw();
+    assert_eq!(
+        events.iter().map(line).collect::<Vec<_>>(),
+        [format!("misuse {h}{}: release: {err}", on(me()))]
+    );
+
+    let a = reg.insert(Val::new(2)).expect("insert");
+    let t = reg.transfer(a).expect("transfer");
+    let r2 = reg.clone();
+    rec.clear();
+    let w = join(spawn("exits-holding-one", move || {
+        r2.claim(t).expect("claim");
+        me()
+    }));
+    let exit = rec
+        .take_raw()
+        .into_iter()
+        .find(|e| e.name() == "thread_exited")
+        .expect("a thread_exited event");
+    assert_eq!(
+        line(&exit),
+        format!("thread_exited{}: released 1, kept 0", on(w))
+    );
+    assert_eq!(reg.pump(), 1);
+
+    let b = reg.insert(Val::new(3)).expect("insert");
+    let c = reg.insert(Val::new(4)).expect("insert");
+    rec.clear();
+    drop(reg);
+    let events = rec.take_raw();
+    let [leaked] = &events[..] else {
+        panic!("expected one Leaked event, got {events:?}");
+    };
+    assert_eq!(
+        line(leaked),
+        format!("leaked{}: 2 object(s) still held", on(me()))
+    );
+    let _ = (b, c);
+}

@@ -613,3 +613,28 @@ fn keys_are_dropped_when_their_object_dies() {
     drop(key);
     assert_eq!(live.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn every_interner_of_a_registry_forgets_its_own_dead_keys() {
+    let (reg, first, maker) = setup();
+    let a = first.intern("k", || Ok(maker.make())).expect("intern");
+    // A second and a third interner of the same registry (the third comes
+    // after the second was dropped), with a key of their own.
+    let second: Names = Interner::new(&reg);
+    let b = second.intern("k", || Ok(maker.make())).expect("intern");
+    assert_ne!(a, b, "interners do not share keys");
+    drop(second);
+    let third: Names = Interner::new(&reg);
+    let c = third.intern("k", || Ok(maker.make())).expect("intern");
+
+    assert_eq!(reg.release(a), Ok(Released::Finalized));
+    assert_eq!(first.lookup("k"), None, "the first interner was told");
+    let a2 = first.intern("k", || Ok(maker.make())).expect("fresh");
+    assert_ne!(a2, a);
+    assert_eq!(reg.release(c), Ok(Released::Finalized));
+    assert_eq!(third.lookup("k"), None, "the third interner was told");
+    assert_eq!(reg.release(b), Ok(Released::Finalized));
+    assert_eq!(reg.release(a2), Ok(Released::Finalized));
+    assert_eq!(maker.runs(), 4);
+    assert!(reg.is_empty());
+}

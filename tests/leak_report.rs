@@ -7,6 +7,7 @@
 
 use std::backtrace::BacktraceStatus;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
@@ -348,4 +349,173 @@ fn an_object_kept_only_by_a_pin_or_a_raw_token_has_no_holders() {
         "{report}"
     );
     let _: &dyn std::error::Error = &report; // usable as an error (shutdown's Err)
+}
+
+#[test]
+fn each_holders_first_held_at_is_its_own_and_outlives_other_holders_ends() {
+    let reg: Registry<String> = Registry::builder().capture_backtraces(true).build();
+    let h = reg.insert("global".to_owned()).expect("insert");
+    reg.pin(h).expect("pin: any thread may retain it");
+    // Two workers, each holding from its own site; `b` starts after `a`.
+    let mut workers = Vec::new();
+    let mut ids = Vec::new();
+    for (name, site) in [
+        ("holder-a", first_site as fn(&Registry<String>, Handle)),
+        ("holder-b", second_site),
+    ] {
+        let r2 = reg.clone();
+        let (tx, rx) = mpsc::channel();
+        let (tx_end, rx_end) = mpsc::channel::<()>();
+        workers.push((
+            spawn(name, move || {
+                site(&r2, h);
+                tx.send(me()).expect("holding");
+                recv(&rx_end, "end");
+                r2.release(h).expect("release: the hold ends");
+            }),
+            tx_end,
+        ));
+        ids.push(recv(&rx, "holding"));
+    }
+    let site_of = |report: &LeakReport, t: ThreadId| {
+        holder(object(report, h), t)
+            .first_held_at
+            .as_ref()
+            .unwrap_or_else(|| panic!("{t:?}'s hold has a backtrace:\n{report}"))
+            .to_string()
+    };
+    let report = reg.leak_report();
+    let (a, b) = (site_of(&report, ids[0]), site_of(&report, ids[1]));
+    assert!(
+        a.contains("first_site") && !a.contains("second_site"),
+        "{a}"
+    );
+    assert!(
+        b.contains("second_site") && !b.contains("first_site"),
+        "{b}"
+    );
+
+    // `a`'s hold ends; `b`'s record is untouched.
+    let (a_worker, a_end) = workers.remove(0);
+    a_end.send(()).expect("end a");
+    join(a_worker);
+    let report = reg.leak_report();
+    assert!(
+        object(&report, h)
+            .holders
+            .iter()
+            .all(|x| x.thread != ids[0]),
+        "{report}"
+    );
+    assert!(site_of(&report, ids[1]).contains("second_site"));
+    let (b_worker, b_end) = workers.remove(0);
+    b_end.send(()).expect("end b");
+    join(b_worker);
+}
+
+#[test]
+fn a_finalized_objects_backtraces_are_let_go() {
+    let reg: Registry<String> = Registry::builder().capture_backtraces(true).build();
+    let h = reg.insert("short-lived".to_owned()).expect("insert");
+    let inserted = object(&reg.leak_report(), h)
+        .inserted_at
+        .clone()
+        .expect("captured");
+    assert!(Arc::strong_count(&inserted) > 1, "the registry keeps it");
+    reg.release(h).expect("release: finalized");
+    assert_eq!(
+        Arc::strong_count(&inserted),
+        1,
+        "a dead object's origin is not kept by the registry"
+    );
+    assert!(reg.leak_report().is_empty());
+}
+
+#[test]
+fn display_shows_each_objects_age() {
+    let reg: Registry<String> = Registry::builder().track_ages(true).build();
+    let h = reg.insert("aged".to_owned()).expect("insert");
+    let mut report = reg.leak_report();
+    // The age itself is wall-clock time: pin it down to test the column.
+    let row = |report: &LeakReport| {
+        let text = report.to_string();
+        text.lines()
+            .find(|l| l.starts_with(&h.to_string()))
+            .unwrap_or_else(|| panic!("a row for {h}:\n{text}"))
+            .to_owned()
+    };
+    report.objects[0].age = Some(Duration::from_millis(250));
+    assert!(row(&report).contains(" 250.0ms "), "{report}");
+    report.objects[0].age = Some(Duration::from_millis(90_500));
+    assert!(row(&report).contains(" 90.5s "), "{report}");
+}
+
+#[inline(never)]
+fn inserting_site(reg: &Registry<String>) -> Handle {
+    reg.insert("traced".to_owned())
+        .expect("insert at the inserting site")
+}
+
+/// The lines of the backtrace printed under `inserted at:` (up to the next
+/// section).
+fn inserted_at_section(text: &str) -> Vec<&str> {
+    text.lines()
+        .skip_while(|l| l.trim() != "inserted at:")
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with("first held by"))
+        .collect()
+}
+
+#[test]
+fn display_shows_the_callers_frames_and_the_alternate_form_every_frame() {
+    let reg: Registry<String> = Registry::builder().capture_backtraces(true).build();
+    let h = inserting_site(&reg);
+    let report = reg.leak_report();
+    let short = report.to_string();
+    let lines = inserted_at_section(&short);
+    let frames: Vec<&str> = lines
+        .iter()
+        .map(|l| l.trim_start())
+        .filter(|l| !l.starts_with("at "))
+        .collect();
+    // tether's own frames (and the capture's) at the top are left out: the
+    // first frame is the caller's.
+    assert!(
+        frames.first().is_some_and(|f| f.contains("inserting_site")),
+        "the insert's caller first:\n{short}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| f
+                .contains("display_shows_the_callers_frames_and_the_alternate_form_every_frame")),
+        "{short}"
+    );
+    for internal in ["tether::", "std::backtrace::", "core::bool::"] {
+        assert!(
+            !lines.iter().any(|l| l.contains(internal)),
+            "no {internal} frame in the short form:\n{short}"
+        );
+    }
+    // ... and so are the runtime's frames below the test's own.
+    assert!(
+        !short.contains("__rust_begin_short_backtrace"),
+        "no runtime frames in the short form:\n{short}"
+    );
+    assert!(short.contains(&h.to_string()));
+
+    // `{:#}`: every frame.
+    let full = format!("{report:#}");
+    let lines = inserted_at_section(&full);
+    for frame in [
+        "bool",
+        "tether::",
+        "inserting_site",
+        "__rust_begin_short_backtrace",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(frame)),
+            "{frame} in the full form:\n{full}"
+        );
+    }
 }

@@ -336,3 +336,68 @@ fn full_overflow_and_closed_never_panic_under_misuse_panic() {
     assert!(reg.is_empty(), "the last proxy was the last hold");
     assert_eq!(drops.load(Ordering::SeqCst), 5, "1 finalized, 4 refused");
 }
+
+#[test]
+fn error_handle_is_the_handle_an_error_is_about_and_none_for_ids_that_are_not_handles() {
+    let drops = Arc::default();
+    let reg = Registry::new();
+    let h = reg.insert(val(1, &drops)).expect("insert");
+    for e in [
+        Error::Stale(h),
+        Error::ForeignRegistry(h),
+        Error::NotHeld(h),
+        Error::NotPinned(h),
+        Error::Overflow(h),
+    ] {
+        assert_eq!(e.handle(), Some(h), "{e:?}");
+    }
+    // A forged id that has the shape of a handle names it; one that cannot
+    // be a handle (0, >= 2^53) names nothing.
+    let forged = Handle::from_raw(12_345).expect("handle-shaped");
+    assert_eq!(reg.retain(forged), Err(Error::Invalid(12_345)));
+    assert_eq!(Error::Invalid(12_345).handle(), Some(forged));
+    assert_eq!(Error::Invalid(0).handle(), None);
+    assert_eq!(Error::Invalid(1 << 53).handle(), None);
+    for e in [
+        Error::Full,
+        Error::Forked,
+        Error::TransferClaimed,
+        Error::Closed,
+    ] {
+        assert_eq!(e.handle(), None, "{e:?}");
+    }
+}
+
+#[test]
+fn an_insert_errors_source_is_the_registry_error() {
+    let drops = Arc::default();
+    let reg = Registry::builder().capacity(1).build();
+    let _h = reg.insert(val(1, &drops)).expect("insert");
+    let err = reg.insert(val(2, &drops)).expect_err("full");
+    let source = std::error::Error::source(&err).expect("a source");
+    assert_eq!(source.downcast_ref::<Error>(), Some(&Error::Full));
+    assert_eq!(source.to_string(), Error::Full.to_string());
+    assert!(err.to_string().contains(&Error::Full.to_string()), "{err}");
+    assert_eq!(Error::from(err), Error::Full);
+}
+
+#[test]
+fn a_raw_token_never_issued_is_invalid_and_one_already_claimed_is_transfer_claimed() {
+    let drops = Arc::default();
+    let reg = Registry::new();
+    let h = reg.insert(val(1, &drops)).expect("insert");
+    reg.retain(h).expect("retain");
+    let raw = reg.transfer(h).expect("transfer").into_raw();
+    // Forged tokens of the right shape: the next serial this registry would
+    // issue, and one far beyond it. Never issued: `Invalid`, not "claimed".
+    for forged in [raw + 1, raw + 1000] {
+        assert_eq!(reg.claim_raw(forged), Err(Error::Invalid(forged)));
+        assert_eq!(
+            Transfer::from_raw(&reg, forged).err(),
+            Some(Error::Invalid(forged))
+        );
+    }
+    assert_eq!(reg.claim_raw(raw), Ok(h));
+    assert_eq!(reg.claim_raw(raw), Err(Error::TransferClaimed));
+    assert_eq!(reg.count(h), Ok(2), "no refused token changed a count");
+}
