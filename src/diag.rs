@@ -343,8 +343,13 @@ impl Diag {
 
     #[cold]
     pub(crate) fn deliver(&self, event: &Event) {
+        // A subscriber may panic (e.g. `fmt`'s thread-local buffer is gone
+        // when a thread-exit event comes from a thread-local destructor):
+        // caught like the hook's, never unwinding into the registry.
         #[cfg(feature = "tracing")]
-        trace_event(event);
+        if catch_unwind(AssertUnwindSafe(|| trace_event(event))).is_err() {
+            self.hook_panics.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(hook) = &self.hook {
             if catch_unwind(AssertUnwindSafe(|| hook(event))).is_err() {
                 self.hook_panics.fetch_add(1, Ordering::Relaxed);

@@ -150,7 +150,7 @@ mod serde_form {
 #[cfg(feature = "tracing")]
 mod tracing_form {
     use std::io;
-    use std::sync::{Arc, Mutex, PoisonError};
+    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
     use tether::{Error, Event};
 
@@ -184,6 +184,7 @@ mod tracing_form {
     /// Runs `f` with a subscriber capturing every level on this thread, and
     /// returns what it printed.
     fn captured(f: impl FnOnce()) -> String {
+        let _serial = one_at_a_time();
         let buf = Buf::default();
         let writer = buf.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -288,5 +289,122 @@ mod tracing_form {
                 "misuse"
             ]
         );
+    }
+
+    /// Tracing tests run one at a time: while one is inside `with_default`,
+    /// events of other threads that have no subscriber of their own do not
+    /// reach the global one (tracing's scoped dispatch).
+    fn one_at_a_time() -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A process-wide subscriber recording each event as `name: field=value
+    /// ...`, for events emitted where no thread-local subscriber can be in
+    /// scope: a thread's exit hook runs in a thread-local destructor, after
+    /// its closure returned. It keeps no thread-local state of its own
+    /// (`tracing_subscriber::fmt` does, and is unusable there).
+    fn global() -> &'static Mutex<Vec<String>> {
+        static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            tracing::subscriber::set_global_default(Recorder)
+                .expect("the only global subscriber of this test binary");
+        });
+
+        struct Recorder;
+        struct Fields(String);
+
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {}={value:?}", field.name()));
+            }
+        }
+
+        impl tracing::Subscriber for Recorder {
+            fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+                tracing::span::Id::from_u64(1)
+            }
+            fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+            fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+            fn event(&self, event: &tracing::Event<'_>) {
+                let mut fields = Fields(format!("{}:", event.metadata().name()));
+                event.record(&mut fields);
+                LINES
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(fields.0);
+            }
+            fn enter(&self, _: &tracing::span::Id) {}
+            fn exit(&self, _: &tracing::span::Id) {}
+        }
+
+        &LINES
+    }
+
+    #[test]
+    fn a_thread_exit_event_carries_what_it_released_and_kept() {
+        let _serial = one_at_a_time();
+        let lines = global();
+        let reg: Registry<String> = Registry::new();
+        let a = reg.insert("a".to_owned()).expect("insert");
+        let b = reg.insert("b".to_owned()).expect("insert");
+        let (ta, tb) = (
+            reg.transfer(a).expect("transfer"),
+            reg.transfer(b).expect("transfer"),
+        );
+        let r2 = reg.clone();
+        let w = join(spawn("traced-exit", move || {
+            r2.claim(ta).expect("claim");
+            r2.claim(tb).expect("claim");
+            me() // exits holding both
+        }));
+        let thread = format!("thread=\"{w:?}\"");
+        let exits: Vec<String> = lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|l| l.contains("event=\"thread_exited\"") && l.contains(&thread))
+            .cloned()
+            .collect();
+        assert_eq!(exits.len(), 1, "{exits:?}");
+        assert!(exits[0].contains(" released=2"), "{}", exits[0]);
+        assert!(exits[0].contains(" kept=0"), "{}", exits[0]);
+        assert_eq!(reg.pump(), 2);
+    }
+
+    #[test]
+    fn a_finalized_event_says_whether_the_drop_panicked() {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                if !thread::panicking() {
+                    panic!("intentional panic in Drop of Bomb (test)");
+                }
+            }
+        }
+        let mut handles = None;
+        let text = captured(|| {
+            let reg: Registry<Option<Bomb>> = Registry::new();
+            let calm = reg.insert(None).expect("insert");
+            let bomb = reg.insert(Some(Bomb)).expect("insert");
+            reg.release(calm).expect("release");
+            reg.release(bomb).expect("release: the panic is caught");
+            handles = Some((calm, bomb));
+        });
+        let (calm, bomb) = handles.expect("ran");
+        let finalized = |h: Handle| {
+            let lines: Vec<&str> = lines_with(&text, "event=\"finalized\"")
+                .into_iter()
+                .filter(|l| l.contains(&format!("handle={}", h.to_raw())))
+                .collect();
+            assert_eq!(lines.len(), 1, "{text}");
+            lines[0].to_owned()
+        };
+        assert!(finalized(calm).contains("panicked=false"), "{text}");
+        assert!(finalized(bomb).contains("panicked=true"), "{text}");
     }
 }
