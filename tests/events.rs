@@ -13,16 +13,15 @@
 //! The panic messages printed by the panicking-hook and panicking-drop tests
 //! are expected.
 
+mod common;
+
 use std::collections::HashSet;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::{self, JoinHandle, ThreadId};
-use std::time::Duration;
+use std::thread::{self, ThreadId};
 
+use common::{join, me, recv, spawn};
 use tether::{Builder, Error, Event, Handle, Registry, Released, ThreadExit, Transfer};
-
-/// Turns a hang into a failure (never a timing assertion).
-const WATCHDOG: Duration = Duration::from_secs(20);
 
 /// A stored value; its `Drop` may panic on purpose.
 struct Val {
@@ -143,29 +142,6 @@ fn recording(builder: Builder<Val>) -> (Registry<Val>, Recorder) {
     let rec = Recorder::default();
     let reg = builder.on_event(rec.hook()).build();
     (reg, rec)
-}
-
-fn me() -> ThreadId {
-    thread::current().id()
-}
-
-fn spawn<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'static) -> JoinHandle<R> {
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .expect("spawn a test thread")
-}
-
-fn join<R>(h: JoinHandle<R>) -> R {
-    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
-
-fn recv<T>(rx: &mpsc::Receiver<T>, what: &str) -> T {
-    match rx.recv_timeout(WATCHDOG) {
-        Ok(v) => v,
-        Err(RecvTimeoutError::Timeout) => panic!("{what}: nothing after {WATCHDOG:?} (deadlock?)"),
-        Err(RecvTimeoutError::Disconnected) => panic!("{what}: the sender is gone (panicked?)"),
-    }
 }
 
 #[test]

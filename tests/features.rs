@@ -6,25 +6,13 @@
 //! Run with `cargo test --all-features --test features`.
 #![cfg(any(feature = "serde", feature = "tracing"))]
 
+mod common;
+
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle, ThreadId};
 
+use common::{join, me, spawn};
 use tether::{Handle, Registry};
-
-fn me() -> ThreadId {
-    thread::current().id()
-}
-
-fn spawn<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'static) -> JoinHandle<R> {
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .expect("spawn a test thread")
-}
-
-fn join<R>(h: JoinHandle<R>) -> R {
-    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
 
 /// A registry whose object `h` is held by this thread and by a named worker
 /// ("serde-worker", parked until the returned sender is dropped), and pinned.

@@ -12,20 +12,21 @@
 //!
 //! The panic messages printed by the panicking-init tests are expected.
 
+mod common;
+
 use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex, PoisonError};
-use std::thread::{self, JoinHandle, ThreadId};
+use std::thread::{self, ThreadId};
 use std::time::Duration;
 
+use common::{join, me, recv, spawn};
 use tether::{Error, Handle, InternError, Interner, Registry, Released};
 
-/// Turns a hang into a failure (never a timing assertion).
-const WATCHDOG: Duration = Duration::from_secs(20);
 /// How long a slow `init` sleeps, so that other threads arrive meanwhile.
 const SLOW_INIT: Duration = Duration::from_millis(30);
 
@@ -91,29 +92,6 @@ fn setup() -> (Registry<Obj>, Names, Maker) {
     let reg = Registry::new();
     let names = Interner::new(&reg);
     (reg, names, Maker::default())
-}
-
-fn me() -> ThreadId {
-    thread::current().id()
-}
-
-fn spawn<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'static) -> JoinHandle<R> {
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .expect("spawn a test thread")
-}
-
-fn join<R>(h: JoinHandle<R>) -> R {
-    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
-
-fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
-    match rx.recv_timeout(WATCHDOG) {
-        Ok(v) => v,
-        Err(RecvTimeoutError::Timeout) => panic!("{what}: nothing after {WATCHDOG:?} (deadlock?)"),
-        Err(RecvTimeoutError::Disconnected) => panic!("{what}: the sender is gone (panicked?)"),
-    }
 }
 
 #[test]

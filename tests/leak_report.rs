@@ -5,39 +5,16 @@
 //! with `capture_backtraces(true)` only, where it was inserted and where each
 //! holder's current hold began. `Display` prints it as a table.
 
+mod common;
+
 use std::backtrace::BacktraceStatus;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle, ThreadId};
+use std::thread::ThreadId;
 use std::time::Duration;
 
+use common::{join, me, recv, spawn};
 use tether::{Builder, Handle, LeakHolder, LeakReport, LeakedObject, Registry, ThreadExit};
-
-/// Turns a hang into a failure (never a timing assertion).
-const WATCHDOG: Duration = Duration::from_secs(20);
-
-fn me() -> ThreadId {
-    thread::current().id()
-}
-
-fn spawn<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'static) -> JoinHandle<R> {
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .expect("spawn a test thread")
-}
-
-fn join<R>(h: JoinHandle<R>) -> R {
-    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
-
-fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
-    match rx.recv_timeout(WATCHDOG) {
-        Ok(v) => v,
-        Err(RecvTimeoutError::Timeout) => panic!("{what}: nothing after {WATCHDOG:?} (deadlock?)"),
-        Err(RecvTimeoutError::Disconnected) => panic!("{what}: the sender is gone (panicked?)"),
-    }
-}
 
 fn object(report: &LeakReport, h: Handle) -> &LeakedObject {
     report

@@ -8,11 +8,13 @@
 //!
 //! The panic messages printed by the `Misuse::Panic` tests are expected.
 
+mod common;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle, ThreadId};
 
+use common::{join, me, spawn};
 use tether::{Error, Event, Handle, Misuse, Registry, Released, Transfer};
 
 /// A stored value that counts its drops.
@@ -36,21 +38,6 @@ fn val(id: u32, drops: &Arc<AtomicUsize>) -> Val {
 
 fn panicking() -> Registry<Val> {
     Registry::builder().on_misuse(Misuse::Panic).build()
-}
-
-fn me() -> ThreadId {
-    thread::current().id()
-}
-
-fn spawn<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'static) -> JoinHandle<R> {
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .expect("spawn a test thread")
-}
-
-fn join<R>(h: JoinHandle<R>) -> R {
-    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// Runs `f`, which must panic, and returns the panic message.

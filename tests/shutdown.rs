@@ -9,17 +9,18 @@
 //! (expected to succeed) or short (expected to report), and only the
 //! outcome is checked.
 
+mod common;
+
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
+use common::{join, me, recv, spawn, WATCHDOG};
 use tether::{Error, Interner, Registry, Released, Transfer};
 
-/// Turns a hang into a failure (never a timing assertion).
-const WATCHDOG: Duration = Duration::from_secs(20);
 /// A timeout meant to expire: a holder is stuck on purpose.
 const SHORT: Duration = Duration::from_millis(30);
 
@@ -60,29 +61,6 @@ fn val(id: u32, drops: &Arc<Drops>) -> Val {
     Val {
         id,
         drops: Arc::clone(drops),
-    }
-}
-
-fn me() -> ThreadId {
-    thread::current().id()
-}
-
-fn spawn<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'static) -> JoinHandle<R> {
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .expect("spawn a test thread")
-}
-
-fn join<R>(h: JoinHandle<R>) -> R {
-    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
-
-fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
-    match rx.recv_timeout(WATCHDOG) {
-        Ok(v) => v,
-        Err(RecvTimeoutError::Timeout) => panic!("{what}: nothing after {WATCHDOG:?} (deadlock?)"),
-        Err(RecvTimeoutError::Disconnected) => panic!("{what}: the sender is gone (panicked?)"),
     }
 }
 

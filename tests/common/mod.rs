@@ -143,6 +143,11 @@ pub fn is_held(r: Rel) -> bool {
     matches!(r, Rel::Held(_))
 }
 
+/// The calling thread's id.
+pub fn me() -> ThreadId {
+    thread::current().id()
+}
+
 /// Spawns a named thread.
 pub fn spawn<F, R>(name: &str, f: F) -> JoinHandle<R>
 where
