@@ -381,13 +381,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         h: Handle,
         kind: Kind,
     ) -> Result<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u32), Error> {
-        if let Some((slot, table, entry, e)) = self.held(h) {
-            if self.has_room(e, kind) {
-                entry.store(e + kind.one(), Ordering::Relaxed);
-                return Ok((slot, table, entry, total(e) + 1));
-            }
-        }
-        self.acquire_slow(h, kind, false)
+        self.acquire_as(h, kind, false)
     }
 
     /// `acquire` without the access rule, for interners (knowing the key is
@@ -399,13 +393,26 @@ impl<T: Send + Sync + 'static> Inner<T> {
         h: Handle,
         kind: Kind,
     ) -> Result<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u32), Error> {
+        self.acquire_as(h, kind, true)
+    }
+
+    /// The held-handle fast path of both, then the general path (`granted`:
+    /// skip the access rule).
+    #[inline(always)]
+    #[allow(clippy::type_complexity)]
+    fn acquire_as(
+        &self,
+        h: Handle,
+        kind: Kind,
+        granted: bool,
+    ) -> Result<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u32), Error> {
         if let Some((slot, table, entry, e)) = self.held(h) {
             if self.has_room(e, kind) {
                 entry.store(e + kind.one(), Ordering::Relaxed);
                 return Ok((slot, table, entry, total(e) + 1));
             }
         }
-        self.acquire_slow(h, kind, true)
+        self.acquire_slow(h, kind, granted)
     }
 
     /// The general path of `acquire`: drains, classifies errors, and takes a
