@@ -28,7 +28,9 @@
 //! # The per-thread cache
 //!
 //! Each thread keeps a small direct-mapped cache per interner (64 entries,
-//! `key → handle`, filled by its own successful calls). A hit is used only
+//! `key → handle`, filled by its own successful calls), and a one-entry
+//! thread-local pointer to the cache it used last, so a thread interning in
+//! one interner finds its cache with a load and a compare. A hit is used only
 //! if the thread still holds that handle, which the registry's own fast path
 //! checks: while the thread holds the object it is alive, so the key still
 //! maps to it (a key's entry changes only when its object dies). A thread
@@ -39,14 +41,16 @@
 //! while its thread holds the object: the thread's last reference removes
 //! it, so no cache keeps a key alive after its object died.
 
-use std::any::Any;
 use std::borrow::Borrow;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::sync::Arc;
+
+mod cache;
+
+pub(crate) use cache::forget_cached;
 
 use crate::inner::{Inner, Kind};
 use crate::sync::{Condvar, Mutex};
@@ -217,8 +221,8 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let hash = quick_hash(key);
-        let cached = self.cached(key, hash);
+        let hash = cache::quick_hash(key);
+        let cached = cache::lookup::<K, Q>(self.shared.serial, key, hash);
         if let Some(h) = cached {
             if self.shared.inner.retain_held(h) {
                 return Ok(h); // the thread holds it: alive, still the key's
@@ -243,7 +247,7 @@ where
         let result = self.intern_slow(key, init);
         if let Ok(h) = result {
             if cached != Some(h) {
-                self.remember(key, hash, h);
+                cache::remember(self.shared.serial, key.to_owned(), hash, h);
             }
         }
         result
@@ -317,53 +321,6 @@ where
                 }
             }
         }
-    }
-
-    /// The calling thread's cached handle for `key`, if any.
-    #[inline]
-    fn cached<Q>(&self, key: &Q, hash: u64) -> Option<Handle>
-    where
-        K: Borrow<Q>,
-        Q: Eq + ?Sized,
-    {
-        CACHES
-            .try_with(|caches| {
-                let caches = caches.try_borrow().ok()?;
-                let (_, cache) = caches.iter().find(|(s, _)| *s == self.shared.serial)?;
-                let cache = cache.as_any().downcast_ref::<Cache<K>>()?;
-                let (h, k, handle) = cache.slots[slot_of(hash)].as_ref()?;
-                (*h == hash && k.borrow() == key).then_some(*handle)
-            })
-            .ok()
-            .flatten()
-    }
-
-    /// Caches `key → handle` for the calling thread.
-    fn remember<Q>(&self, key: &Q, hash: u64, handle: Handle)
-    where
-        Q: ToOwned<Owned = K> + ?Sized,
-    {
-        let owned = key.to_owned();
-        // What the cache lets go of is dropped after the borrow ends.
-        let _evicted = CACHES.try_with(|caches| {
-            let mut caches = caches.try_borrow_mut().ok()?;
-            let serial = self.shared.serial;
-            let mut evicted: Option<Box<dyn AnyCache>> = None;
-            let i = match caches.iter().position(|(s, _)| *s == serial) {
-                Some(i) => i,
-                None => {
-                    if caches.len() >= CACHES_PER_THREAD {
-                        evicted = Some(caches.remove(0).1); // the oldest interner's
-                    }
-                    let cache: Box<dyn AnyCache> = Box::new(Cache::<K>::new());
-                    caches.push((serial, cache));
-                    caches.len() - 1
-                }
-            };
-            let cache = caches[i].1.as_any_mut().downcast_mut::<Cache<K>>()?;
-            let old = cache.slots[slot_of(hash)].replace((hash, owned, handle));
-            Some((evicted, old))
-        });
     }
 
     /// As [`intern`](Interner::intern), returning a [`Proxy`].
@@ -582,12 +539,7 @@ impl<K, T: Send + Sync + 'static, E> Drop for Shared<K, T, E> {
     /// Drops the calling thread's cache of this interner. Other threads'
     /// cache entries go when they let go of the object (or exit).
     fn drop(&mut self) {
-        let serial = self.serial;
-        let _cache = CACHES.try_with(|caches| {
-            let mut caches = caches.try_borrow_mut().ok()?;
-            let i = caches.iter().position(|(s, _)| *s == serial)?;
-            Some(caches.remove(i))
-        });
+        cache::drop_cache(self.serial);
     }
 }
 
@@ -609,124 +561,5 @@ impl<K, T: Send + Sync + 'static, E> fmt::Debug for Interner<K, T, E> {
                 &map.by_key.len().saturating_sub(map.by_handle.len()),
             )
             .finish_non_exhaustive()
-    }
-}
-
-/// Entries of one thread's cache for one interner.
-const CACHE_SLOTS: usize = 64;
-/// Interners a thread caches at once (the oldest is evicted).
-const CACHES_PER_THREAD: usize = 8;
-
-crate::sync::thread_locals! {
-    /// The calling thread's caches: `(interner serial, Cache<K>)`.
-    static CACHES: RefCell<Vec<(u64, Box<dyn AnyCache>)>> = RefCell::new(Vec::new());
-}
-
-/// One thread's direct-mapped cache for one interner.
-struct Cache<K> {
-    slots: Vec<Option<(u64, K, Handle)>>,
-}
-
-impl<K> Cache<K> {
-    fn new() -> Self {
-        Cache {
-            slots: (0..CACHE_SLOTS).map(|_| None).collect(),
-        }
-    }
-}
-
-/// A `Cache<K>` of any `K`.
-trait AnyCache {
-    fn as_any(&self) -> &dyn Any;
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-    /// Removes the entries naming `h`; returns their keys to be dropped.
-    fn forget(&mut self, h: Handle) -> Vec<Box<dyn Any>>;
-}
-
-impl<K: 'static> AnyCache for Cache<K> {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn forget(&mut self, h: Handle) -> Vec<Box<dyn Any>> {
-        let mut keys: Vec<Box<dyn Any>> = Vec::new();
-        for slot in &mut self.slots {
-            if slot.as_ref().is_some_and(|(_, _, x)| *x == h) {
-                if let Some((_, k, _)) = slot.take() {
-                    keys.push(Box::new(k));
-                }
-            }
-        }
-        keys
-    }
-}
-
-/// The calling thread no longer holds `h`: its cache entries for `h` go
-/// (their keys are dropped after the cache is released).
-pub(crate) fn forget_cached(h: Handle) {
-    let _keys = CACHES.try_with(|caches| {
-        let mut caches = caches.try_borrow_mut().ok()?;
-        let mut keys = Vec::new();
-        for (_, cache) in caches.iter_mut() {
-            keys.extend(cache.forget(h));
-        }
-        Some(keys)
-    });
-}
-
-/// The cache slot of a hash (its best-mixed top bits).
-#[inline]
-fn slot_of(hash: u64) -> usize {
-    (hash >> (64 - CACHE_SLOTS.trailing_zeros())) as usize
-}
-
-/// An unkeyed multiply-rotate hash (as in FxHash): cheap, and enough for a
-/// bounded cache where a collision only evicts.
-#[inline]
-fn quick_hash<Q: Hash + ?Sized>(key: &Q) -> u64 {
-    let mut h = QuickHasher(0);
-    key.hash(&mut h);
-    h.0
-}
-
-struct QuickHasher(u64);
-
-impl QuickHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for QuickHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
     }
 }

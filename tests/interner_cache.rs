@@ -68,3 +68,174 @@ fn a_thread_that_released_its_reference_is_not_served_from_its_cache() {
     assert_eq!(reg.count(h).unwrap(), 1);
     assert_eq!(*reg.get(h).unwrap(), 1);
 }
+
+/// A key whose `Eq` can run a callback: user code inside a cache lookup.
+struct Reentrant(u32);
+
+thread_local! {
+    static ON_EQ: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl PartialEq for Reentrant {
+    fn eq(&self, other: &Self) -> bool {
+        if let Some(mut f) = ON_EQ.with(|c| c.borrow_mut().take()) {
+            f();
+        }
+        self.0 == other.0
+    }
+}
+
+impl Eq for Reentrant {}
+
+impl std::hash::Hash for Reentrant {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl Clone for Reentrant {
+    fn clone(&self) -> Self {
+        Reentrant(self.0)
+    }
+}
+
+#[test]
+fn a_key_eq_that_fills_many_other_interners_cannot_evict_the_cache_it_runs_in() {
+    let reg: Registry<u32> = Registry::new();
+    let outer: Interner<Reentrant, u32> = Interner::new(&reg);
+    let h = outer.intern(&Reentrant(1), || Ok(1)).unwrap(); // cached
+    let mut others: Vec<Interner<u32, u32>> = (0..20).map(|_| Interner::new(&reg)).collect();
+    let inner_handles = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = std::rc::Rc::clone(&inner_handles);
+    // Inside the outer lookup's key comparison: more interners than a thread
+    // caches, so every idle cache is evicted, and the interners are dropped.
+    ON_EQ.with(|c| {
+        *c.borrow_mut() = Some(Box::new(move || {
+            for (i, other) in others.iter().enumerate() {
+                let k = u32::try_from(i).unwrap() + 100;
+                seen.borrow_mut()
+                    .push((k, other.intern(&k, || Ok(k)).unwrap()));
+            }
+            others.clear();
+        }))
+    });
+    assert_eq!(outer.intern(&Reentrant(1), || Ok(99)).unwrap(), h);
+    assert!(ON_EQ.with(|c| c.borrow().is_none()), "the callback ran");
+    for (k, x) in inner_handles.borrow().iter() {
+        assert_eq!(*reg.get(*x).unwrap(), *k);
+    }
+    // The outer cache survived and still serves the key.
+    assert_eq!(outer.intern(&Reentrant(1), || Ok(99)).unwrap(), h);
+    assert_eq!(reg.count(h).unwrap(), 3);
+    assert_eq!(*reg.get(h).unwrap(), 1);
+}
+
+#[test]
+fn a_thread_switching_between_many_interners_gets_each_keys_own_object() {
+    let reg: Registry<(usize, u32)> = Registry::new();
+    // More interners than a thread caches at once, used round-robin, with
+    // interners dropped and new ones made in between.
+    let mut interners: Vec<Interner<u32, (usize, u32)>> =
+        (0..12).map(|_| Interner::new(&reg)).collect();
+    let mut expected = HashMap::new();
+    for round in 0..4 {
+        for (i, interner) in interners.iter().enumerate() {
+            for k in 0..5u32 {
+                let h = interner.intern(&k, || Ok((i, k))).unwrap();
+                assert_eq!(*expected.entry((round / 2, i, k)).or_insert(h), h);
+                assert_eq!(*reg.get(h).unwrap(), (i, k), "round {round}");
+            }
+        }
+        if round == 1 {
+            // New interners (new serials) over the same registry; the old
+            // objects stay held by this thread but nothing maps keys to them.
+            interners = (0..12).map(|_| Interner::new(&reg)).collect();
+        }
+    }
+    assert_eq!(expected.len(), 2 * 12 * 5);
+    for h in expected.values() {
+        assert_eq!(reg.count(*h).unwrap(), 2, "interned twice per interner");
+    }
+}
+
+/// Runs its closure when dropped (here: when its thread-local is destroyed).
+struct RunAtExit(Option<Box<dyn FnOnce()>>);
+
+impl Drop for RunAtExit {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+thread_local! {
+    static AT_EXIT: std::cell::RefCell<RunAtExit> =
+        const { std::cell::RefCell::new(RunAtExit(None)) };
+}
+
+#[test]
+fn interning_from_a_thread_local_destructor_after_the_caches_are_gone_is_served() {
+    let reg: Registry<u32> = Registry::new();
+    let interner: Interner<u32, u32> = Interner::new(&reg);
+    let pinned = interner.intern(&7, || Ok(7)).unwrap();
+    reg.pin(pinned).unwrap();
+    reg.release(pinned).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (i, r) = (interner.clone(), reg.clone());
+    std::thread::spawn(move || {
+        // Registered before the interner's thread-locals, so destroyed
+        // after them (thread-local destructors run in reverse order).
+        AT_EXIT.with(|_| {});
+        let h = i.intern(&7, || Ok(0)).unwrap(); // fills and heats the cache
+        assert_eq!(i.intern(&7, || Ok(0)).unwrap(), h);
+        AT_EXIT.with(|c| {
+            c.borrow_mut().0 = Some(Box::new(move || {
+                let _ = tx.send(i.intern(&7, || Ok(0)).map(|x| (x, r.get(x).map(|v| *v))));
+            }))
+        });
+        // The thread exits holding two references.
+    })
+    .join()
+    .unwrap();
+    let got = rx.recv().unwrap();
+    // The registry may already have let this thread go (then it cannot hold
+    // anything new), but an answer naming anything else than the key's
+    // object is wrong.
+    match got {
+        Ok((h, value)) => {
+            assert_eq!(h, pinned);
+            assert!(matches!(value, Ok(7) | Err(_)), "{value:?}");
+        }
+        Err(e) => assert!(matches!(e, tether::InternError::Registry(_)), "{e:?}"),
+    }
+    assert_eq!(interner.intern(&7, || Ok(0)).unwrap(), pinned);
+    assert_eq!(*reg.get(pinned).unwrap(), 7);
+}
+
+#[test]
+fn the_cache_a_thread_used_last_can_be_evicted_and_is_rebuilt() {
+    let reg: Registry<usize> = Registry::new();
+    // More interners than a thread caches at once (8).
+    let interners: Vec<Interner<u32, usize>> = (0..9).map(|_| Interner::new(&reg)).collect();
+    let first: Vec<_> = (0..8)
+        .map(|i| interners[i].intern(&1, || Ok(i)).unwrap())
+        .collect();
+    // The oldest cache is the one used last...
+    assert_eq!(interners[0].intern(&1, || Ok(99)).unwrap(), first[0]);
+    // ...when a ninth interner evicts it.
+    let ninth = interners[8].intern(&1, || Ok(8)).unwrap();
+    for round in 0..2 {
+        for (i, h) in first.iter().enumerate() {
+            assert_eq!(
+                interners[i].intern(&1, || Ok(99)).unwrap(),
+                *h,
+                "round {round}"
+            );
+            assert_eq!(*reg.get(*h).unwrap(), i);
+        }
+    }
+    assert_eq!(*reg.get(ninth).unwrap(), 8);
+    assert_eq!(reg.count(first[0]).unwrap(), 4);
+}
