@@ -122,7 +122,7 @@ const TARGETS: &[Target] = &[
     target("G7", "bytes per object vs Vec<Arc<T>>", "g7.tether", "g7.arc", 1.0),
     target("G8", "retain+release, 1M live vs 1K live", "g8.tether.1m", "g8.tether.1k", 1.5),
     target("D", "retain+release with an event hook vs none", "d1.hook", "d1.plain", 1.1),
-    target("D", "intern of a held key vs get of a held handle", "d2.intern", "d2.get", 1.5),
+    target("D", "intern of a held key vs get of a held handle", "d2.intern", "d2.get", 1.1),
 ];
 
 /// Warms `run` up and returns the iteration count of one sample.
