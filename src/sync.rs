@@ -319,16 +319,6 @@ pub(crate) fn tid_alloc() -> Option<u32> {
 #[cfg(loom)]
 pub(crate) fn tid_free(_tid: u32) {}
 
-/// Tell loom a spin loop is waiting on another thread; a hint to the CPU otherwise.
-#[inline]
-#[allow(dead_code)]
-pub(crate) fn spin_hint() {
-    #[cfg(loom)]
-    loom::thread::yield_now();
-    #[cfg(not(loom))]
-    std::hint::spin_loop();
-}
-
 /// Waits a little while polling (`shutdown`): sleeps, or under loom lets
 /// the model's other threads run.
 pub(crate) fn nap(d: std::time::Duration) {
