@@ -156,3 +156,35 @@ fn thread_churn_does_not_grow_a_registry() {
     );
     assert!(reg.is_empty());
 }
+
+#[test]
+fn threads_that_let_go_of_a_long_lived_object_leave_no_backtraces_behind() {
+    // With backtraces captured, each thread's first reference records where
+    // it was taken; the record must go with the thread's last reference, not
+    // stay until the object dies.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let reg: Registry<u64> = Registry::builder().capture_backtraces(true).build();
+    let h = reg.insert(1).expect("insert");
+    reg.pin(h).expect("pin"); // any thread may take references to it
+    let churn = |n: usize| {
+        for _ in 0..n {
+            let r2 = reg.clone();
+            thread::spawn(move || {
+                r2.retain(h).expect("retain");
+                assert_eq!(r2.release(h), Ok(Released::Held(0)));
+            })
+            .join()
+            .expect("worker");
+        }
+    };
+    churn(16);
+    let before = live();
+    churn(200);
+    let grown = live() - before;
+    // A captured backtrace is a KiB or more: 200 of them kept is >100 KiB.
+    assert!(
+        grown < 16 * 1024,
+        "{grown} bytes kept after 200 threads held and let go of one object"
+    );
+    assert_eq!(reg.count(h), Ok(1));
+}
