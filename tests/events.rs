@@ -869,3 +869,44 @@ fn display_is_one_line_naming_the_kind_handle_thread_and_details() {
     );
     let _ = (b, c);
 }
+
+/// A caller that waits for another's `init` gets its reference as a
+/// transfer minted by the creator: one `Transferred` on the creator's
+/// thread, one `Claimed` (and its `FirstReference`) on the waiter's.
+#[test]
+fn an_intern_waiter_receives_a_transfer_from_the_creator() {
+    let (reg, rec) = recording(Registry::builder());
+    let names: tether::Interner<u32, Val> = tether::Interner::new(&reg);
+    // The waiter must arrive while `init` runs; `init` gives it a growing
+    // head start, so a slow machine only costs attempts.
+    for attempt in 0..8u32 {
+        rec.clear();
+        let (to_waiter, go) = std::sync::mpsc::channel::<()>();
+        let names2 = names.clone();
+        let waiter = spawn("waiter", move || {
+            recv(&go, "the creator's init");
+            let h = names2.intern(&attempt, || Ok(Val::new(0))).expect("intern");
+            (me(), h)
+        });
+        let h = names
+            .intern(&attempt, || {
+                to_waiter.send(()).expect("waiter");
+                thread::sleep(std::time::Duration::from_millis(20 << attempt));
+                Ok(Val::new(attempt))
+            })
+            .expect("intern");
+        let (w, got) = join(waiter);
+        assert_eq!(got, h);
+        let events = rec.take();
+        if !events.contains(&Ev::Claimed(h, w)) {
+            continue; // the waiter came after init: it took the Ready path
+        }
+        let count = |e: &Ev| events.iter().filter(|x| *x == e).count();
+        assert_eq!(count(&Ev::Transferred(h, me())), 1, "{events:?}");
+        assert_eq!(count(&Ev::Claimed(h, w)), 1, "{events:?}");
+        assert_eq!(count(&Ev::First(h, w)), 1, "{events:?}");
+        assert_eq!(reg.count(h), Ok(1));
+        return;
+    }
+    panic!("no waiter arrived while init ran, in 8 attempts");
+}
