@@ -239,3 +239,57 @@ fn the_cache_a_thread_used_last_can_be_evicted_and_is_rebuilt() {
     assert_eq!(*reg.get(ninth).unwrap(), 8);
     assert_eq!(reg.count(first[0]).unwrap(), 4);
 }
+
+/// A key counting the calls to its `Hash` and `Eq`.
+#[derive(Clone)]
+struct Counted(u32);
+
+thread_local! {
+    static HASHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    static EQS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+impl std::hash::Hash for Counted {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        HASHES.with(|c| c.set(c.get() + 1));
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for Counted {
+    fn eq(&self, other: &Self) -> bool {
+        EQS.with(|c| c.set(c.get() + 1));
+        self.0 == other.0
+    }
+}
+
+impl Eq for Counted {}
+
+#[test]
+fn a_holders_intern_hashes_and_compares_its_key_once_from_the_cache() {
+    let reg: Registry<u32> = Registry::new();
+    let interner: Interner<Counted, u32> = Interner::new(&reg);
+    let h = interner.intern(&Counted(1), || Ok(1)).unwrap();
+    let calls = || (HASHES.with(|c| c.replace(0)), EQS.with(|c| c.replace(0)));
+    calls();
+    // Served by the thread's cache: one hash (the cache's), one comparison,
+    // no lookup in the shared map (which would hash and compare again).
+    for _ in 0..3 {
+        assert_eq!(interner.intern(&Counted(1), || Ok(9)).unwrap(), h);
+        assert_eq!(calls(), (1, 1));
+    }
+    // Not held any more: the shared map is consulted again.
+    reg.pin(h).unwrap();
+    for _ in 0..4 {
+        reg.release(h).unwrap();
+    }
+    calls();
+    assert_eq!(interner.intern(&Counted(1), || Ok(9)).unwrap(), h);
+    let (hashes, _) = calls();
+    assert!(
+        hashes >= 2,
+        "{hashes} hash calls: the map was not consulted"
+    );
+    assert_eq!(interner.intern(&Counted(1), || Ok(9)).unwrap(), h);
+    assert_eq!(calls(), (1, 1), "cached again");
+}
