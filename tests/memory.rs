@@ -188,3 +188,30 @@ fn threads_that_let_go_of_a_long_lived_object_leave_no_backtraces_behind() {
     );
     assert_eq!(reg.count(h), Ok(1));
 }
+
+#[test]
+fn a_registry_outliving_many_interners_does_not_keep_them() {
+    // Every interner registers with its registry to hear of deaths; a
+    // dropped interner's registration must not keep its storage.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let reg: Registry<u64> = Registry::new();
+    let use_once = || {
+        let names: tether::Interner<u64, u64> = tether::Interner::new(&reg);
+        let h = names.intern(&1, || Ok(1)).expect("intern");
+        assert_eq!(reg.release(h), Ok(Released::Finalized));
+    };
+    for _ in 0..64 {
+        use_once();
+    }
+    let before = live();
+    for _ in 0..2000 {
+        use_once();
+    }
+    let grown = live() - before;
+    // An interner's shared state is hundreds of bytes: 2000 kept is >200 KiB.
+    assert!(
+        grown < 16 * 1024,
+        "{grown} bytes kept after 2000 interners came and went"
+    );
+    assert!(reg.is_empty());
+}
