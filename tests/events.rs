@@ -657,6 +657,26 @@ fn leaked_is_not_delivered_when_nothing_is_held() {
 }
 
 #[test]
+fn a_last_drop_with_nothing_held_does_not_use_up_the_leak_report() {
+    // An interner keeps the registry's storage alive past its last
+    // `Registry`: objects made afterwards are still reported when the
+    // `Registry` it lends out is dropped holding them.
+    let (reg, rec) = recording(Registry::builder());
+    let names: tether::Interner<u32, Val> = tether::Interner::new(&reg);
+    drop(reg); // nothing held: no report
+    let h = names.intern(&1, || Ok(Val::new(1))).expect("intern");
+    let lent = names.registry();
+    assert_eq!(lent.len(), 1);
+    drop(lent);
+    let leaked: Vec<_> = rec
+        .take()
+        .into_iter()
+        .filter(|e| matches!(e, Ev::Leaked(..)))
+        .collect();
+    assert_eq!(leaked, [Ev::Leaked(vec![h], me())]);
+}
+
+#[test]
 fn leaked_is_not_delivered_again_when_a_proxy_lends_out_a_registry_afterwards() {
     let (reg, rec) = recording(Registry::builder());
     let p = reg.insert_proxy(Val::new(1)).expect("insert_proxy");
