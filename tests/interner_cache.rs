@@ -293,3 +293,59 @@ fn a_holders_intern_hashes_and_compares_its_key_once_from_the_cache() {
     assert_eq!(interner.intern(&Counted(1), || Ok(9)).unwrap(), h);
     assert_eq!(calls(), (1, 1), "cached again");
 }
+
+/// A key of type `K` made from `i`, counting hash calls like [`Counted`].
+#[derive(Clone, PartialEq, Eq)]
+struct Spread<K>(K);
+
+impl<K: std::hash::Hash> std::hash::Hash for Spread<K> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        HASHES.with(|c| c.set(c.get() + 1));
+        self.0.hash(state);
+    }
+}
+
+/// Of `keys` interned by one thread, how many a second pass serves from the
+/// thread's cache (one hash call: no map lookup).
+fn cache_hits<K>(keys: Vec<K>) -> usize
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    let reg: Registry<usize> = Registry::new();
+    let interner: Interner<Spread<K>, usize> = Interner::new(&reg);
+    let keys: Vec<Spread<K>> = keys.into_iter().map(Spread).collect();
+    for (i, k) in keys.iter().enumerate() {
+        interner.intern(k, || Ok(i)).unwrap();
+    }
+    keys.iter()
+        .enumerate()
+        .filter(|(i, k)| {
+            HASHES.with(|c| c.set(0));
+            let h = interner.intern(k, || Ok(usize::MAX)).unwrap();
+            assert_eq!(*reg.get(h).unwrap(), *i);
+            HASHES.with(|c| c.get()) == 1
+        })
+        .count()
+}
+
+#[test]
+fn the_cache_spreads_keys_of_common_types_over_its_slots() {
+    // 16 keys in 64 slots: a few may share a slot, most must not. A hash
+    // that ignores the key puts them all in one slot (one hit).
+    for (what, hits) in [
+        ("u32", cache_hits((0..16u32).collect())),
+        ("u64", cache_hits((0..16u64).map(|i| i << 40).collect())),
+        ("usize", cache_hits((0..16usize).collect())),
+        ("u8", cache_hits((0..16u8).collect())),
+        (
+            "String",
+            cache_hits((0..16).map(|i| format!("key-{i}")).collect()),
+        ),
+        ("[u8]", cache_hits((0..16u8).map(|i| vec![i; 3]).collect())),
+    ] {
+        assert!(
+            hits >= 8,
+            "{what}: only {hits} of 16 keys served from the cache"
+        );
+    }
+}
