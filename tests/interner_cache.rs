@@ -349,3 +349,29 @@ fn the_cache_spreads_keys_of_common_types_over_its_slots() {
         );
     }
 }
+
+#[test]
+fn a_thread_alternating_between_interners_is_served_by_each_cache() {
+    let reg: Registry<u32> = Registry::new();
+    let a: Interner<Counted, u32> = Interner::new(&reg);
+    let b: Interner<Counted, u32> = Interner::new(&reg);
+    let ha = a.intern(&Counted(1), || Ok(1)).unwrap();
+    let hb = b.intern(&Counted(1), || Ok(2)).unwrap();
+    let calls = || (HASHES.with(|c| c.replace(0)), EQS.with(|c| c.replace(0)));
+    calls();
+    for _ in 0..3 {
+        assert_eq!(a.intern(&Counted(1), || Ok(9)).unwrap(), ha);
+        assert_eq!(calls(), (1, 1), "a, from its cache");
+        assert_eq!(b.intern(&Counted(1), || Ok(9)).unwrap(), hb);
+        assert_eq!(calls(), (1, 1), "b, from its cache");
+    }
+    // Dropping another interner leaves this thread's caches of the others.
+    let c: Interner<Counted, u32> = Interner::new(&reg);
+    let hc = c.intern(&Counted(1), || Ok(3)).unwrap();
+    drop(c);
+    calls();
+    assert_eq!(a.intern(&Counted(1), || Ok(9)).unwrap(), ha);
+    assert_eq!(b.intern(&Counted(1), || Ok(9)).unwrap(), hb);
+    assert_eq!(calls(), (2, 2), "both still cached");
+    assert_eq!(*reg.get(hc).unwrap(), 3);
+}

@@ -241,7 +241,7 @@ fn slot_of(hash: u64) -> usize {
 pub(super) fn quick_hash<Q: Hash + ?Sized>(key: &Q) -> u64 {
     let mut h = QuickHasher(0);
     key.hash(&mut h);
-    h.0
+    h.finish()
 }
 
 struct QuickHasher(u64);
