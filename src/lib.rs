@@ -179,7 +179,9 @@
 //! races: the first caller runs `init`, concurrent callers wait for it and
 //! each get their own reference to the same object, a failing `init` is
 //! reported to all of them without poisoning the key, and a key is forgotten
-//! when its object is finalized.
+//! when its object is finalized. A thread interning a key whose object it
+//! already holds is served by its own cache, with no lock: as fast as a
+//! [`Registry::get`].
 //!
 //! # Compared with
 //!
@@ -198,6 +200,10 @@
 //! the inserting thread before publication, moved out only by the thread
 //! that dropped the last hold), per-thread table pointers (owned by the
 //! registry until the owning thread exits), proxies' pointers into those,
+//! each thread's pointer to the interner cache it used last
+//! (`interner/cache.rs` — cleared before that cache can be freed; tested
+//! under AddressSanitizer with user code re-entering from the cache's key
+//! comparison and with interning from thread-local destructors),
 //! and the `pthread_atfork` declaration. Each site carries a `// SAFETY:`
 //! argument. They rest on these protocol invariants, each model-checked by
 //! loom (`loom-tests/`, which also holds mutants proving the models fail
