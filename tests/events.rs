@@ -128,6 +128,14 @@ impl Recorder {
         self.lock().drain(..).map(|e| ev(&e)).collect()
     }
 
+    /// The `Leaked` events among everything recorded since the last `take`.
+    fn take_leaked(&self) -> Vec<Ev> {
+        let all = self.take();
+        all.into_iter()
+            .filter(|e| matches!(e, Ev::Leaked(..)))
+            .collect()
+    }
+
     /// The raw events recorded since the last `take`.
     fn take_raw(&self) -> Vec<Event> {
         self.lock().drain(..).collect()
@@ -628,11 +636,7 @@ fn leaked_is_delivered_once_when_the_last_registry_clone_goes_with_objects_held(
         drop(clone);
         me()
     }));
-    let leaked: Vec<_> = rec
-        .take()
-        .into_iter()
-        .filter(|e| matches!(e, Ev::Leaked(..)))
-        .collect();
+    let leaked = rec.take_leaked();
     assert_eq!(
         leaked,
         [Ev::Leaked(vec![a, b], dropper)],
@@ -648,11 +652,7 @@ fn leaked_is_not_delivered_when_nothing_is_held() {
     let clone = reg.clone();
     drop(reg);
     drop(clone);
-    let leaked: Vec<_> = rec
-        .take()
-        .into_iter()
-        .filter(|e| matches!(e, Ev::Leaked(..)))
-        .collect();
+    let leaked = rec.take_leaked();
     assert_eq!(leaked, []);
 }
 
@@ -668,11 +668,7 @@ fn a_last_drop_with_nothing_held_does_not_use_up_the_leak_report() {
     let lent = names.registry();
     assert_eq!(lent.len(), 1);
     drop(lent);
-    let leaked: Vec<_> = rec
-        .take()
-        .into_iter()
-        .filter(|e| matches!(e, Ev::Leaked(..)))
-        .collect();
+    let leaked = rec.take_leaked();
     assert_eq!(leaked, [Ev::Leaked(vec![h], me())]);
 }
 
@@ -682,12 +678,7 @@ fn leaked_is_not_delivered_again_when_a_proxy_lends_out_a_registry_afterwards() 
     let p = reg.insert_proxy(Val::new(1)).expect("insert_proxy");
     rec.clear();
     drop(reg);
-    let leaked = |rec: &Recorder| {
-        rec.take()
-            .into_iter()
-            .filter(|e| matches!(e, Ev::Leaked(..)))
-            .count()
-    };
+    let leaked = |rec: &Recorder| rec.take_leaked().len();
     assert_eq!(leaked(&rec), 1, "the last clone went with an object held");
     for _ in 0..3 {
         let borrowed = p.registry(); // e.g. inside a callback that has only the proxy

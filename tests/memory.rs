@@ -128,27 +128,37 @@ fn a_thread_using_many_short_lived_registries_does_not_accumulate_memory() {
     );
 }
 
+/// Runs `work` on `warm_up` short-lived threads, one after another, then on
+/// `measured` more; returns the bytes allocated by the measured ones and
+/// still held at the end.
+fn churn(
+    reg: &Registry<u64>,
+    warm_up: usize,
+    measured: usize,
+    work: impl Fn(&Registry<u64>) + Clone + Send + 'static,
+) -> isize {
+    let run = |n: usize| {
+        for _ in 0..n {
+            let (r, work) = (reg.clone(), work.clone());
+            thread::spawn(move || work(&r)).join().expect("worker");
+        }
+    };
+    run(warm_up);
+    let before = live();
+    run(measured);
+    live() - before
+}
+
 #[test]
 fn thread_churn_does_not_grow_a_registry() {
     // Thousands of short-lived threads, one after another, each using the
     // registry: an exited thread's bookkeeping is reused by the next one.
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let reg: Registry<u64> = Registry::new();
-    let churn = |n: usize| {
-        for _ in 0..n {
-            let r2 = reg.clone();
-            thread::spawn(move || {
-                let h = r2.insert(1).expect("insert");
-                assert_eq!(r2.release(h), Ok(Released::Finalized));
-            })
-            .join()
-            .expect("worker");
-        }
-    };
-    churn(64);
-    let before = live();
-    churn(2000);
-    let grown = live() - before;
+    let grown = churn(&reg, 64, 2000, |r| {
+        let h = r.insert(1).expect("insert");
+        assert_eq!(r.release(h), Ok(Released::Finalized));
+    });
     // Per-thread bookkeeping that is never reused grows by tens of KiB here.
     assert!(
         grown < 8 * 1024,
@@ -166,21 +176,10 @@ fn threads_that_let_go_of_a_long_lived_object_leave_no_backtraces_behind() {
     let reg: Registry<u64> = Registry::builder().capture_backtraces(true).build();
     let h = reg.insert(1).expect("insert");
     reg.pin(h).expect("pin"); // any thread may take references to it
-    let churn = |n: usize| {
-        for _ in 0..n {
-            let r2 = reg.clone();
-            thread::spawn(move || {
-                r2.retain(h).expect("retain");
-                assert_eq!(r2.release(h), Ok(Released::Held(0)));
-            })
-            .join()
-            .expect("worker");
-        }
-    };
-    churn(16);
-    let before = live();
-    churn(200);
-    let grown = live() - before;
+    let grown = churn(&reg, 16, 200, move |r| {
+        r.retain(h).expect("retain");
+        assert_eq!(r.release(h), Ok(Released::Held(0)));
+    });
     // A captured backtrace is a KiB or more: 200 of them kept is >100 KiB.
     assert!(
         grown < 16 * 1024,
