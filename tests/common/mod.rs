@@ -161,8 +161,18 @@ where
 }
 
 /// Joins a thread, re-raising its panic (with its original message) if it
-/// panicked.
+/// panicked; a thread still running after [`WATCHDOG`] fails the test
+/// (a deadlock) instead of hanging it.
 pub fn join<R>(h: JoinHandle<R>) -> R {
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    while !h.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "thread {:?} still running after {WATCHDOG:?}: deadlock or blocked thread",
+            h.thread().name().unwrap_or("unnamed")
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
     match h.join() {
         Ok(r) => r,
         Err(p) => std::panic::resume_unwind(p),
