@@ -347,13 +347,16 @@ impl Diag {
         // when a thread-exit event comes from a thread-local destructor):
         // caught like the hook's, never unwinding into the registry.
         #[cfg(feature = "tracing")]
-        if catch_unwind(AssertUnwindSafe(|| trace_event(event))).is_err() {
-            self.hook_panics.fetch_add(1, Ordering::Relaxed);
-        }
+        self.guarded(|| trace_event(event));
         if let Some(hook) = &self.hook {
-            if catch_unwind(AssertUnwindSafe(|| hook(event))).is_err() {
-                self.hook_panics.fetch_add(1, Ordering::Relaxed);
-            }
+            self.guarded(|| hook(event));
+        }
+    }
+
+    /// Runs a listener, catching and counting its panic.
+    fn guarded(&self, listener: impl FnOnce()) {
+        if catch_unwind(AssertUnwindSafe(listener)).is_err() {
+            self.hook_panics.fetch_add(1, Ordering::Relaxed);
         }
     }
 

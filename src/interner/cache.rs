@@ -17,9 +17,9 @@ use std::hash::{Hash, Hasher};
 use crate::Handle;
 
 /// Entries of one thread's cache for one interner.
-pub(super) const CACHE_SLOTS: usize = 64;
+const CACHE_SLOTS: usize = 64;
 /// Interners a thread caches at once.
-pub(super) const CACHES_PER_THREAD: usize = 8;
+const CACHES_PER_THREAD: usize = 8;
 
 crate::sync::thread_locals! {
     /// The calling thread's caches: `(interner serial, Cache<K>)`.
@@ -35,6 +35,19 @@ struct Caches {
     list: Vec<(u64, Box<dyn AnyCache>)>,
 }
 
+impl Caches {
+    /// Takes the cache at `i` out of the list, first clearing `HOT` if it
+    /// points to it (the one place a cache leaves the list while the thread
+    /// runs; the caller drops it after the borrows end).
+    fn remove(&mut self, i: usize) -> Box<dyn AnyCache> {
+        let (serial, cache) = self.list.remove(i);
+        if hot().0 == serial {
+            set_hot(0, std::ptr::null());
+        }
+        cache
+    }
+}
+
 impl Drop for Caches {
     /// The thread is exiting: `HOT` must not outlive the boxes it points into.
     fn drop(&mut self) {
@@ -46,7 +59,7 @@ impl Drop for Caches {
 type Entry<K> = Option<(u64, K, Handle)>;
 
 /// One thread's direct-mapped cache for one interner.
-pub(super) struct Cache<K> {
+struct Cache<K> {
     slots: RefCell<Box<[Entry<K>]>>,
 }
 
@@ -114,6 +127,12 @@ fn set_hot(serial: u64, cache: *const ()) {
     let _ = HOT.try_with(|c| c.set((serial, cache)));
 }
 
+/// Makes `cache` (interner `serial`'s, in this thread's list) the hot one.
+fn make_hot<K>(serial: u64, cache: &Cache<K>) {
+    let p: *const Cache<K> = cache;
+    set_hot(serial, p.cast());
+}
+
 /// The calling thread's cached handle for `key` in interner `serial`.
 ///
 /// `K` must be the key type of the interner with that serial.
@@ -129,10 +148,10 @@ where
     }
     // SAFETY: `HOT` holds a serial only together with a pointer to that
     // interner's `Cache<K>` in a box owned by this thread's `CACHES` list
-    // (`lookup_cold` and `remember` set it from such a box). It is cleared
-    // before the box can be freed: `remember` clears it when it evicts that
-    // box, `drop_cache` when it removes it, and `Caches::drop` before the
-    // list's boxes are dropped at thread exit. A box is only removed while
+    // (`make_hot`, from `lookup_cold` and `remember`). It is cleared before
+    // the box can be freed: `Caches::remove` (eviction, `drop_cache`) clears
+    // it when it takes that box out of the list, and `Caches::drop` before
+    // the list's boxes are dropped at thread exit. A box is only removed while
     // its cache is not busy, i.e. while no `Cache::get` borrows it, so the
     // reference below is never left dangling while user code (the key's
     // `Eq`) runs under it. Serials are never reused, and the box under a
@@ -154,9 +173,8 @@ where
             let caches = caches.try_borrow().ok()?;
             let (_, cache) = caches.list.iter().find(|(s, _)| *s == serial)?;
             let cache = cache.as_any().downcast_ref::<Cache<K>>()?;
-            let p: *const Cache<K> = cache;
-            set_hot(serial, p.cast());
-            Some(p)
+            make_hot(serial, cache);
+            Some(std::ptr::from_ref(cache))
         })
         .ok()
         .flatten()?;
@@ -172,30 +190,24 @@ where
 pub(super) fn remember<K: 'static>(serial: u64, owned: K, hash: u64, handle: Handle) {
     let _dropped = CACHES.try_with(|caches| {
         let mut caches = caches.try_borrow_mut().ok()?;
-        let list = &mut caches.list;
         let mut evicted: Option<Box<dyn AnyCache>> = None;
-        let i = match list.iter().position(|(s, _)| *s == serial) {
+        let i = match caches.list.iter().position(|(s, _)| *s == serial) {
             Some(i) => i,
             None => {
-                if list.len() >= CACHES_PER_THREAD {
+                if caches.list.len() >= CACHES_PER_THREAD {
                     // The oldest cache no lookup is using.
-                    let victim = list.iter().position(|(_, c)| !c.busy())?;
-                    let (s, cache) = list.remove(victim);
-                    if hot().0 == s {
-                        set_hot(0, std::ptr::null());
-                    }
-                    evicted = Some(cache);
+                    let victim = caches.list.iter().position(|(_, c)| !c.busy())?;
+                    evicted = Some(caches.remove(victim));
                 }
-                list.push((serial, Box::new(Cache::<K>::new())));
-                list.len() - 1
+                caches.list.push((serial, Box::new(Cache::<K>::new())));
+                caches.list.len() - 1
             }
         };
-        let cache = list[i].1.as_any().downcast_ref::<Cache<K>>()?;
+        let cache = caches.list[i].1.as_any().downcast_ref::<Cache<K>>()?;
         let mut slots = cache.slots.try_borrow_mut().ok()?;
         let old = slots[slot_of(hash)].replace((hash, owned, handle));
         drop(slots);
-        let p: *const Cache<K> = cache;
-        set_hot(serial, p.cast());
+        make_hot(serial, cache);
         Some((evicted, old))
     });
 }
@@ -209,10 +221,7 @@ pub(super) fn drop_cache(serial: u64) {
             .list
             .iter()
             .position(|(s, c)| *s == serial && !c.busy())?;
-        if hot().0 == serial {
-            set_hot(0, std::ptr::null());
-        }
-        Some(caches.list.remove(i))
+        Some(caches.remove(i))
     });
 }
 
