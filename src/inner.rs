@@ -13,6 +13,7 @@ use std::ptr;
 use std::sync::{Arc, Weak};
 
 use crate::diag::{Diag, DiagConfig};
+use crate::free::FreeList;
 use crate::inbox::Sent;
 use crate::interner::Forget;
 use crate::limits::{DRAIN_BATCH, GEN_BITS, INDEX_BITS, MAX_TAG};
@@ -23,6 +24,7 @@ use crate::sync::{self, AtomicBool, AtomicPtr, AtomicU64, Mutex, Ordering};
 use crate::tid::{self, ExitHook};
 use crate::{Error, Handle, InsertError, Released, ThreadExit};
 
+mod alloc;
 mod teardown;
 
 /// Settings fixed at build time.
@@ -36,13 +38,15 @@ pub(crate) struct Config {
     pub(crate) diag: DiagConfig,
 }
 
-/// Slot allocation bookkeeping.
-struct FreeList {
-    free: Vec<u32>,
-    /// Slots `0..next` have been handed out at least once.
-    next: u32,
-    /// Slots whose generation is exhausted; never reused.
-    retired: u32,
+/// Every thread table, and what departed tables counted.
+pub(crate) struct Tables<T> {
+    /// Live threads' tables, and exited threads' that still hold something
+    /// (leaked references, proxies dropped after thread exit).
+    pub(crate) list: Vec<Arc<ThreadTable<T>>>,
+    /// Objects inserted by tables no longer in `list`.
+    inserted: u64,
+    /// Objects finalized by tables no longer in `list`.
+    finalized: u64,
 }
 
 /// Raw transfer tokens in flight (see [`Transfer::into_raw`](crate::Transfer::into_raw)).
@@ -64,15 +68,16 @@ pub(crate) struct Inner<T> {
     pub(crate) config: Config,
     slots: Pages<Slot<T>>,
     alloc: Mutex<FreeList>,
-    live: AtomicU64,
-    /// Finalized values between `live` and their home inbox.
+    /// Objects finalized by a thread without a table (an unclaimed transfer
+    /// dropped on a fresh thread): the rare case of `len()`'s count.
+    loose_finalized: AtomicU64,
+    /// Finalized values between "not live" and their home inbox.
     in_transit: AtomicU64,
     /// `tid` → this thread's table. Each cell is read and written only by
     /// the thread that currently owns that `tid`.
     threads: Pages<AtomicPtr<ThreadTable<T>>>,
-    /// Owns every table: live threads', and exited threads' that still hold
-    /// something (leaked references, proxies dropped after thread exit).
-    tables: Mutex<Vec<Arc<ThreadTable<T>>>>,
+    /// Owns every table (see [`Tables`]).
+    tables: Mutex<Tables<T>>,
     raw: Mutex<RawTransfers>,
     drop_panics: AtomicU64,
     /// Events, misuse policy, origins (see [`crate::diag`]).
@@ -117,15 +122,15 @@ impl<T: Send + Sync + 'static> Inner<T> {
             serial,
             config,
             slots: Pages::new(),
-            alloc: Mutex::new(FreeList {
-                free: Vec::new(),
-                next: 0,
-                retired: 0,
-            }),
-            live: AtomicU64::new(0),
+            alloc: Mutex::new(FreeList::default()),
+            loose_finalized: AtomicU64::new(0),
             in_transit: AtomicU64::new(0),
             threads: Pages::new(),
-            tables: Mutex::new(Vec::new()),
+            tables: Mutex::new(Tables {
+                list: Vec::new(),
+                inserted: 0,
+                finalized: 0,
+            }),
             raw: Mutex::new(RawTransfers {
                 live: HashMap::new(),
                 next: 1,
@@ -217,7 +222,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             return Err(Error::ThreadExited);
         }
         let p = Arc::as_ptr(&table).cast_mut();
-        self.tables.lock().push(table);
+        self.tables.lock().list.push(table);
         cell.store(p, Ordering::Release);
         tid::cache_table(self.serial, p.cast());
         // SAFETY: just stored by this thread; see `my_table`.
@@ -277,38 +282,28 @@ impl<T: Send + Sync + 'static> Inner<T> {
             Err(e) => return Err(InsertError::new(e, value)),
         };
         self.maybe_drain(table);
-        let Some(index) = self.alloc_slot() else {
+        let Some((index, slot)) = self.claim_slot(table) else {
             return Err(InsertError::new(Error::Full, value));
         };
-        let (Some(slot), Some(entry)) =
-            (self.slots.get(index as usize), table.entry_or_alloc(index))
-        else {
-            // Unreachable: `alloc_slot` allocated the slot's page and the
-            // index is below MAX_CAPACITY. Give the slot back, lose nothing.
+        let Some(entry) = table.entry_or_alloc(index) else {
+            // Unreachable: the index is below MAX_CAPACITY. Give the slot
+            // back, lose nothing.
+            slot.unclaim();
             self.alloc.lock().free.push(index);
             return Err(InsertError::new(Error::Full, value));
         };
-        let home = Arc::into_raw(Arc::clone(&table.inbox)).cast_mut();
-        let generation = slot.fill(value, home);
-        self.live.fetch_add(1, Ordering::Relaxed);
+        // The claim stored the inbox's address in the slot; this is the
+        // count that goes with it (given back by `take`'s `Arc::from_raw`).
+        let home = Arc::into_raw(Arc::clone(&table.inbox));
+        debug_assert!(ptr::eq(home, slot.home_addr()));
+        // Counted before it is published, so any finalization of it (on any
+        // thread) happens after the count: see `len` and `quiescent`.
+        table.inserted.bump();
+        let generation = slot.fill(value);
         entry.store(kind.one(), Ordering::Relaxed);
         let h = Handle::new(self.tag, generation, index);
         self.diag.inserted(h, table.thread);
         Ok((h, slot, table, entry))
-    }
-
-    fn alloc_slot(&self) -> Option<u32> {
-        let mut a = self.alloc.lock();
-        if let Some(i) = a.free.pop() {
-            return Some(i);
-        }
-        if a.next >= self.config.capacity {
-            return None;
-        }
-        let i = a.next;
-        self.slots.get_or_alloc(i as usize)?;
-        a.next += 1;
-        Some(i)
     }
 
     /// The fast path of every operation on a handle the calling thread
@@ -579,12 +574,16 @@ impl<T: Send + Sync + 'static> Inner<T> {
             // On its way home: `shutdown` waits for it (see `quiescent`).
             self.in_transit.fetch_add(1, Ordering::SeqCst);
         }
-        // Not live any more — before the slot can be reused: the free list's
-        // lock orders this before the next insert's increment, so `len()`
-        // never exceeds the capacity.
-        self.live.fetch_sub(1, Ordering::SeqCst);
+        // Not live any more — before the slot can be reused, so `len()`
+        // never exceeds the capacity (see `len`).
+        match table {
+            Some(t) => t.finalized.bump(),
+            None => {
+                self.loose_finalized.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         self.diag.died(h);
-        self.free_slot(slot, h);
+        self.free_slot(slot, h, table);
         self.tell_forgetters(h);
         let Some(home) = home else {
             self.dispose(h, value, table);
@@ -611,18 +610,6 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 home.drain(usize::MAX, false, |h, v| self.dispose(h, v, table));
                 Released::Finalized
             }
-        }
-    }
-
-    /// Returns a finalized slot to the free list under its next generation,
-    /// or retires it if the generation is exhausted.
-    fn free_slot(&self, slot: &Slot<T>, h: Handle) {
-        let next = h.generation() + 1;
-        if next > self.config.max_generation {
-            self.alloc.lock().retired += 1;
-        } else {
-            slot.reset(next);
-            self.alloc.lock().free.push(h.index());
         }
     }
 
@@ -862,7 +849,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let slot = self.slot(h)?;
         slot.check(h)?;
         let mut out = Vec::new();
-        for t in self.tables.lock().iter() {
+        for t in self.tables.lock().list.iter() {
             let e = t.load(h.index());
             if e != 0 {
                 out.push((t.thread, total(e), t.exited.load(Ordering::Relaxed)));
@@ -874,22 +861,47 @@ impl<T: Send + Sync + 'static> Inner<T> {
         Ok(out)
     }
 
-    /// Live objects.
+    /// Live objects: every table's inserts minus every finalization.
+    ///
+    /// Insertions are read first. A finalization of a slot's previous object
+    /// happens before the slot is claimed again, so whoever sees an insert
+    /// also sees the finalization before it in the same slot: the sum counts
+    /// at most one object per slot and never exceeds the capacity. While
+    /// other threads insert and release it is a moment's approximation; it
+    /// is exact once they are done (joined, or synchronised otherwise).
     pub(crate) fn len(&self) -> usize {
-        self.live.load(Ordering::Relaxed) as usize
+        let tables = self.tables.lock();
+        let inserted = tables.inserted + tables.list.iter().map(|t| t.inserted.get()).sum::<u64>();
+        let finalized = tables.finalized
+            + tables.list.iter().map(|t| t.finalized.get()).sum::<u64>()
+            + self.loose_finalized.load(Ordering::SeqCst);
+        usize::try_from(inserted.saturating_sub(finalized)).unwrap_or(usize::MAX)
     }
 
     /// No object is live and no finalized value is still on its way to a
     /// home inbox: once this is seen, a `pump` on a home thread finds every
-    /// value released to it. (SeqCst: `finalize` counts a value in transit
-    /// before it stops counting it as live.)
+    /// value released to it.
+    ///
+    /// Finalizations are read first, then `in_transit`, then insertions: a
+    /// finalization seen implies its insert is seen (no false zero), and a
+    /// value sent home is counted in transit before it counts as finalized
+    /// (SeqCst), so a seen finalization with its value still on the way
+    /// shows in `in_transit`.
     pub(crate) fn quiescent(&self) -> bool {
-        self.live.load(Ordering::SeqCst) == 0 && self.in_transit.load(Ordering::SeqCst) == 0
+        let tables = self.tables.lock();
+        let finalized = tables.finalized
+            + tables.list.iter().map(|t| t.finalized.get()).sum::<u64>()
+            + self.loose_finalized.load(Ordering::SeqCst);
+        if self.in_transit.load(Ordering::SeqCst) != 0 {
+            return false;
+        }
+        let inserted = tables.inserted + tables.list.iter().map(|t| t.inserted.get()).sum::<u64>();
+        inserted == finalized
     }
 
     /// Raw view for snapshots: calls `f` with every table (under the lock).
     pub(crate) fn with_tables<R>(&self, f: impl FnOnce(&[Arc<ThreadTable<T>>]) -> R) -> R {
-        f(&self.tables.lock())
+        f(&self.tables.lock().list)
     }
 
     /// Raw view for snapshots: `(handle, slot)` of every live object.

@@ -251,6 +251,7 @@
 mod builder;
 mod diag;
 mod error;
+mod free;
 mod guard;
 mod handle;
 mod inbox;

@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use crate::free::FreeCache;
 use crate::inbox::Inbox;
 use crate::page::{Loc, Pages};
 use crate::sync::{AtomicBool, AtomicU64, Ordering, ThreadId};
@@ -55,6 +56,37 @@ pub(crate) struct ThreadTable<T> {
     /// A drain is running on this thread (a `Drop` re-entering the registry
     /// does not start a nested one).
     draining: AtomicBool,
+    /// Slots this thread freed, to reuse without the global lock.
+    pub(crate) free: FreeCache,
+    /// Objects this thread inserted, ever (see [`Counter`]).
+    pub(crate) inserted: Counter,
+    /// Objects this thread finalized, ever (see [`Counter`]).
+    pub(crate) finalized: Counter,
+}
+
+/// A count that only the owning thread bumps (a load and a store, no
+/// read-modify-write) and any thread reads. The registry's `len()` is the
+/// sum of every table's `inserted - finalized`.
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    fn new() -> Self {
+        Counter(AtomicU64::new(0))
+    }
+
+    /// Owner only: +1. Release: a reader that sees the new value also sees
+    /// what the owner did before (see `Inner::len`).
+    #[inline]
+    pub(crate) fn bump(&self) {
+        let n = self.0.load(Ordering::Relaxed);
+        self.0.store(n + 1, Ordering::Release);
+    }
+
+    /// Any thread: the current value.
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 impl<T> ThreadTable<T> {
@@ -66,6 +98,9 @@ impl<T> ThreadTable<T> {
             name,
             exited: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            free: FreeCache::new(),
+            inserted: Counter::new(),
+            finalized: Counter::new(),
         }
     }
 

@@ -11,8 +11,11 @@
 //! * `try_hold` only increments a non-zero `holds` of the right generation
 //!   (CAS), so nothing resurrects a dead object and a stale handle never
 //!   acquires a reused slot.
-//! * The generation changes only while `holds == 0` (in [`Slot::reset`]), so it
+//! * The generation changes only while `holds == 0` (in [`Slot::publish_free`]), so it
 //!   is stable while anybody holds the object.
+//! * `home` is null iff the slot is free: an insert claims a free slot by
+//!   swinging it to its inbox (CAS), and the finalizer stores null again
+//!   last, after moving the value out (see [`crate::free`]).
 
 use std::mem::MaybeUninit;
 use std::ptr;
@@ -43,8 +46,9 @@ pub(crate) struct Slot<T> {
     state: AtomicU64,
     /// `pins << 32 | transfers`: what the holds are made of, beyond threads.
     extra: AtomicU64,
-    /// The home thread's inbox (`Arc::into_raw`) while the object is live,
-    /// null while the slot is free. Compared by address to decide "am I home";
+    /// The home thread's inbox (`Arc::into_raw`) from the claim until the
+    /// slot is published free again, null while the slot is free (a dangling
+    /// marker once retired). Compared by address to decide "am I home";
     /// dereferenced only by the finalizer, which owns the slot exclusively.
     home: AtomicPtr<Inbox<T>>,
     /// Initialised iff the object is live (or being finalized by its owner).
@@ -76,7 +80,7 @@ impl<T> PageEntry for Slot<T> {
 
 impl<T> Slot<T> {
     /// The current state word (acquire: pairs with the publishing store of
-    /// `fill` and the generation bump of `reset`).
+    /// `fill` and the generation bump of `publish_free`).
     #[inline]
     pub(crate) fn state(&self) -> u64 {
         self.state.load(Ordering::Acquire)
@@ -141,16 +145,33 @@ impl<T> Slot<T> {
         holds(prev) == 1
     }
 
-    /// Publishes `value` in a free slot that the caller owns exclusively (it
-    /// popped it from the free list); returns the object's generation. The
-    /// new object has one hold: the inserting thread's.
-    pub(crate) fn fill(&self, value: T, home: *mut Inbox<T>) -> u32 {
+    /// Claims this free slot for an insert by the thread whose inbox is
+    /// `home`: `false` if somebody else owns it (it is live, being filled,
+    /// being finalized, or retired). See [`crate::free`].
+    #[inline]
+    pub(crate) fn try_claim(&self, home: *mut Inbox<T>) -> bool {
+        // Acquire: pairs with the release store of `publish_free`, so the
+        // claimant sees the bumped generation and the moved-out value cell.
+        self.home
+            .compare_exchange(ptr::null_mut(), home, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Gives back a slot claimed by `try_claim` and never filled.
+    pub(crate) fn unclaim(&self) {
+        self.home.store(ptr::null_mut(), Ordering::Release);
+    }
+
+    /// Publishes `value` in a slot the caller claimed (`try_claim`); returns
+    /// the object's generation. The new object has one hold: the inserting
+    /// thread's. The claim's `home` becomes the object's home inbox.
+    pub(crate) fn fill(&self, value: T) -> u32 {
         let g = generation(self.state.load(Ordering::Relaxed));
         self.extra.store(0, Ordering::Relaxed);
-        self.home.store(home, Ordering::Relaxed);
-        // SAFETY: the slot is free and owned by this thread (popped from the
-        // free list under its lock, `holds == 0`), so no other thread reads
-        // or writes the value cell until the release store below publishes it.
+        // SAFETY: the caller claimed the slot (its CAS on `home` succeeded,
+        // after the previous object's finalizer moved the value out), so no
+        // other thread reads or writes the value cell until the release store
+        // below publishes it: `holds == 0` until then, so `try_hold` refuses.
         self.value.with_mut(|v| unsafe { (*v).write(value) });
         self.state.store(u64::from(g) << 32 | 1, Ordering::Release);
         g
@@ -163,30 +184,44 @@ impl<T> Slot<T> {
     }
 
     /// Moves the value and the home inbox out of a slot whose last hold the
-    /// caller just dropped.
+    /// caller just dropped. The slot stays the caller's until it calls
+    /// [`publish_free`](Slot::publish_free) (or forever, if it retires it).
     ///
     /// # Safety
     ///
     /// The caller's `drop_hold` must have returned `true` for this object, and
     /// `take` must be called once for it.
     pub(crate) unsafe fn take(&self) -> (T, Option<Arc<Inbox<T>>>) {
-        // Release: whoever reads the cleared `home` (acquire) also sees
-        // `holds == 0`, so it reports the handle stale.
-        let home = self.home.swap(ptr::null_mut(), Ordering::AcqRel);
+        // Relaxed: the caller's `drop_hold` (AcqRel) already synchronised with
+        // the claim and every holder; nobody else writes `home` until the slot
+        // is published free.
+        let home = self.home.load(Ordering::Relaxed);
         // SAFETY: `holds` reached 0 through the caller's decrement, so no hold
         // (and hence no `&T`) exists and none can be created (`try_hold`
         // refuses 0); the value was initialised by `fill` (caller's
         // precondition: the object was live) and is read exactly once.
         let value = self.value.with(|v| unsafe { ptr::read(v).assume_init() });
         // SAFETY: a non-null `home` was produced by `Arc::into_raw` in the
-        // registry's insert for this object and is converted back once, here.
+        // registry's insert for this object and is converted back once, here
+        // (the caller's precondition); the field keeps only the address.
         let home = (!home.is_null()).then(|| unsafe { Arc::from_raw(home) });
         (value, home)
     }
 
-    /// Frees a finalized slot for reuse under generation `next`.
-    pub(crate) fn reset(&self, next: u32) {
+    /// Frees a finalized slot for reuse under generation `next`: the last
+    /// thing its finalizer does to it (after `take`).
+    pub(crate) fn publish_free(&self, next: u32) {
         self.state.store(u64::from(next) << 32, Ordering::Release);
+        // Release: a claimant (acquire CAS) sees the new generation and the
+        // value cell moved out.
+        self.home.store(ptr::null_mut(), Ordering::Release);
+    }
+
+    /// Retires a finalized slot whose generation is exhausted: its `home`
+    /// stays non-null (a dangling, never dereferenced marker), so no claim
+    /// ever succeeds.
+    pub(crate) fn retire(&self) {
+        self.home.store(ptr::NonNull::dangling().as_ptr(), Ordering::Relaxed);
     }
 
     /// `(pins, transfers)` — diagnostics.
@@ -223,7 +258,8 @@ impl<T> Slot<T> {
         self.extra.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The home inbox address, for "is the caller home" comparisons only.
+    /// The home inbox address, for "is the caller home" comparisons only
+    /// (meaningful while the object is live).
     #[inline]
     pub(crate) fn home_addr(&self) -> *const Inbox<T> {
         self.home.load(Ordering::Acquire)

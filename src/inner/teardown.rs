@@ -148,16 +148,25 @@ impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
             released,
             kept,
         });
+        // From here on this thread frees slots to the global list.
         table.exited.store(true, Ordering::Relaxed);
+        self.spill_cache(table);
         tid::uncache_table(self.serial);
         cell.store(ptr::null_mut(), Ordering::Release);
         if !keep {
             let removed = {
                 let mut tables = self.tables.lock();
-                tables
+                let removed = tables
+                    .list
                     .iter()
                     .position(|t| ptr::eq(Arc::as_ptr(t), p))
-                    .map(|i| tables.swap_remove(i))
+                    .map(|i| tables.list.swap_remove(i));
+                if let Some(t) = &removed {
+                    // What it counted stays counted (see `len`).
+                    tables.inserted += t.inserted.get();
+                    tables.finalized += t.finalized.get();
+                }
+                removed
             };
             drop(removed);
         }
