@@ -294,7 +294,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         };
         // The claim stored the inbox's address in the slot; this is the
         // count that goes with it (given back by `take`'s `Arc::from_raw`).
-        let home = Arc::into_raw(Arc::clone(&table.inbox));
+        let home = table.lend_home();
         debug_assert!(ptr::eq(home, slot.home_addr()));
         // Counted before it is published, so any finalization of it (on any
         // thread) happens after the count: see `len` and `quiescent`.
@@ -564,12 +564,14 @@ impl<T: Send + Sync + 'static> Inner<T> {
     fn finalize(&self, slot: &Slot<T>, h: Handle, table: Option<&ThreadTable<T>>) -> Released {
         // SAFETY: our `drop_hold` returned true: the slot is ours alone.
         let (value, home) = unsafe { slot.take() };
-        let here = match (&home, table) {
-            (Some(home), Some(t)) => Arc::ptr_eq(home, &t.inbox),
-            (None, _) => true,
-            (Some(_), None) => false,
+        // `Some` iff the value must travel to another thread's inbox.
+        let home = match (home, table) {
+            (Some(home), Some(t)) if Arc::ptr_eq(&home, &t.inbox) => {
+                t.keep_home(home);
+                None
+            }
+            (home, _) => home.filter(|_| self.config.home_finalization),
         };
-        let home = home.filter(|_| !here && self.config.home_finalization);
         if home.is_some() {
             // On its way home: `shutdown` waits for it (see `quiescent`).
             self.in_transit.fetch_add(1, Ordering::SeqCst);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::free::FreeCache;
 use crate::inbox::Inbox;
 use crate::page::{Loc, Pages};
-use crate::sync::{AtomicBool, AtomicU64, Ordering, ThreadId};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, ThreadId};
 
 /// One explicit reference in an entry.
 pub(crate) const REF_ONE: u64 = 1;
@@ -62,6 +62,25 @@ pub(crate) struct ThreadTable<T> {
     pub(crate) inserted: Counter,
     /// Objects this thread finalized, ever (see [`Counter`]).
     pub(crate) finalized: Counter,
+    /// Strong counts of `inbox` that the table owns beyond its own, kept
+    /// for the next inserts (see [`ThreadTable::lend_home`]). Owner only.
+    credits: AtomicUsize,
+}
+
+/// Most inbox counts a table keeps in reserve.
+const MAX_CREDITS: usize = 1024;
+
+impl<T> Drop for ThreadTable<T> {
+    fn drop(&mut self) {
+        let inbox = Arc::as_ptr(&self.inbox);
+        for _ in 0..self.credits.load(Ordering::Relaxed) {
+            // SAFETY: each credit is one strong count of `self.inbox` that
+            // `keep_home` kept by forgetting an `Arc` of it; it is given up
+            // once, here. The table's own `inbox` field holds another count,
+            // so the inbox outlives this loop.
+            unsafe { Arc::decrement_strong_count(inbox) };
+        }
+    }
 }
 
 /// A count that only the owning thread bumps (a load and a store, no
@@ -101,6 +120,35 @@ impl<T> ThreadTable<T> {
             free: FreeCache::new(),
             inserted: Counter::new(),
             finalized: Counter::new(),
+            credits: AtomicUsize::new(0),
+        }
+    }
+
+    /// Owner only: one strong count of this thread's inbox for a new
+    /// object's slot, as `Arc::into_raw` (given back by `Slot::take`'s
+    /// `Arc::from_raw`). A count returned by [`ThreadTable::keep_home`]
+    /// is reused when there is one, so an insert after a release on the
+    /// home thread does no atomic read-modify-write on the inbox's count.
+    #[inline]
+    pub(crate) fn lend_home(&self) -> *const Inbox<T> {
+        let c = self.credits.load(Ordering::Relaxed);
+        if c == 0 {
+            return Arc::into_raw(Arc::clone(&self.inbox));
+        }
+        self.credits.store(c - 1, Ordering::Relaxed);
+        Arc::as_ptr(&self.inbox)
+    }
+
+    /// Owner only: takes back the inbox count of an object finalized on
+    /// its home thread (`home` must be this table's inbox), for the next
+    /// [`ThreadTable::lend_home`].
+    #[inline]
+    pub(crate) fn keep_home(&self, home: Arc<Inbox<T>>) {
+        debug_assert!(Arc::ptr_eq(&home, &self.inbox));
+        let c = self.credits.load(Ordering::Relaxed);
+        if c < MAX_CREDITS {
+            std::mem::forget(home);
+            self.credits.store(c + 1, Ordering::Relaxed);
         }
     }
 

@@ -221,7 +221,8 @@ impl<T> Slot<T> {
     /// stays non-null (a dangling, never dereferenced marker), so no claim
     /// ever succeeds.
     pub(crate) fn retire(&self) {
-        self.home.store(ptr::NonNull::dangling().as_ptr(), Ordering::Relaxed);
+        self.home
+            .store(ptr::NonNull::dangling().as_ptr(), Ordering::Relaxed);
     }
 
     /// `(pins, transfers)` — diagnostics.

@@ -110,3 +110,18 @@ impl Drop for Node {
         }
     }
 }
+
+/// Runs `f` under loom like `loom::model`, with room for longer executions.
+///
+/// loom's default limit of 1000 branches per execution counts every atomic
+/// access; the models' threads run a whole insert, transfer, release and
+/// thread exit, so they need more. The limit still catches a spin that never
+/// ends (a stranded value waited for), just later. `LOOM_MAX_BRANCHES`
+/// overrides it.
+pub fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+    let mut builder = loom::model::Builder::new();
+    if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+        builder.max_branches = 10_000;
+    }
+    builder.check(f);
+}

@@ -24,7 +24,7 @@ fn wait_for_drops(reg: &Registry<Tracked>, drops: &Drops, n: usize) {
 /// is finalized exactly once after both let go.
 #[test]
 fn two_threads_interning_one_key_init_runs_once() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         let reg: Registry<Tracked> = Registry::builder().capacity(2).build();
         let interner: Interner<u32, Tracked, ()> = Interner::new(&reg);
@@ -74,7 +74,7 @@ fn two_threads_interning_one_key_init_runs_once() {
 /// the handle it returns is always live.
 #[test]
 fn intern_racing_final_release_never_returns_a_dead_handle() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         drops.set_home();
         let reg: Registry<Tracked> = Registry::builder().capacity(2).build();
@@ -121,7 +121,7 @@ fn intern_racing_final_release_never_returns_a_dead_handle() {
 /// object with consistent counts.
 #[test]
 fn failing_init_with_a_waiter_does_not_poison_the_key() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         let reg: Registry<Tracked> = Registry::builder().capacity(2).build();
         let interner: Interner<u32, Tracked, &'static str> = Interner::new(&reg);

@@ -13,7 +13,7 @@ use tether::{Error, Registry, Released};
 /// thread (directly, or queued to it and drained by `pump`).
 #[test]
 fn concurrent_last_releases_finalize_once_at_home() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         drops.set_home();
         let reg: Registry<Tracked> = Registry::builder().capacity(1).build();
@@ -49,7 +49,7 @@ fn concurrent_last_releases_finalize_once_at_home() {
 /// worker, the object stays alive although the home releases everything.
 #[test]
 fn transfer_in_flight_keeps_object_alive() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         drops.set_home();
         let reg: Registry<Tracked> = Registry::builder().capacity(1).build();
@@ -81,7 +81,7 @@ fn transfer_in_flight_keeps_object_alive() {
 /// stranded rather than be swept up when the inbox is freed.
 #[test]
 fn remote_release_racing_home_exit_is_never_lost() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         let reg: Registry<Tracked> = Registry::builder().capacity(2).build();
         let (to_worker, from_home) = mpsc::channel();
@@ -138,7 +138,7 @@ fn remote_release_racing_home_exit_is_never_lost() {
 /// completes while the guard lives).
 #[test]
 fn guard_blocks_finalization_not_threads() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         drops.set_home();
         let reg: Registry<Tracked> = Registry::builder().capacity(1).build();
@@ -179,7 +179,7 @@ fn guard_blocks_finalization_not_threads() {
 /// forces reuse.
 #[test]
 fn stale_handle_never_resolves_to_reused_slot() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         drops.set_home();
         let reg: Registry<Tracked> = Registry::builder().capacity(1).build();

@@ -12,7 +12,7 @@ use tether::{Error, Registry, Released, ThreadExit, Transfer};
 /// the holder, and is finalized exactly once when the holder lets go.
 #[test]
 fn holder_retains_while_other_thread_drops_its_last() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         drops.set_home();
         let reg: Registry<Tracked> = Registry::builder().capacity(1).build();
@@ -41,7 +41,7 @@ fn holder_retains_while_other_thread_drops_its_last() {
 /// reference is released exactly once.
 #[test]
 fn raw_transfer_taken_back_racing_claim_raw() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         drops.set_home();
         let reg: Registry<Tracked> = Registry::builder().capacity(1).build();
@@ -83,7 +83,7 @@ fn raw_transfer_taken_back_racing_claim_raw() {
 /// the home thread.
 #[test]
 fn thread_exit_racing_release() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         drops.set_home();
         let reg: Registry<Tracked> = Registry::builder()
@@ -116,7 +116,7 @@ fn thread_exit_racing_release() {
 /// finalized exactly once after.
 #[test]
 fn pin_unpin_racing_last_release() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         drops.set_home();
         let reg: Registry<Tracked> = Registry::builder().capacity(1).build();
@@ -147,7 +147,7 @@ fn pin_unpin_racing_last_release() {
 /// capacity is fully reusable afterwards.
 #[test]
 fn insert_at_capacity_racing_release() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         drops.set_home();
         let reg: Registry<Tracked> = Registry::builder()
@@ -190,7 +190,7 @@ fn insert_at_capacity_racing_release() {
 /// thread's pump: no deadlock (loom reports one), everything finalized once.
 #[test]
 fn reentrant_drop_racing_remote_release() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         drops.set_home();
         let reg: Registry<Node> = Registry::builder().capacity(2).build();
@@ -262,7 +262,7 @@ fn concurrent_first_use_installs_pages_once() {
 /// spin forever and loom fails the model at its branch limit.
 #[test]
 fn pending_flag_never_loses_a_queued_value() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         drops.set_home();
         let reg: Registry<Tracked> = Registry::builder().capacity(3).build();
@@ -299,7 +299,7 @@ fn pending_flag_never_loses_a_queued_value() {
 /// here: a value between "not live" and "in the home inbox" is waited for.
 #[test]
 fn shutdown_waits_for_a_value_on_its_way_home() {
-    loom::model(|| {
+    loom_tests::model(|| {
         let drops = Drops::new();
         drops.set_home();
         let reg: Registry<Tracked> = Registry::builder().capacity(1).build();
@@ -320,5 +320,69 @@ fn shutdown_waits_for_a_value_on_its_way_home() {
         assert_eq!(drops.total(), 1, "finalized before shutdown returned Ok");
         assert_eq!(drops.at_home(), 1, "on the home thread");
         worker.join().unwrap();
+    });
+}
+
+/// Issue 4, slot claims (`crate::free`): a slot freed into the main thread's
+/// cache is wanted at once by the main thread (popping its cache) and by a
+/// worker that finds the registry otherwise full (stealing from that cache).
+/// Exactly one of them gets it — the other gets `Full` with its value back —
+/// every object keeps its own value, and the capacity is never exceeded.
+#[test]
+fn cached_free_slot_is_claimed_once() {
+    loom_tests::model(|| {
+        let drops = Drops::new();
+        drops.set_home();
+        let reg: Registry<Tracked> = Registry::builder()
+            .capacity(2)
+            .home_finalization(false)
+            .build();
+        // Slot 0 is used and freed into this thread's cache.
+        let a = reg.insert(drops.value(1)).unwrap();
+        reg.release(a).unwrap();
+        let worker = {
+            let reg = reg.clone();
+            let drops = drops.clone();
+            thread::spawn(move || {
+                // A fresh slot, then the only free one: a steal.
+                let x = reg.insert(drops.value(2)).unwrap();
+                let y = reg.insert(drops.value(3));
+                assert_eq!(reg.get(x).unwrap().id, 2);
+                let got = match y {
+                    Ok(y) => {
+                        assert_eq!(reg.get(y).unwrap().id, 3, "its own value");
+                        reg.release(y).unwrap();
+                        true
+                    }
+                    Err(e) => {
+                        assert_eq!(e.error(), Error::Full);
+                        assert_eq!(e.into_value().id, 3, "the value is handed back");
+                        false
+                    }
+                };
+                reg.release(x).unwrap();
+                got
+            })
+        };
+        let b = reg.insert(drops.value(4));
+        assert!(reg.len() <= 2);
+        let main_got = match b {
+            Ok(b) => {
+                assert_eq!(reg.get(b).unwrap().id, 4, "its own value");
+                reg.release(b).unwrap();
+                true
+            }
+            Err(e) => {
+                assert_eq!(e.error(), Error::Full);
+                assert_eq!(e.into_value().id, 4, "the value is handed back");
+                false
+            }
+        };
+        let worker_got = worker.join().unwrap();
+        // Full only if the other thread had the slot: at least one of the
+        // two inserts succeeded.
+        assert!(main_got || worker_got, "a free slot was missed");
+        assert_eq!(drops.total(), 4, "every value dropped once");
+        assert!(reg.is_empty());
     });
 }
