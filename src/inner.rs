@@ -47,6 +47,10 @@ pub(crate) struct Tables<T> {
     inserted: u64,
     /// Objects finalized by tables no longer in `list`.
     finalized: u64,
+    /// Values sent home by tables no longer in `list`, begun and done.
+    sending: u64,
+    /// See `sending`.
+    sent: u64,
 }
 
 /// Raw transfer tokens in flight (see [`Transfer::into_raw`](crate::Transfer::into_raw)).
@@ -71,7 +75,8 @@ pub(crate) struct Inner<T> {
     /// Objects finalized by a thread without a table (an unclaimed transfer
     /// dropped on a fresh thread): the rare case of `len()`'s count.
     loose_finalized: AtomicU64,
-    /// Finalized values between "not live" and their home inbox.
+    /// Finalized values between "not live" and their home inbox, sent by a
+    /// thread without a table (others count in their table: `sending`).
     in_transit: AtomicU64,
     /// `tid` → this thread's table. Each cell is read and written only by
     /// the thread that currently owns that `tid`.
@@ -130,6 +135,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 list: Vec::new(),
                 inserted: 0,
                 finalized: 0,
+                sending: 0,
+                sent: 0,
             }),
             raw: Mutex::new(RawTransfers {
                 live: HashMap::new(),
@@ -306,13 +313,16 @@ impl<T: Send + Sync + 'static> Inner<T> {
         Ok((h, slot, table, entry))
     }
 
-    /// The fast path of every operation on a handle the calling thread
-    /// already holds: its own entry (non-zero) and the slot, if `h` names the
-    /// object there and no queued finalization is waiting to be drained. One
-    /// location computation serves both arrays; nothing shared is written.
+    /// The fast path of every operation on a handle: the calling thread's
+    /// own entry `e` and the slot, if no queued finalization is waiting to
+    /// be drained, and either the thread holds the object `h` names (`e !=
+    /// 0`, generations match) or it holds nothing at that index (`e == 0`,
+    /// index within the capacity: a 0→1 transition, whose access check is
+    /// the caller's). One location computation serves both arrays; nothing
+    /// shared is written. `None`: take the general path.
     #[inline(always)]
     #[allow(clippy::type_complexity)]
-    fn held(&self, h: Handle) -> Option<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u64)> {
+    fn lookup(&self, h: Handle) -> Option<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u64)> {
         if h.tag() != self.tag || sync::forked() {
             return None;
         }
@@ -323,10 +333,10 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let loc = Loc::of(h.index() as usize);
         let entry = table.entry_at(loc)?;
         let e = entry.load(Ordering::Relaxed);
-        if e == 0 {
-            return None;
-        }
         let slot = self.slots.at(loc)?;
+        if e == 0 {
+            return (h.index() < self.config.capacity).then_some((slot, table, entry, 0));
+        }
         // The thread holds the object at this index, so its generation is
         // stable: `h` names it iff the generations match.
         (slot.held_generation() == h.generation()).then_some((slot, table, entry, e))
@@ -343,7 +353,12 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// `retain`: +1 explicit reference for the calling thread.
     #[inline]
     pub(crate) fn retain(&self, h: Handle) -> Result<u32, Error> {
-        if let Some((_, _, entry, e)) = self.held(h) {
+        if let Some((slot, table, entry, e)) = self.lookup(h) {
+            if e == 0 {
+                return self
+                    .first_acquire(h, slot, table, entry, Kind::Ref, false)
+                    .map(|(.., n)| n);
+            }
             if self.has_room(e, Kind::Ref) {
                 entry.store(e + REF_ONE, Ordering::Relaxed);
                 // total(e) < max_count <= u32::MAX, so + 1 fits
@@ -357,8 +372,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// `h` (and has room), else `false` and nothing changes.
     #[inline]
     pub(crate) fn retain_held(&self, h: Handle) -> bool {
-        if let Some((_, _, entry, e)) = self.held(h) {
-            if self.has_room(e, Kind::Ref) {
+        if let Some((_, _, entry, e)) = self.lookup(h) {
+            if e != 0 && self.has_room(e, Kind::Ref) {
                 entry.store(e + REF_ONE, Ordering::Relaxed);
                 return true;
             }
@@ -401,13 +416,49 @@ impl<T: Send + Sync + 'static> Inner<T> {
         kind: Kind,
         granted: bool,
     ) -> Result<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u32), Error> {
-        if let Some((slot, table, entry, e)) = self.held(h) {
+        if let Some((slot, table, entry, e)) = self.lookup(h) {
+            if e == 0 {
+                return self.first_acquire(h, slot, table, entry, kind, granted);
+            }
             if self.has_room(e, kind) {
                 entry.store(e + kind.one(), Ordering::Relaxed);
                 return Ok((slot, table, entry, total(e) + 1));
             }
         }
         self.acquire_slow(h, kind, granted)
+    }
+
+    /// A thread's 0→1 transition found by `lookup` (its entry exists and is
+    /// zero): the access check and the slot's hold, then the entry.
+    #[inline(never)]
+    #[allow(clippy::type_complexity)]
+    fn first_acquire<'a>(
+        &'a self,
+        h: Handle,
+        slot: &'a Slot<T>,
+        table: &'a ThreadTable<T>,
+        entry: &'a AtomicU64,
+        kind: Kind,
+        granted: bool,
+    ) -> Result<(&'a Slot<T>, &'a ThreadTable<T>, &'a AtomicU64, u32), Error> {
+        self.first_hold(h, slot, table, granted)?;
+        Ok(self.first_taken(h, slot, table, entry, kind))
+    }
+
+    /// After a thread's first hold on `h`: its entry gets the reference.
+    #[inline]
+    #[allow(clippy::type_complexity)]
+    fn first_taken<'a>(
+        &self,
+        h: Handle,
+        slot: &'a Slot<T>,
+        table: &'a ThreadTable<T>,
+        entry: &'a AtomicU64,
+        kind: Kind,
+    ) -> (&'a Slot<T>, &'a ThreadTable<T>, &'a AtomicU64, u32) {
+        entry.store(kind.one(), Ordering::Relaxed);
+        self.diag.first_reference(h, table.thread);
+        (slot, table, entry, 1)
     }
 
     /// The general path of `acquire`: drains, classifies errors, and takes a
@@ -445,13 +496,11 @@ impl<T: Send + Sync + 'static> Inner<T> {
             self.drop_hold(slot, h, Some(table));
             return Err(Error::Invalid(h.to_raw()));
         };
-        entry.store(kind.one(), Ordering::Relaxed);
-        self.diag.first_reference(h, table.thread);
-        Ok((slot, table, entry, 1))
+        Ok(self.first_taken(h, slot, table, entry, kind))
     }
 
     /// A thread's 0→1 transition: access check, then a hold on the slot.
-    #[cold]
+    #[inline]
     fn first_hold(
         &self,
         h: Handle,
@@ -459,31 +508,42 @@ impl<T: Send + Sync + 'static> Inner<T> {
         table: &ThreadTable<T>,
         granted: bool,
     ) -> Result<(), Error> {
-        slot.check(h)?;
+        // The access rule reads the slot's current occupant, which may not
+        // be `h`'s object: `try_hold` then refuses (stale or invalid).
         let home = ptr::eq(slot.home_addr(), Arc::as_ptr(&table.inbox));
         if !granted && !home && slot.extra().0 == 0 {
-            // The object may have died since the check (its finalizer clears
-            // `home` after the last hold): say so rather than "not held".
+            // A dead or never-issued `h` says so rather than "not held".
             slot.check(h)?;
             return Err(Error::NotHeld(h));
         }
-        // The object may die between the check and here: `try_hold` refuses
-        // a dead or reused slot.
+        // The object may die any time: `try_hold` refuses a dead or reused
+        // slot.
         slot.try_hold(h)
     }
 
     /// `release`: gives up one explicit reference of the calling thread.
     #[inline]
     pub(crate) fn release(&self, h: Handle) -> Result<Released, Error> {
-        if let Some((_, _, entry, e)) = self.held(h) {
-            // Not the thread's last reference: no shared state changes.
-            if refs(e) != 0 && e != REF_ONE {
+        if let Some((slot, table, entry, e)) = self.lookup(h) {
+            if refs(e) != 0 {
                 let left = e - REF_ONE;
                 entry.store(left, Ordering::Relaxed);
-                return Ok(Released::Held(total(left)));
+                if left != 0 {
+                    // Not the thread's last reference: nothing shared changes.
+                    return Ok(Released::Held(total(left)));
+                }
+                return Ok(self.let_go(h, slot, table));
             }
         }
         self.release_slow(h)
+    }
+
+    /// The calling thread's count for `h` just went 1 → 0 (its entry is
+    /// stored): its hold goes.
+    #[inline(never)]
+    fn let_go(&self, h: Handle, slot: &Slot<T>, table: &ThreadTable<T>) -> Released {
+        self.lost(h, table);
+        self.drop_hold(slot, h, Some(table))
     }
 
     /// The general path of `release`.
@@ -510,8 +570,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if left != 0 {
             return Ok(Released::Held(total(left)));
         }
-        self.lost(h, table);
-        Ok(self.drop_hold(slot, h, Some(table)))
+        Ok(self.let_go(h, slot, table))
     }
 
     /// Drops a root (proxy or guard) of the calling thread.
@@ -574,7 +633,12 @@ impl<T: Send + Sync + 'static> Inner<T> {
         };
         if home.is_some() {
             // On its way home: `shutdown` waits for it (see `quiescent`).
-            self.in_transit.fetch_add(1, Ordering::SeqCst);
+            match table {
+                Some(t) => t.sending.bump(),
+                None => {
+                    self.in_transit.fetch_add(1, Ordering::SeqCst);
+                }
+            }
         }
         // Not live any more — before the slot can be reused, so `len()`
         // never exceeds the capacity (see `len`).
@@ -593,7 +657,12 @@ impl<T: Send + Sync + 'static> Inner<T> {
         };
         let sent = home.send(h, value);
         // Release: the value is in the inbox before the count says so.
-        self.in_transit.fetch_sub(1, Ordering::SeqCst);
+        match table {
+            Some(t) => t.sent.bump(),
+            None => {
+                self.in_transit.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         match sent {
             Sent::Queued => {
                 self.diag.emit(|| crate::Event::QueuedHome {
@@ -884,17 +953,22 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// home inbox: once this is seen, a `pump` on a home thread finds every
     /// value released to it.
     ///
-    /// Finalizations are read first, then `in_transit`, then insertions: a
-    /// finalization seen implies its insert is seen (no false zero), and a
-    /// value sent home is counted in transit before it counts as finalized
-    /// (SeqCst), so a seen finalization with its value still on the way
-    /// shows in `in_transit`.
+    /// Each count only grows, and one thread bumps `sending`, then
+    /// `finalized`, then (after the send) `sent` for a value sent home; an
+    /// insert is counted before its object is published, so before any
+    /// finalization of it. Reading finalizations first, then `sent`, then
+    /// `sending`, then insertions: a finalization seen implies its insert is
+    /// seen (no false zero), and its `sending` too, so a value still on its
+    /// way shows as `sending > sent`. Threads without a table use the
+    /// `loose_finalized` and `in_transit` read-modify-writes instead.
     pub(crate) fn quiescent(&self) -> bool {
         let tables = self.tables.lock();
         let finalized = tables.finalized
             + tables.list.iter().map(|t| t.finalized.get()).sum::<u64>()
             + self.loose_finalized.load(Ordering::SeqCst);
-        if self.in_transit.load(Ordering::SeqCst) != 0 {
+        let sent = tables.sent + tables.list.iter().map(|t| t.sent.get()).sum::<u64>();
+        let sending = tables.sending + tables.list.iter().map(|t| t.sending.get()).sum::<u64>();
+        if sending != sent || self.in_transit.load(Ordering::SeqCst) != 0 {
             return false;
         }
         let inserted = tables.inserted + tables.list.iter().map(|t| t.inserted.get()).sum::<u64>();

@@ -62,6 +62,12 @@ pub(crate) struct ThreadTable<T> {
     pub(crate) inserted: Counter,
     /// Objects this thread finalized, ever (see [`Counter`]).
     pub(crate) finalized: Counter,
+    /// Of those, values this thread started sending to another thread's
+    /// inbox (counted before `finalized`), and values it has sent (counted
+    /// after the send): the difference is on its way (see `Inner::quiescent`).
+    pub(crate) sending: Counter,
+    /// See `sending`.
+    pub(crate) sent: Counter,
     /// Strong counts of `inbox` that the table owns beyond its own, kept
     /// for the next inserts (see [`ThreadTable::lend_home`]). Owner only.
     credits: AtomicUsize,
@@ -120,6 +126,8 @@ impl<T> ThreadTable<T> {
             free: FreeCache::new(),
             inserted: Counter::new(),
             finalized: Counter::new(),
+            sending: Counter::new(),
+            sent: Counter::new(),
             credits: AtomicUsize::new(0),
         }
     }

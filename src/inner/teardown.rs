@@ -165,6 +165,8 @@ impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
                     // What it counted stays counted (see `len`).
                     tables.inserted += t.inserted.get();
                     tables.finalized += t.finalized.get();
+                    tables.sending += t.sending.get();
+                    tables.sent += t.sent.get();
                 }
                 removed
             };
