@@ -219,7 +219,7 @@
 //! | the `pending` flag never loses a queued value | `pending_flag_never_loses_a_queued_value` |
 //! | pages are installed once (CAS); a thread always finds its table | `concurrent_first_use_installs_pages_once` |
 //! | no lock is held while user code runs | `reentrant_drop_racing_remote_release` |
-//! | `len()` never exceeds the capacity | `insert_at_capacity_racing_release` |
+//! | a free slot is claimed by exactly one insert (CAS on its `home`), even when a thread popping its own free-slot cache races another stealing from it; `Full` only when no slot is free; `len()` never exceeds the capacity | `cached_free_slot_is_claimed_once`, `insert_at_capacity_racing_release` |
 //! | an interned key's `init` runs once per object; waiters get the same object, each with its own reference | `two_threads_interning_one_key_init_runs_once` |
 //! | interning never returns a dead handle (a dying object's hold is refused by the CAS; a fresh one is made) | `intern_racing_final_release_never_returns_a_dead_handle` |
 //! | a failed `init` wakes its waiters with the error and leaves the key usable | `failing_init_with_a_waiter_does_not_poison_the_key` |
@@ -234,6 +234,15 @@
 //!   indexed by slot: retaining or releasing a handle the thread already
 //!   holds is a plain increment of a word nobody else writes. Only a thread's
 //!   0↔1 transitions touch the shared state word.
+//! * **Free slots** are claimed with one CAS on the slot's `home` pointer.
+//!   A thread keeps up to 32 slots it freed in its own cache (written with
+//!   plain stores); the global free list's lock is taken only to spill or
+//!   refill that cache, and a registry at capacity steals from the other
+//!   threads' caches before it says `Full`. Insert + final release on one
+//!   thread: one CAS and one `fetch_sub`, no lock, no shared counter.
+//! * **`len()`** sums per-thread insert and finalize counters (each written
+//!   only by its thread), so there is no shared live counter to contend on;
+//!   it is exact whenever no other thread is mid-insert or mid-release.
 //! * **Remote final releases** move the value into the home thread's own
 //!   crossbeam channel; the home thread checks one relaxed flag per call.
 //! * **Fork detection** is one relaxed load of a flag set by a

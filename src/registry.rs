@@ -353,6 +353,12 @@ impl<T: Send + Sync + 'static> Registry<T> {
     }
 
     /// Number of live objects (values queued for finalization are not live).
+    ///
+    /// Exact when no other thread is inserting or releasing at the same
+    /// moment; while they are, a value between two of their operations
+    /// (never above the capacity). It takes the registry's table lock and
+    /// adds up one counter pair per thread: meant for diagnostics and
+    /// tests, not for a hot loop.
     pub fn len(&self) -> usize {
         self.inner.len()
     }
