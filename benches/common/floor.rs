@@ -79,6 +79,32 @@ impl Floor {
         Some(n)
     }
 
+    /// Gives the calling thread its own count table, holding nothing (for a
+    /// second thread; `new` set up the creating thread's).
+    pub fn adopt(&self) {
+        let counts: Vec<Cell<u64>> = (0..self.states.len()).map(|_| Cell::new(0)).collect();
+        COUNTS.with(|c| c.set(Box::leak(counts.into_boxed_slice())));
+    }
+
+    /// A thread's first and last reference (row G3) at the floor: the
+    /// checked per-thread count of `retain` and `release`, plus what any
+    /// shared object needs to learn that one more thread holds it and then
+    /// one fewer: one atomic read-modify-write of its shared word each way
+    /// (a `fetch_add`, cheaper under contention than the CAS that refuses a
+    /// dead object; so this is a lower bound). `Arc` clone+drop does those
+    /// two RMWs and nothing else.
+    #[inline]
+    pub fn first_and_last(&self, id: Id) -> Option<()> {
+        let state = self.states.get(id.index)?;
+        let c = self.mine(id)?;
+        c.set(c.get() + 1);
+        state.fetch_add(1, Ordering::AcqRel);
+        let c = black_box(self.mine(id)?);
+        c.set(c.get().checked_sub(1)?);
+        state.fetch_sub(1, Ordering::AcqRel);
+        Some(())
+    }
+
     /// Borrows the value the way a guard does: +1 while it is read, -1 after.
     #[inline]
     pub fn get(&self, id: Id) -> Option<[u64; 2]> {

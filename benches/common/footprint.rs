@@ -38,11 +38,33 @@ pub fn footprint() -> Vec<Line> {
             per_object(map::<rustc_hash::FxBuildHasher>),
         ),
         (
+            "g7.floor",
+            "floor: state word + value + a count per thread, exact-size",
+            per_object(floor),
+        ),
+        (
             "g7.tether",
             "tether Registry + Vec<Handle> per thread",
             per_object(tether),
         ),
     ]
+}
+
+/// The least any per-thread-count registry can keep: per object, the
+/// shared state word (generation and holds, to refuse stale ids) and the
+/// value, and one 8-byte count in each holding thread's table — all in
+/// exact-size arrays (no growth slack, no home pointer, no pin counts) —
+/// plus each thread's list of its references, grown by `push` like
+/// everybody else's.
+fn floor() -> (Vec<(u64, V)>, [Vec<u64>; 2], Vec<u64>, Vec<u64>) {
+    let slots: Vec<(u64, V)> = (0..OBJECTS).map(|i| (1 << 32 | 2, val(i))).collect();
+    let counts = [vec![1u64; OBJECTS], vec![1u64; OBJECTS]];
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..OBJECTS {
+        a.push(i as u64);
+        b.push(i as u64);
+    }
+    (slots, counts, a, b)
 }
 
 fn per_object<R>(build: fn() -> R) -> f64 {

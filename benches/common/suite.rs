@@ -112,6 +112,16 @@ pub fn groups() -> Vec<Group> {
                 case("arc.2t", "Arc clone+drop, 2 threads, one Arc", || {
                     arc_shared(2)
                 }),
+                case(
+                    "g3.floor.1t",
+                    "floor: checked count + 2 RMWs, 1 thread",
+                    || g3_floor(1),
+                ),
+                case(
+                    "g3.floor.2t",
+                    "floor: checked count + 2 RMWs, 2 threads",
+                    || g3_floor(2),
+                ),
                 case("g3.tether.1t", "tether 0->1->0, 1 thread", || {
                     transitions(1)
                 }),
@@ -286,6 +296,21 @@ fn g1_floor() -> Run {
         time(n, || {
             black_box(floor.retain(black_box(id)).expect("retain"));
             black_box(floor.release(black_box(id)).expect("release"));
+        })
+    })
+}
+
+/// `threads` threads each take and drop their first reference to one
+/// shared object at the floor (see `Floor::first_and_last`).
+fn g3_floor(threads: usize) -> Run {
+    let (floor, ids) = Floor::new(1);
+    let id = ids[0];
+    Box::new(move |n| {
+        on_threads(vec![(); threads], |(), start| {
+            floor.adopt();
+            timed(start, n, || {
+                floor.first_and_last(black_box(id)).expect("live");
+            })
         })
     })
 }
