@@ -56,7 +56,10 @@ pub fn footprint() -> Vec<Line> {
 /// exact-size arrays (no growth slack, no home pointer, no pin counts) —
 /// plus each thread's list of its references, grown by `push` like
 /// everybody else's.
-fn floor() -> (Vec<(u64, V)>, [Vec<u64>; 2], Vec<u64>, Vec<u64>) {
+/// What [`floor`] keeps: slots, both count tables, both reference lists.
+type FloorParts = (Vec<(u64, V)>, [Vec<u64>; 2], Vec<u64>, Vec<u64>);
+
+fn floor() -> FloorParts {
     let slots: Vec<(u64, V)> = (0..OBJECTS).map(|i| (1 << 32 | 2, val(i))).collect();
     let counts = [vec![1u64; OBJECTS], vec![1u64; OBJECTS]];
     let (mut a, mut b) = (Vec::new(), Vec::new());
