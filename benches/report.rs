@@ -224,8 +224,9 @@ fn plot_path(full: bool) -> PathBuf {
         })
 }
 
-/// One plotted row: label, ratio, limit.
-type Bar = (String, f64, f64);
+/// One plotted row: label, ratio, limit, and whether it is a floor row
+/// (a reference, drawn grey).
+type Bar = (String, f64, f64, bool);
 
 fn plot(bars: &[Bar], subtitle: &str, path: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let rows = bars.len() as i32;
@@ -270,13 +271,13 @@ fn plot(bars: &[Bar], subtitle: &str, path: &PathBuf) -> Result<(), Box<dyn std:
         .x_desc("ratio")
         .label_style(("sans-serif", 15))
         .draw()?;
-    for (i, (_, ratio, limit)) in bars.iter().enumerate() {
+    for (i, (_, ratio, limit, floor)) in bars.iter().enumerate() {
         let row = rows - 1 - i as i32;
         let pass = ratio <= limit;
-        let color = if pass {
-            RGBColor(46, 160, 67)
-        } else {
-            RGBColor(215, 58, 73)
+        let color = match (floor, pass) {
+            (true, _) => RGBColor(140, 140, 140),
+            (false, true) => RGBColor(46, 160, 67),
+            (false, false) => RGBColor(215, 58, 73),
         };
         let top = SegmentValue::Exact(row + 1);
         let bottom = SegmentValue::Exact(row);
@@ -290,7 +291,12 @@ fn plot(bars: &[Bar], subtitle: &str, path: &PathBuf) -> Result<(), Box<dyn std:
             vec![(*limit, top), (*limit, bottom)],
             BLACK.stroke_width(3),
         )])?;
-        let verdict = if pass { "PASS" } else { "MISS" };
+        let verdict = match (floor, pass) {
+            (true, true) => "(floor) within",
+            (true, false) => "(floor) beyond",
+            (false, true) => "PASS",
+            (false, false) => "MISS",
+        };
         chart.draw_series([Text::new(
             format!("{ratio:.2}x  (target <= {limit}x) {verdict}"),
             (ratio.max(*limit) * 1.08, SegmentValue::CenterOf(row)),
@@ -384,7 +390,7 @@ fn main() {
                 (true, false) => "(floor) beyond",
             }
         );
-        bars.push((format!("{}  {}", t.id, t.what), ratio, t.limit));
+        bars.push((format!("{}  {}", t.id, t.what), ratio, t.limit, t.floor));
     }
     println!("\n{} of {} targets met.", targets - missed, targets);
 
