@@ -32,7 +32,7 @@ macro_rules! zeroed_atomic_page {
         fn new_page(len: usize) -> Box<[$ty]> {
             // SAFETY: the all-zero bit pattern is a valid value of every std
             // atomic integer and of `AtomicPtr` (a null pointer).
-            unsafe { zeroed_page::<$ty>(len) }
+            unsafe { zeroed_page::<$ty>(len, false) }
         }
 
         #[cfg(loom)]
@@ -50,13 +50,17 @@ impl<X> PageEntry for AtomicPtr<X> {
     zeroed_atomic_page!(AtomicPtr<X>, AtomicPtr::new(ptr::null_mut()));
 }
 
-/// Allocates a page of `len` zeroed `E`s.
+/// Allocates a page of `len` zeroed `E`s. With `huge`, a page of at least
+/// [`HUGE_PAGE`] bytes asks the kernel for transparent huge pages before it
+/// is touched (for arrays that fill up densely, like the slots: at a million
+/// objects, operations spread over them otherwise miss the TLB on most
+/// accesses).
 ///
 /// # Safety
 ///
 /// The all-zero bit pattern must be a valid value of `E`.
 #[cfg(not(loom))]
-unsafe fn zeroed_page<E>(len: usize) -> Box<[E]> {
+pub(crate) unsafe fn zeroed_page<E>(len: usize, huge: bool) -> Box<[E]> {
     use std::alloc::{alloc_zeroed, handle_alloc_error, Layout};
 
     let Ok(layout) = Layout::array::<E>(len) else {
@@ -71,12 +75,45 @@ unsafe fn zeroed_page<E>(len: usize) -> Box<[E]> {
     if data.is_null() {
         handle_alloc_error(layout);
     }
+    if huge && layout.size() >= HUGE_PAGE {
+        advise_huge(data.cast(), layout.size());
+    }
     // SAFETY: `data` was allocated by the global allocator with
     // `Layout::array::<E>(len)`, which is exactly the layout `Box<[E]>` uses
     // for `len` elements; every element is initialised because all-zero is a
     // valid `E` (caller's precondition).
     unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(data, len)) }
 }
+
+/// Size of a transparent huge page on x86-64 and aarch64 Linux.
+#[cfg(not(loom))]
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Hints that `len` bytes at `data` (a fresh allocation nobody has touched
+/// yet) be backed by transparent huge pages. Linux only; a no-op elsewhere,
+/// and any error (huge pages off, an old kernel) is ignored: it is a hint.
+#[cfg(all(target_os = "linux", not(loom)))]
+fn advise_huge(data: *mut u8, len: usize) {
+    use std::os::raw::{c_int, c_void};
+
+    extern "C" {
+        fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
+    }
+    const MADV_HUGEPAGE: c_int = 14;
+    const PAGE: usize = 4096;
+    // `madvise` wants a page-aligned start: advise the whole pages inside
+    // the allocation only.
+    let start = (data as usize).next_multiple_of(PAGE);
+    let end = (data as usize + len) & !(PAGE - 1);
+    if end > start {
+        // SAFETY: `start..end` lies inside one live allocation of ours, and
+        // MADV_HUGEPAGE changes no memory contents or permissions.
+        unsafe { madvise(start as *mut c_void, end - start, MADV_HUGEPAGE) };
+    }
+}
+
+#[cfg(all(not(target_os = "linux"), not(loom)))]
+fn advise_huge(_data: *mut u8, _len: usize) {}
 
 /// Where an index lives: every paged array has the same geometry, so one
 /// `Loc` serves the slot array and a thread's count table alike.

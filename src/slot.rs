@@ -66,6 +66,15 @@ unsafe impl<T: Send + Sync> Sync for Slot<T> {}
 unsafe impl<T: Send + Sync> Send for Slot<T> {}
 
 impl<T> PageEntry for Slot<T> {
+    /// Zeroed memory, lazily mapped, with a huge-page hint for big pages.
+    #[cfg(not(loom))]
+    fn new_page(len: usize) -> Box<[Self]> {
+        // SAFETY: all zero bits is a valid free slot: state 0 (generation 0,
+        // no holds), extra 0, a null `home`, and a `MaybeUninit` value.
+        unsafe { crate::page::zeroed_page::<Self>(len, true) }
+    }
+
+    #[cfg(loom)]
     fn new_page(len: usize) -> Box<[Self]> {
         (0..len)
             .map(|_| Slot {

@@ -129,16 +129,16 @@ impl<T> std::fmt::Debug for Mutex<T> {
 }
 
 /// An `UnsafeCell` with loom's closure-based API on both configurations.
+/// (Outside loom, cells are only ever created zeroed, in slot pages: see
+/// `Slot::new_page`.) `repr(transparent)`: all-zero bits are valid iff they
+/// are for `T`.
 #[cfg(not(loom))]
 #[derive(Debug)]
+#[repr(transparent)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
 #[cfg(not(loom))]
 impl<T> UnsafeCell<T> {
-    pub(crate) const fn new(value: T) -> Self {
-        UnsafeCell(std::cell::UnsafeCell::new(value))
-    }
-
     #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
         f(self.0.get())
