@@ -107,6 +107,7 @@ const TARGETS: &[Target] = &[
     target("G1", "retain+release vs Arc clone+drop", "g1.raw", "g1.arc", 0.8),
     floor(target("G1", "floor (checked per-thread count) vs Rc", "g1.floor", "g1.rc", 2.5)),
     target("G1", "Proxy clone+drop vs Rc clone+drop", "g1.proxy", "g1.rc", 2.5),
+    floor(target("G1", "floor (Rc + own count, clone+drop) vs Rc", "g1.proxyfloor", "g1.rc", 2.5)),
     target("G1", "Proxy clone+drop vs Arc clone+drop", "g1.proxy", "g1.arc", 0.8),
     target("G2", "2 threads, same object vs 2 threads, one Arc", "g2.tether.2t", "arc.2t", 0.25),
     target("G2", "2 threads vs tether 1 thread", "g2.tether.2t", "g2.tether.1t", 1.3),

@@ -77,8 +77,9 @@ impl<T: Send + Sync + 'static> Deref for Guard<'_, T> {
 impl<T: Send + Sync + 'static> Drop for Guard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        self.inner
-            .release_root(self.slot, self.handle, self.table, self.entry);
+        if Inner::<T>::release_root(self.entry) {
+            self.inner.root_gone(self.slot, self.handle, self.table);
+        }
     }
 }
 

@@ -573,20 +573,25 @@ impl<T: Send + Sync + 'static> Inner<T> {
         Ok(self.let_go(h, slot, table))
     }
 
-    /// Drops a root (proxy or guard) of the calling thread.
-    #[inline]
-    pub(crate) fn release_root(
-        &self,
-        slot: &Slot<T>,
-        h: Handle,
-        table: &ThreadTable<T>,
-        entry: &AtomicU64,
-    ) {
+    /// Drops a root (proxy or guard) of the calling thread from its
+    /// `entry`; `true` if that was the thread's last reference to the
+    /// object; the caller must then call [`Inner::root_gone`]. Touches
+    /// nothing but the entry, so a proxy's drop stays a few instructions.
+    #[inline(always)]
+    pub(crate) fn release_root(entry: &AtomicU64) -> bool {
         let left = entry.load(Ordering::Relaxed).wrapping_sub(ROOT_ONE);
         entry.store(left, Ordering::Relaxed);
-        // In a forked child the thread-local store above is harmless, but
+        left == 0
+    }
+
+    /// The calling thread's last reference to `h`, a root, is gone (its
+    /// entry is zero): its hold goes.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn root_gone(&self, slot: &Slot<T>, h: Handle, table: &ThreadTable<T>) {
+        // In a forked child the thread-local store was harmless, but
         // finalizing may take locks that a vanished thread held: leak instead.
-        if left == 0 && !sync::forked() {
+        if !sync::forked() {
             self.lost(h, table);
             self.drop_hold(slot, h, Some(table));
         }

@@ -193,9 +193,11 @@ impl<T: Send + Sync + 'static> Drop for Proxy<T> {
     /// -1 for this thread; the last reference finalizes (or queues) the object.
     #[inline]
     fn drop(&mut self) {
-        self.home
-            .inner
-            .release_root(self.slot(), self.handle, self.table(), self.entry());
+        if Inner::<T>::release_root(self.entry()) {
+            self.home
+                .inner
+                .root_gone(self.slot(), self.handle, self.table());
+        }
     }
 }
 

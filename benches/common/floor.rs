@@ -115,3 +115,50 @@ impl Floor {
         Some(v)
     }
 }
+
+/// The floor of an RAII proxy (row G1, `Proxy` clone+drop): what any handle
+/// that is `Clone`, derefs to the value and keeps the registry alive must do
+/// if the thread's references are counted per object. It keeps the
+/// registry alive (an `Rc`: `Rc` clone+drop's whole cost), counts the
+/// clone in the thread's own word for the object (+1 / -1) and carries a
+/// pointer to the value. No overflow check, no finalization path.
+pub struct ProxyFloor {
+    home: std::rc::Rc<()>,
+    entry: &'static Cell<u64>,
+    value: &'static [u64; 2],
+}
+
+impl ProxyFloor {
+    /// A first proxy to a fresh (leaked) object.
+    pub fn new() -> ProxyFloor {
+        ProxyFloor {
+            home: std::rc::Rc::new(()),
+            entry: Box::leak(Box::new(Cell::new(1))),
+            value: Box::leak(Box::new([1, 2])),
+        }
+    }
+
+    /// The value, as `Deref` would give it.
+    pub fn value(&self) -> &[u64; 2] {
+        self.value
+    }
+}
+
+impl Clone for ProxyFloor {
+    #[inline]
+    fn clone(&self) -> Self {
+        self.entry.set(self.entry.get() + 1);
+        ProxyFloor {
+            home: std::rc::Rc::clone(&self.home),
+            entry: self.entry,
+            value: self.value,
+        }
+    }
+}
+
+impl Drop for ProxyFloor {
+    #[inline]
+    fn drop(&mut self) {
+        self.entry.set(self.entry.get() - 1);
+    }
+}

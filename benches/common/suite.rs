@@ -23,7 +23,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use rustc_hash::FxHashMap;
 use tether::{Handle, Interner, Registry, Transfer};
 
-use super::floor::Floor;
+use super::floor::{Floor, ProxyFloor};
 use super::threads::{on_threads, time, timed};
 
 /// The stored value: 16 bytes, as in G7.
@@ -86,6 +86,11 @@ pub fn groups() -> Vec<Group> {
                     g1_floor,
                 ),
                 case("g1.raw", "tether retain+release", g1_raw),
+                case(
+                    "g1.proxyfloor",
+                    "floor: Rc + the thread's own count, clone+drop",
+                    g1_proxy_floor,
+                ),
                 case("g1.proxy", "tether Proxy clone+drop", g1_proxy),
             ],
         },
@@ -282,6 +287,12 @@ fn give(reg: &Registry<V>, h: Handle) -> Transfer<V> {
 fn g1_rc() -> Run {
     let rc = Rc::new(val(1));
     Box::new(move |n| time(n, || drop(black_box(Rc::clone(black_box(&rc))))))
+}
+
+fn g1_proxy_floor() -> Run {
+    let p = ProxyFloor::new();
+    assert_eq!(p.value()[0], 1);
+    Box::new(move |n| time(n, || drop(black_box(black_box(&p).clone()))))
 }
 
 fn g1_arc() -> Run {
