@@ -204,7 +204,7 @@
 //! (`interner/cache.rs` — cleared before that cache can be freed; tested
 //! under AddressSanitizer with user code re-entering from the cache's key
 //! comparison and with interning from thread-local destructors),
-//! and the `pthread_atfork` declaration. Each site carries a `// SAFETY:`
+//! and the `pthread_atfork` and `madvise` declarations. Each site carries a `// SAFETY:`
 //! argument. They rest on these protocol invariants, each model-checked by
 //! loom (`loom-tests/`, which also holds mutants proving the models fail
 //! when the protocol is broken):
@@ -229,7 +229,10 @@
 //!
 //! * **Slots** live in pages of geometrically growing size that never move:
 //!   a lookup is one leading-zero count and one load. Each slot has one
-//!   atomic state word `generation << 32 | holds`.
+//!   atomic state word `generation << 32 | holds`. Pages are allocated
+//!   zeroed (mapped lazily); slot pages of 2 MiB or more ask Linux for
+//!   transparent huge pages, so a million live objects do not miss the TLB
+//!   on every access.
 //! * **Per-thread counts** live in a dense table per thread and registry,
 //!   indexed by slot: retaining or releasing a handle the thread already
 //!   holds is a plain increment of a word nobody else writes. Only a thread's
