@@ -49,9 +49,15 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let mut a = self.alloc.lock();
         while let Some(i) = a.free.pop() {
             if let Some(slot) = self.try_claim(table, i) {
-                let keep = a.free.len().saturating_sub(CACHE / 2);
-                for hint in a.free.drain(keep..) {
-                    table.free.push(hint);
+                // Up to half a cache of further hints; one the cache
+                // refuses stays in the list, so no free slot is lost.
+                for _ in 0..CACHE / 2 {
+                    match a.free.last() {
+                        Some(&hint) if table.free.push(hint) => {
+                            a.free.pop();
+                        }
+                        _ => break,
+                    }
                 }
                 return Some((i, slot));
             }
