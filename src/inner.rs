@@ -17,7 +17,7 @@ use crate::free::FreeList;
 use crate::inbox::Sent;
 use crate::interner::Forget;
 use crate::limits::{DRAIN_BATCH, GEN_BITS, INDEX_BITS, MAX_TAG};
-use crate::local::{refs, roots, total, ThreadTable, REF_ONE, ROOT_ONE};
+use crate::local::{refs, roots, total, Counter, ThreadTable, REF_ONE, ROOT_ONE};
 use crate::page::{Loc, Pages};
 use crate::slot::{generation, holds, Slot};
 use crate::sync::{self, AtomicBool, AtomicPtr, AtomicU64, Mutex, Ordering};
@@ -51,6 +51,14 @@ pub(crate) struct Tables<T> {
     sending: u64,
     /// See `sending`.
     sent: u64,
+}
+
+impl<T> Tables<T> {
+    /// `departed` (what tables no longer listed counted) plus every listed
+    /// table's `count`.
+    fn total(&self, departed: u64, count: impl Fn(&ThreadTable<T>) -> &Counter) -> u64 {
+        departed + self.list.iter().map(|t| count(t).get()).sum::<u64>()
+    }
 }
 
 /// Raw transfer tokens in flight (see [`Transfer::into_raw`](crate::Transfer::into_raw)).
@@ -592,8 +600,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         // In a forked child the thread-local store was harmless, but
         // finalizing may take locks that a vanished thread held: leak instead.
         if !sync::forked() {
-            self.lost(h, table);
-            self.drop_hold(slot, h, Some(table));
+            self.let_go(h, slot, table);
         }
     }
 
@@ -947,9 +954,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// is exact once they are done (joined, or synchronised otherwise).
     pub(crate) fn len(&self) -> usize {
         let tables = self.tables.lock();
-        let inserted = tables.inserted + tables.list.iter().map(|t| t.inserted.get()).sum::<u64>();
-        let finalized = tables.finalized
-            + tables.list.iter().map(|t| t.finalized.get()).sum::<u64>()
+        let inserted = tables.total(tables.inserted, |t| &t.inserted);
+        let finalized = tables.total(tables.finalized, |t| &t.finalized)
             + self.loose_finalized.load(Ordering::SeqCst);
         usize::try_from(inserted.saturating_sub(finalized)).unwrap_or(usize::MAX)
     }
@@ -968,16 +974,14 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// `loose_finalized` and `in_transit` read-modify-writes instead.
     pub(crate) fn quiescent(&self) -> bool {
         let tables = self.tables.lock();
-        let finalized = tables.finalized
-            + tables.list.iter().map(|t| t.finalized.get()).sum::<u64>()
+        let finalized = tables.total(tables.finalized, |t| &t.finalized)
             + self.loose_finalized.load(Ordering::SeqCst);
-        let sent = tables.sent + tables.list.iter().map(|t| t.sent.get()).sum::<u64>();
-        let sending = tables.sending + tables.list.iter().map(|t| t.sending.get()).sum::<u64>();
+        let sent = tables.total(tables.sent, |t| &t.sent);
+        let sending = tables.total(tables.sending, |t| &t.sending);
         if sending != sent || self.in_transit.load(Ordering::SeqCst) != 0 {
             return false;
         }
-        let inserted = tables.inserted + tables.list.iter().map(|t| t.inserted.get()).sum::<u64>();
-        inserted == finalized
+        tables.total(tables.inserted, |t| &t.inserted) == finalized
     }
 
     /// Raw view for snapshots: calls `f` with every table (under the lock).

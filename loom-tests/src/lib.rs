@@ -111,6 +111,22 @@ impl Drop for Node {
     }
 }
 
+/// The handle of an insert that succeeded, or `None` after checking that
+/// it failed with `Full` and handed value `id` back.
+pub fn inserted_or_full(
+    r: Result<tether::Handle, tether::InsertError<Tracked>>,
+    id: u32,
+) -> Option<tether::Handle> {
+    match r {
+        Ok(h) => Some(h),
+        Err(e) => {
+            assert_eq!(e.error(), tether::Error::Full);
+            assert_eq!(e.into_value().id, id, "the value is handed back");
+            None
+        }
+    }
+}
+
 /// Runs `f` under loom like `loom::model`, with room for longer executions.
 ///
 /// loom's default limit of 1000 branches per execution counts every atomic

@@ -4,7 +4,7 @@
 
 use loom::sync::mpsc;
 use loom::thread;
-use loom_tests::{Drops, Node, Tracked};
+use loom_tests::{inserted_or_full, Drops, Node, Tracked};
 use tether::{Error, Registry, Released, ThreadExit, Transfer};
 
 /// Invariants 1, 2: a holder retains (its own fast path) while another
@@ -163,14 +163,7 @@ fn insert_at_capacity_racing_release() {
                 assert_eq!(reg.release(h).unwrap(), Released::Finalized);
             })
         };
-        let b = match reg.insert(drops.value(2)) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                assert_eq!(e.error(), Error::Full);
-                assert_eq!(e.into_value().id, 2, "the value is handed back");
-                None
-            }
-        };
+        let b = inserted_or_full(reg.insert(drops.value(2)), 2);
         assert!(reg.len() <= 1);
         worker.join().unwrap();
         if let Some(b) = b {
@@ -346,38 +339,24 @@ fn cached_free_slot_is_claimed_once() {
             thread::spawn(move || {
                 // A fresh slot, then the only free one: a steal.
                 let x = reg.insert(drops.value(2)).unwrap();
-                let y = reg.insert(drops.value(3));
+                let y = inserted_or_full(reg.insert(drops.value(3)), 3);
                 assert_eq!(reg.get(x).unwrap().id, 2);
-                let got = match y {
-                    Ok(y) => {
-                        assert_eq!(reg.get(y).unwrap().id, 3, "its own value");
-                        reg.release(y).unwrap();
-                        true
-                    }
-                    Err(e) => {
-                        assert_eq!(e.error(), Error::Full);
-                        assert_eq!(e.into_value().id, 3, "the value is handed back");
-                        false
-                    }
-                };
+                let got = y.is_some();
+                if let Some(y) = y {
+                    assert_eq!(reg.get(y).unwrap().id, 3, "its own value");
+                    reg.release(y).unwrap();
+                }
                 reg.release(x).unwrap();
                 got
             })
         };
-        let b = reg.insert(drops.value(4));
+        let b = inserted_or_full(reg.insert(drops.value(4)), 4);
         assert!(reg.len() <= 2);
-        let main_got = match b {
-            Ok(b) => {
-                assert_eq!(reg.get(b).unwrap().id, 4, "its own value");
-                reg.release(b).unwrap();
-                true
-            }
-            Err(e) => {
-                assert_eq!(e.error(), Error::Full);
-                assert_eq!(e.into_value().id, 4, "the value is handed back");
-                false
-            }
-        };
+        let main_got = b.is_some();
+        if let Some(b) = b {
+            assert_eq!(reg.get(b).unwrap().id, 4, "its own value");
+            reg.release(b).unwrap();
+        }
         let worker_got = worker.join().unwrap();
         // Full only if the other thread had the slot: at least one of the
         // two inserts succeeded.
