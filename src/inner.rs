@@ -183,6 +183,12 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// The calling thread's table, if it has one.
     ///
     /// Fast path: the thread's one-entry cache `(registry serial, table)`.
+    ///
+    /// A hit also means the process has not forked since (invariant 9, at
+    /// no cost): the `fork()` child handler clears the cache of the forking
+    /// thread, the only thread a child has, and [`Inner::my_table_slow`]
+    /// never fills it in a child. So the fast paths built on this one
+    /// (`lookup`) need no fork check of their own.
     #[inline]
     pub(crate) fn my_table(&self) -> Option<&ThreadTable<T>> {
         let (serial, p) = tid::cached_table();
@@ -200,6 +206,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     #[cold]
     fn my_table_slow(&self) -> Option<&ThreadTable<T>> {
+        if sync::forked() {
+            return None; // and never cache a table in a child (see `my_table`)
+        }
         let tid = tid::current()?;
         let p = self.threads.get(tid as usize)?.load(Ordering::Acquire);
         if p.is_null() {
@@ -225,6 +234,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     #[cold]
     fn register(&self) -> Result<&ThreadTable<T>, Error> {
+        if sync::forked() {
+            return Err(Error::Forked);
+        }
         let tid = tid::current().ok_or(Error::ThreadExited)?;
         let cell = self
             .threads
@@ -331,7 +343,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
     #[inline(always)]
     #[allow(clippy::type_complexity)]
     fn lookup(&self, h: Handle) -> Option<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u64)> {
-        if h.tag() != self.tag || sync::forked() {
+        // No fork check here: in a forked child `my_table` misses (see
+        // there), so this returns `None` and the general path says `Forked`.
+        if h.tag() != self.tag {
             return None;
         }
         let table = self.my_table()?;

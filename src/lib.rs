@@ -248,8 +248,11 @@
 //!   it is exact whenever no other thread is mid-insert or mid-release.
 //! * **Remote final releases** move the value into the home thread's own
 //!   crossbeam channel; the home thread checks one relaxed flag per call.
-//! * **Fork detection** is one relaxed load of a flag set by a
-//!   `pthread_atfork` child handler.
+//! * **Fork detection** costs the fast paths nothing: a `pthread_atfork`
+//!   child handler sets a flag and clears the forking thread's cached
+//!   table (the only thread a child has), so the first call in a child
+//!   misses the cache and the slow path, which loads the flag, says
+//!   `Forked`.
 //! * Limits (index, generation and tag bits) are in one place, `limits.rs`.
 
 #![warn(

@@ -220,8 +220,10 @@ pub(crate) use process::{next_interner_serial, next_registry_serial};
 
 /// `true` in a child process created by `fork()` after tether was used.
 ///
-/// One relaxed load of a flag that a `pthread_atfork` child handler sets:
-/// free on the fast path (no `getpid()` system call).
+/// One relaxed load of a flag that a `pthread_atfork` child handler sets
+/// (no `getpid()` system call). The fast paths do not even load it: the
+/// same handler clears the forking thread's table cache, so a cache hit
+/// already means "not forked" (see `Inner::my_table`).
 #[cfg(not(loom))]
 #[inline(always)]
 pub(crate) fn forked() -> bool {
@@ -251,13 +253,16 @@ pub(crate) fn install_fork_handler() {
 
     extern "C" fn in_child() {
         process::FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::tid::forget_cache_after_fork();
     }
 
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // SAFETY: `pthread_atfork` is declared with its POSIX signature; the
         // handler is an `extern "C" fn()` with 'static lifetime that only does
-        // one async-signal-safe atomic store, as a child handler must. If
+        // one atomic store and one store to a `const`-initialised thread-local
+        // of the calling thread (no allocation, no lock), as a child handler
+        // must. If
         // registration fails (ENOMEM) fork detection is lost, not soundness:
         // nothing else depends on the flag being set.
         unsafe {

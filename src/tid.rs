@@ -157,6 +157,17 @@ pub(crate) fn cache_table(serial: u64, table: *const ()) {
     let _ = TABLE_CACHE.try_with(|c| c.set((serial, table)));
 }
 
+/// In a `fork()` child handler: forgets the forking thread's cached table,
+/// whatever registry it belongs to, so the child's first registry call
+/// takes the slow path, which sees the fork (see `Inner::my_table`).
+///
+/// Only touches this thread's own cache, a `const`-initialised thread-local
+/// without a destructor: no allocation, no lock.
+#[cfg_attr(any(loom, not(unix)), allow(dead_code))]
+pub(crate) fn forget_cache_after_fork() {
+    let _ = TABLE_CACHE.try_with(|c| c.set((0, std::ptr::null())));
+}
+
 /// Forgets the cached table of registry `serial` (its thread is exiting).
 pub(crate) fn uncache_table(serial: u64) {
     let _ = TABLE_CACHE.try_with(|c| {
