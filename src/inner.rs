@@ -72,13 +72,22 @@ struct RawTransfers {
 const RAW_SERIAL_BITS: u32 = INDEX_BITS + GEN_BITS;
 
 /// The state shared by all clones of a [`Registry`](crate::Registry).
+///
+/// `repr(C)`, aligned to a cache line: what every fast path reads (the tag,
+/// the table-cache key, the limits and the first slot pages) shares the
+/// first line.
+#[repr(C, align(64))]
 pub(crate) struct Inner<T> {
     pub(crate) tag: u64,
     /// Unique for the life of the process (never reused, unlike addresses):
     /// the key of the per-thread table cache.
     serial: u64,
-    pub(crate) config: Config,
+    /// `config.capacity`, beside the other fast-path fields.
+    pub(crate) capacity: u32,
+    /// `config.max_count`, beside the other fast-path fields.
+    max_count: u32,
     slots: Pages<Slot<T>>,
+    pub(crate) config: Config,
     alloc: Mutex<FreeList>,
     /// Objects finalized by a thread without a table (an unclaimed transfer
     /// dropped on a fresh thread): the rare case of `len()`'s count.
@@ -133,8 +142,10 @@ impl<T: Send + Sync + 'static> Inner<T> {
         Arc::new_cyclic(|me| Inner {
             tag,
             serial,
-            config,
+            capacity: config.capacity,
+            max_count: config.max_count,
             slots: Pages::new(),
+            config,
             alloc: Mutex::new(FreeList::default()),
             loose_finalized: AtomicU64::new(0),
             in_transit: AtomicU64::new(0),
@@ -172,7 +183,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 Error::ForeignRegistry(h)
             });
         }
-        if h.index() >= self.config.capacity {
+        if h.index() >= self.capacity {
             return Err(Error::Invalid(h.to_raw()));
         }
         self.slots
@@ -357,7 +368,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let e = entry.load(Ordering::Relaxed);
         let slot = self.slots.at(loc)?;
         if e == 0 {
-            return (h.index() < self.config.capacity).then_some((slot, table, entry, 0));
+            return (h.index() < self.capacity).then_some((slot, table, entry, 0));
         }
         // The thread holds the object at this index, so its generation is
         // stable: `h` names it iff the generations match.
@@ -368,7 +379,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// its total stays within `max_count`, and a root count within `u32`.
     #[inline]
     pub(crate) fn has_room(&self, e: u64, kind: Kind) -> bool {
-        u64::from(refs(e)) + u64::from(roots(e)) < u64::from(self.config.max_count)
+        u64::from(refs(e)) + u64::from(roots(e)) < u64::from(self.max_count)
             && !(kind == Kind::Root && roots(e) == u32::MAX)
     }
 

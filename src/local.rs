@@ -45,10 +45,14 @@ pub(crate) fn total(entry: u64) -> u32 {
 }
 
 /// See the module docs.
+///
+/// `repr(C)`: the fast path reads `inbox` (its pending flag) and the first
+/// pages of `counts`, which lead the struct so they share a cache line.
+#[repr(C)]
 pub(crate) struct ThreadTable<T> {
-    counts: Pages<AtomicU64>,
     /// This thread's inbox as a home thread.
     pub(crate) inbox: Arc<Inbox<T>>,
+    counts: Pages<AtomicU64>,
     pub(crate) thread: ThreadId,
     pub(crate) name: Option<String>,
     /// The thread's exit hook has run.
@@ -117,8 +121,8 @@ impl Counter {
 impl<T> ThreadTable<T> {
     pub(crate) fn new(thread: ThreadId, name: Option<String>) -> Self {
         ThreadTable {
-            counts: Pages::new(),
             inbox: Arc::new(Inbox::new()),
+            counts: Pages::new(),
             thread,
             name,
             exited: AtomicBool::new(false),

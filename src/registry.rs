@@ -370,7 +370,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
 
     /// The capacity this registry was built with.
     pub fn capacity(&self) -> usize {
-        self.inner.config.capacity as usize
+        self.inner.capacity as usize
     }
 
     /// Every live object with its home, holders and counts, pins, transfers,

@@ -62,13 +62,13 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 return Some((i, slot));
             }
         }
-        if !fresh || a.next >= self.config.capacity {
+        if !fresh || a.next >= self.capacity {
             return None;
         }
         // A few never-used slots at once: the first for this insert, the
         // rest cached, so two threads' slots do not share cache lines.
         let first = a.next;
-        let last = first.saturating_add(FRESH_BATCH).min(self.config.capacity);
+        let last = first.saturating_add(FRESH_BATCH).min(self.capacity);
         let mut end = first;
         while end < last && self.slots.get_or_alloc(end as usize).is_some() {
             end += 1;
