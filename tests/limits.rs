@@ -177,3 +177,37 @@ fn capacity_reports_the_configured_limit() {
         "clamped to the handle layout's 2^24 slots"
     );
 }
+
+#[test]
+fn ids_beyond_the_capacity_are_invalid_even_inside_an_allocated_page() {
+    // Pages hold 32, 64, 128, ... entries: with a capacity of 40, the
+    // second slot page and this thread's second count page cover indices
+    // 32..96, so indices 40..96 have memory behind them but were never
+    // issued. They must be `Invalid`, like any id beyond the capacity, on
+    // the fast path (the thread has a zero entry there) as on the slow one.
+    let log = DropLog::new();
+    let reg = Registry::builder().capacity(40).build();
+    let live: Vec<_> = (0..40)
+        .map(|i| reg.insert(Tracked::new(&log, i)).expect("insert"))
+        .collect();
+    const INDEX_MASK: u64 = (1 << 24) - 1;
+    let last = live[39].to_raw();
+    assert_eq!(last & INDEX_MASK, 39, "slots are issued in order here");
+    for index in [40, 41, 63, 95] {
+        // The tag and generation of a live handle, the index beyond.
+        let raw = last & !INDEX_MASK | index;
+        let h = tether::Handle::from_raw(raw).expect("in range");
+        let invalid = Some(Error::Invalid(raw));
+        assert_eq!(reg.retain(h).err(), invalid, "retain of index {index}");
+        assert_eq!(reg.release(h).err(), invalid, "release of index {index}");
+        assert_eq!(reg.get(h).err(), invalid, "get of index {index}");
+        assert_eq!(reg.proxy(h).err(), invalid, "proxy of index {index}");
+        assert_eq!(reg.count(h).err(), invalid, "count of index {index}");
+    }
+    // Nothing changed for the live objects.
+    for h in &live {
+        assert_eq!(reg.count(*h), Ok(1));
+    }
+    assert_eq!(reg.len(), 40);
+    assert_eq!(log.count(), 0);
+}
