@@ -92,7 +92,12 @@ impl Floor {
     /// one fewer: one atomic read-modify-write of its shared word each way
     /// (a `fetch_add`, cheaper under contention than the CAS that refuses a
     /// dead object; so this is a lower bound). `Arc` clone+drop does those
-    /// two RMWs and nothing else.
+    /// two RMWs and nothing else. It still reads the shared word before
+    /// each RMW, for the generation check of `mine`. Under contention
+    /// that read costs a cache-line transfer of its own, which a check
+    /// folded into a compare-and-swap's result would save, so the
+    /// two-thread figure is an upper estimate of the floor (see the
+    /// README's G3 notes).
     #[inline]
     pub fn first_and_last(&self, id: Id) -> Option<()> {
         let state = self.states.get(id.index)?;
