@@ -392,26 +392,34 @@ impl<T: Send + Sync + 'static> Inner<T> {
                     .first_acquire(h, slot, table, entry, Kind::Ref, false)
                     .map(|(.., n)| n);
             }
-            if self.has_room(e, Kind::Ref) {
-                entry.store(e + REF_ONE, Ordering::Relaxed);
-                // total(e) < max_count <= u32::MAX, so + 1 fits
-                return Ok(total(e) + 1);
+            if let Some(n) = self.add_held(entry, e, Kind::Ref) {
+                return Ok(n);
             }
         }
         self.acquire_slow(h, Kind::Ref, false).map(|(.., n)| n)
+    }
+
+    /// One more reference of `kind` in a thread's non-zero entry `e`, if it
+    /// has room: stores it and returns the thread's new count; `None`
+    /// (nothing stored) at the limit.
+    #[inline(always)]
+    fn add_held(&self, entry: &AtomicU64, e: u64, kind: Kind) -> Option<u32> {
+        if !self.has_room(e, kind) {
+            return None;
+        }
+        entry.store(e + kind.one(), Ordering::Relaxed);
+        // total(e) < max_count <= u32::MAX, so + 1 fits
+        Some(total(e) + 1)
     }
 
     /// `retain`'s fast path alone: +1 if the calling thread already holds
     /// `h` (and has room), else `false` and nothing changes.
     #[inline]
     pub(crate) fn retain_held(&self, h: Handle) -> bool {
-        if let Some((_, _, entry, e)) = self.lookup(h) {
-            if e != 0 && self.has_room(e, Kind::Ref) {
-                entry.store(e + REF_ONE, Ordering::Relaxed);
-                return true;
-            }
+        match self.lookup(h) {
+            Some((_, _, entry, e)) => e != 0 && self.add_held(entry, e, Kind::Ref).is_some(),
+            None => false,
         }
-        false
     }
 
     /// Adds one reference of `kind` for the calling thread; returns its entry
@@ -453,9 +461,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
             if e == 0 {
                 return self.first_acquire(h, slot, table, entry, kind, granted);
             }
-            if self.has_room(e, kind) {
-                entry.store(e + kind.one(), Ordering::Relaxed);
-                return Ok((slot, table, entry, total(e) + 1));
+            if let Some(n) = self.add_held(entry, e, kind) {
+                return Ok((slot, table, entry, n));
             }
         }
         self.acquire_slow(h, kind, granted)
@@ -514,11 +521,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
             let e = entry.load(Ordering::Relaxed);
             if e != 0 {
                 slot.check_held(h)?;
-                if !self.has_room(e, kind) {
-                    return Err(Error::Overflow(h));
-                }
-                entry.store(e + kind.one(), Ordering::Relaxed);
-                return Ok((slot, table, entry, total(e + kind.one())));
+                let n = self.add_held(entry, e, kind).ok_or(Error::Overflow(h))?;
+                return Ok((slot, table, entry, n));
             }
         }
         // The count page is allocated only once access is granted: probing
