@@ -2,6 +2,8 @@
 //! cache"): hits must always name the key's current object, whatever the
 //! collisions, releases, deaths and re-creations in between.
 
+mod common;
+
 use std::collections::HashMap;
 
 use tether::{Interner, Registry};
@@ -35,14 +37,12 @@ fn a_cached_key_whose_object_died_and_was_recreated_gets_the_new_object() {
     reg.release(old).unwrap();
     reg.release(old).unwrap(); // dead: the key is forgotten
     let other = reg.clone();
-    let new = std::thread::spawn(move || {
+    let new = common::join(std::thread::spawn(move || {
         let i: Interner<String, &'static str> = interner.clone();
         let h = i.intern("k", || Ok("new")).unwrap(); // created on another thread
         let t = other.transfer(h).unwrap();
         (i, t)
-    })
-    .join()
-    .unwrap();
+    }));
     let (interner, t) = new;
     let new = reg.claim(t).unwrap();
     assert_ne!(new, old);
@@ -184,7 +184,7 @@ fn interning_from_a_thread_local_destructor_after_the_caches_are_gone_is_served(
     reg.release(pinned).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let (i, r) = (interner.clone(), reg.clone());
-    std::thread::spawn(move || {
+    common::join(std::thread::spawn(move || {
         // Registered before the interner's thread-locals, so destroyed
         // after them (thread-local destructors run in reverse order).
         AT_EXIT.with(|_| {});
@@ -196,9 +196,7 @@ fn interning_from_a_thread_local_destructor_after_the_caches_are_gone_is_served(
             }))
         });
         // The thread exits holding two references.
-    })
-    .join()
-    .unwrap();
+    }));
     let got = rx.recv().unwrap();
     // The registry may already have let this thread go (then it cannot hold
     // anything new), but an answer naming anything else than the key's

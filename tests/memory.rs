@@ -3,6 +3,8 @@
 //! for the dead ones, and short-lived threads do not grow a registry. Measured with a counting global allocator (this test
 //! binary only), so the tests here run one at a time.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
@@ -68,7 +70,7 @@ fn live() -> isize {
 /// On a fresh thread: a registry holding `n` objects at once, all released,
 /// then the registry dropped.
 fn fill_release_and_drop(n: u64) {
-    thread::spawn(move || {
+    common::join(thread::spawn(move || {
         let reg: Registry<[u64; 4]> = Registry::new();
         let hs: Vec<_> = (0..n)
             .map(|i| reg.insert([i; 4]).expect("insert"))
@@ -77,9 +79,7 @@ fn fill_release_and_drop(n: u64) {
             assert_eq!(reg.release(h), Ok(Released::Finalized));
         }
         drop(reg);
-    })
-    .join()
-    .expect("worker");
+    }));
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn a_dropped_registry_gives_its_storage_back() {
 #[test]
 fn a_thread_using_many_short_lived_registries_does_not_accumulate_memory() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let grown = thread::spawn(|| {
+    let grown = common::join(thread::spawn(|| {
         let use_once = |reg: &Registry<u64>| {
             let h = reg.insert(1).expect("insert");
             assert_eq!(reg.release(h), Ok(Released::Finalized));
@@ -117,9 +117,7 @@ fn a_thread_using_many_short_lived_registries_does_not_accumulate_memory() {
         }
         kept.iter().for_each(use_once);
         live() - before
-    })
-    .join()
-    .expect("worker");
+    }));
     // Each dead registry is a few hundred bytes: 2000 of them kept alive by
     // this thread would be hundreds of KiB.
     assert!(
@@ -140,7 +138,7 @@ fn churn(
     let run = |n: usize| {
         for _ in 0..n {
             let (r, work) = (reg.clone(), work.clone());
-            thread::spawn(move || work(&r)).join().expect("worker");
+            common::join(thread::spawn(move || work(&r)));
         }
     };
     run(warm_up);
