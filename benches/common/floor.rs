@@ -94,10 +94,10 @@ impl Floor {
     /// dead object; so this is a lower bound). `Arc` clone+drop does those
     /// two RMWs and nothing else. It still reads the shared word before
     /// each RMW, for the generation check of `mine`. Under contention
-    /// that read costs a cache-line transfer of its own, which a check
-    /// folded into a compare-and-swap's result would save, so the
-    /// two-thread figure is an upper estimate of the floor (see the
-    /// README's G3 notes).
+    /// that read costs a cache-line transfer of its own. Checking the
+    /// generation through the result of two compare-and-swaps instead
+    /// measured slower, alone and contended (see the README's G3 notes),
+    /// so this is the cheapest checked sequence measured.
     #[inline]
     pub fn first_and_last(&self, id: Id) -> Option<()> {
         let state = self.states.get(id.index)?;
