@@ -16,7 +16,7 @@ use crate::diag::{Diag, DiagConfig};
 use crate::free::FreeList;
 use crate::inbox::Sent;
 use crate::interner::Forget;
-use crate::limits::{DRAIN_BATCH, GEN_BITS, INDEX_BITS, MAX_TAG};
+use crate::limits::{DRAIN_BATCH, GEN_BITS, INDEX_BITS, MAX_TAG, TAG_BITS};
 use crate::local::{refs, roots, total, Counter, ThreadTable, REF_ONE, ROOT_ONE};
 use crate::page::{Loc, Pages};
 use crate::slot::{generation, holds, Slot};
@@ -79,9 +79,15 @@ const RAW_SERIAL_BITS: u32 = INDEX_BITS + GEN_BITS;
 #[repr(C, align(64))]
 pub(crate) struct Inner<T> {
     pub(crate) tag: u64,
-    /// Unique for the life of the process (never reused, unlike addresses):
-    /// the key of the per-thread table cache.
-    serial: u64,
+    /// The key of this registry in the per-thread table cache: its serial,
+    /// unique for the life of the process (never reused, unlike addresses),
+    /// shifted above the tag bits, which stay zero.
+    cache_key: u64,
+    /// `cache_key | tag`: what a cache key ORed with a handle's tag equals
+    /// exactly when the cache holds this registry's table and the handle
+    /// carries this registry's tag (the two occupy disjoint bits), so
+    /// `lookup` checks both with one comparison.
+    handle_key: u64,
     /// `config.capacity`, beside the other fast-path fields.
     pub(crate) capacity: u32,
     /// `config.max_count`, beside the other fast-path fields.
@@ -138,10 +144,14 @@ impl<T: Send + Sync + 'static> Inner<T> {
         sync::install_fork_handler();
         let serial = sync::next_registry_serial() + 1;
         let tag = serial % MAX_TAG + 1;
+        // Serials count registries created: far below 2^(64 - TAG_BITS), so
+        // the shift loses nothing and keys stay unique and non-zero.
+        let cache_key = serial << TAG_BITS;
         let diag = Diag::new(config.diag.clone());
         Arc::new_cyclic(|me| Inner {
             tag,
-            serial,
+            cache_key,
+            handle_key: cache_key | tag,
             capacity: config.capacity,
             max_count: config.max_count,
             slots: Pages::new(),
@@ -193,7 +203,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     /// The calling thread's table, if it has one.
     ///
-    /// Fast path: the thread's one-entry cache `(registry serial, table)`.
+    /// Fast path: the thread's one-entry cache `(registry key, table)`.
     ///
     /// A hit also means the process has not forked since (invariant 9, at
     /// no cost): the `fork()` child handler clears the cache of the forking
@@ -202,17 +212,30 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// (`lookup`) need no fork check of their own.
     #[inline]
     pub(crate) fn my_table(&self) -> Option<&ThreadTable<T>> {
-        let (serial, p) = tid::cached_table();
-        if serial == self.serial {
-            // SAFETY: the cache is per thread and holds this registry's
-            // serial only while it holds this thread's own table of this
-            // registry: `register` and `my_table_slow` fill it with a table
-            // owned by `self.tables`, and this thread's exit hook for this
-            // registry clears it before the table can be freed. Serials are
-            // never reused, so an entry of a dropped registry never matches.
-            return Some(unsafe { &*p.cast::<ThreadTable<T>>() });
+        let (key, p) = tid::cached_table();
+        if key == self.cache_key {
+            // SAFETY: the cache holds this registry's key.
+            return Some(unsafe { self.cached(p) });
         }
         self.my_table_slow()
+    }
+
+    /// The table the thread's cache points at.
+    ///
+    /// # Safety
+    ///
+    /// `p` was read from the calling thread's table cache together with the
+    /// key `self.cache_key`. The cache holds this registry's key only while
+    /// it holds this thread's own table of this registry: `register` and
+    /// `my_table_slow` fill it with a table owned by `self.tables`, and this
+    /// thread's exit hook for this registry clears it before the table can
+    /// be freed. Keys are never reused, so an entry of a dropped registry
+    /// never matches.
+    #[inline(always)]
+    unsafe fn cached(&self, p: *const ()) -> &ThreadTable<T> {
+        // SAFETY: by the precondition, a live table of this registry, kept
+        // alive while `&self` is borrowed on this thread.
+        unsafe { &*p.cast::<ThreadTable<T>>() }
     }
 
     #[cold]
@@ -225,7 +248,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if p.is_null() {
             return None;
         }
-        tid::cache_table(self.serial, p.cast());
+        tid::cache_table(self.cache_key, p.cast());
         // SAFETY: only the thread owning `tid` stores into its cell: a pointer
         // from `Arc::as_ptr` of a table owned by `self.tables`, which keeps it
         // alive until this same thread's exit hook nulls the cell first. So a
@@ -262,7 +285,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let p = Arc::as_ptr(&table).cast_mut();
         self.tables.lock().list.push(table);
         cell.store(p, Ordering::Release);
-        tid::cache_table(self.serial, p.cast());
+        tid::cache_table(self.cache_key, p.cast());
         // SAFETY: just stored by this thread; see `my_table`.
         Ok(unsafe { &*p })
     }
@@ -354,12 +377,20 @@ impl<T: Send + Sync + 'static> Inner<T> {
     #[inline(always)]
     #[allow(clippy::type_complexity)]
     fn lookup(&self, h: Handle) -> Option<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u64)> {
-        // No fork check here: in a forked child `my_table` misses (see
-        // there), so this returns `None` and the general path says `Forked`.
-        if h.tag() != self.tag {
+        // No fork check here: in a forked child the cache misses (see
+        // `my_table`), so this returns `None` and the general path says
+        // `Forked`.
+        let (key, p) = tid::cached_table();
+        let table = if key | h.tag() == self.handle_key {
+            // SAFETY: a handle's tag is below 2^TAG_BITS and a cache key's
+            // low TAG_BITS bits are zero, so the OR equals `handle_key` only
+            // if `key == self.cache_key` (and `h.tag() == self.tag`).
+            unsafe { self.cached(p) }
+        } else if h.tag() == self.tag {
+            self.my_table_slow()? // another registry's table was cached
+        } else {
             return None;
-        }
-        let table = self.my_table()?;
+        };
         if table.inbox.has_pending() {
             return None; // the general path drains first
         }
@@ -375,12 +406,17 @@ impl<T: Send + Sync + 'static> Inner<T> {
         (slot.held_generation() == h.generation()).then_some((slot, table, entry, e))
     }
 
-    /// Whether a thread's entry `e` can take one more reference of `kind`:
-    /// its total stays within `max_count`, and a root count within `u32`.
+    /// The thread's count after one more reference of `kind` in its entry
+    /// `e`, if there is room: its total stays within `max_count`, and a root
+    /// count within `u32`. `None` at the limit.
     #[inline]
-    pub(crate) fn has_room(&self, e: u64, kind: Kind) -> bool {
-        u64::from(refs(e)) + u64::from(roots(e)) < u64::from(self.max_count)
-            && !(kind == Kind::Root && roots(e) == u32::MAX)
+    pub(crate) fn one_more(&self, e: u64, kind: Kind) -> Option<u32> {
+        let held = u64::from(refs(e)) + u64::from(roots(e));
+        if held >= u64::from(self.max_count) || (kind == Kind::Root && roots(e) == u32::MAX) {
+            return None;
+        }
+        // held < max_count <= u32::MAX, so + 1 fits
+        Some(held as u32 + 1)
     }
 
     /// `retain`: +1 explicit reference for the calling thread.
@@ -404,12 +440,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// (nothing stored) at the limit.
     #[inline(always)]
     fn add_held(&self, entry: &AtomicU64, e: u64, kind: Kind) -> Option<u32> {
-        if !self.has_room(e, kind) {
-            return None;
-        }
+        let n = self.one_more(e, kind)?;
         entry.store(e + kind.one(), Ordering::Relaxed);
-        // total(e) < max_count <= u32::MAX, so + 1 fits
-        Some(total(e) + 1)
+        Some(n)
     }
 
     /// `retain`'s fast path alone: +1 if the calling thread already holds
@@ -853,7 +886,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             self.diag.first_reference(h, table.thread);
             return Ok((slot, table, entry));
         }
-        if !self.has_room(e, kind) {
+        if self.one_more(e, kind).is_none() {
             return Err(Error::Overflow(h));
         }
         entry.store(e + kind.one(), Ordering::Relaxed);

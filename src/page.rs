@@ -128,10 +128,12 @@ impl Loc {
     #[inline]
     pub(crate) fn of(i: usize) -> Loc {
         let v = i + PAGE_BASE;
-        let page = (usize::BITS - 1 - v.leading_zeros() - PAGE_BASE.trailing_zeros()) as usize;
+        // `v` lies in `PAGE_BASE << page .. 2 * PAGE_BASE << page`: its top
+        // bit names the page, the bits below it are the offset.
+        let top = (usize::BITS - 1 - v.leading_zeros()) as usize;
         Loc {
-            page,
-            off: v - (PAGE_BASE << page),
+            page: top - PAGE_BASE.trailing_zeros() as usize,
+            off: v ^ (1 << top),
         }
     }
 }

@@ -92,8 +92,8 @@ thread_locals! {
     /// `tid + 1`, or UNASSIGNED / EXITED. No destructor, so it stays readable
     /// while other thread-locals are destroyed.
     static TID: Cell<u32> = Cell::new(UNASSIGNED);
-    /// The last registry this thread used: `(registry serial, its table)`.
-    /// Serial 0 is never a registry's. No destructor.
+    /// The last registry this thread used: `(registry cache key, its
+    /// table)`. Key 0 is never a registry's. No destructor.
     static TABLE_CACHE: Cell<(u64, *const ())> = Cell::new((0, std::ptr::null()));
     /// Runs the exit hooks when the thread's thread-locals are destroyed.
     static STATE: ThreadState =
@@ -142,7 +142,7 @@ pub(crate) fn on_exit(hook: Weak<dyn ExitHook>) -> bool {
         .is_ok()
 }
 
-/// The calling thread's cached `(registry serial, table)`; `(0, null)` if
+/// The calling thread's cached `(registry cache key, table)`; `(0, null)` if
 /// none (or while thread-locals are torn down).
 #[inline]
 pub(crate) fn cached_table() -> (u64, *const ()) {
@@ -151,10 +151,10 @@ pub(crate) fn cached_table() -> (u64, *const ()) {
         .unwrap_or((0, std::ptr::null()))
 }
 
-/// Caches the calling thread's table of registry `serial`.
+/// Caches the calling thread's table of the registry with cache key `key`.
 #[inline]
-pub(crate) fn cache_table(serial: u64, table: *const ()) {
-    let _ = TABLE_CACHE.try_with(|c| c.set((serial, table)));
+pub(crate) fn cache_table(key: u64, table: *const ()) {
+    let _ = TABLE_CACHE.try_with(|c| c.set((key, table)));
 }
 
 /// In a `fork()` child handler: forgets the forking thread's cached table,
@@ -168,10 +168,11 @@ pub(crate) fn forget_cache_after_fork() {
     let _ = TABLE_CACHE.try_with(|c| c.set((0, std::ptr::null())));
 }
 
-/// Forgets the cached table of registry `serial` (its thread is exiting).
-pub(crate) fn uncache_table(serial: u64) {
+/// Forgets the cached table of the registry with cache key `key` (its
+/// thread is exiting).
+pub(crate) fn uncache_table(key: u64) {
     let _ = TABLE_CACHE.try_with(|c| {
-        if c.get().0 == serial {
+        if c.get().0 == key {
             c.set((0, std::ptr::null()));
         }
     });

@@ -151,7 +151,7 @@ impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
         // From here on this thread frees slots to the global list.
         table.exited.store(true, Ordering::Relaxed);
         self.spill_cache(table);
-        tid::uncache_table(self.serial);
+        tid::uncache_table(self.cache_key);
         cell.store(ptr::null_mut(), Ordering::Release);
         if !keep {
             let removed = {
