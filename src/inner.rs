@@ -90,8 +90,9 @@ pub(crate) struct Inner<T> {
     handle_key: u64,
     /// `config.capacity`, beside the other fast-path fields.
     pub(crate) capacity: u32,
-    /// `config.max_count`, beside the other fast-path fields.
-    max_count: u32,
+    /// `config.max_count`, beside the other fast-path fields (widened: the
+    /// fast path compares it with a 64-bit sum).
+    max_count: u64,
     slots: Pages<Slot<T>>,
     pub(crate) config: Config,
     alloc: Mutex<FreeList>,
@@ -153,7 +154,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             cache_key,
             handle_key: cache_key | tag,
             capacity: config.capacity,
-            max_count: config.max_count,
+            max_count: u64::from(config.max_count),
             slots: Pages::new(),
             config,
             alloc: Mutex::new(FreeList::default()),
@@ -406,13 +407,16 @@ impl<T: Send + Sync + 'static> Inner<T> {
         (slot.held_generation() == h.generation()).then_some((slot, table, entry, e))
     }
 
-    /// The thread's count after one more reference of `kind` in its entry
-    /// `e`, if there is room: its total stays within `max_count`, and a root
-    /// count within `u32`. `None` at the limit.
+    /// The thread's count after one more reference in its entry `e`, if
+    /// there is room: its total stays within `max_count`. `None` at the
+    /// limit.
+    ///
+    /// Either kind fits its half of the entry then: `refs(e)` and
+    /// `roots(e)` are each at most `held < max_count <= u32::MAX`.
     #[inline]
-    pub(crate) fn one_more(&self, e: u64, kind: Kind) -> Option<u32> {
+    pub(crate) fn one_more(&self, e: u64) -> Option<u32> {
         let held = u64::from(refs(e)) + u64::from(roots(e));
-        if held >= u64::from(self.max_count) || (kind == Kind::Root && roots(e) == u32::MAX) {
+        if held >= self.max_count {
             return None;
         }
         // held < max_count <= u32::MAX, so + 1 fits
@@ -440,7 +444,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// (nothing stored) at the limit.
     #[inline(always)]
     fn add_held(&self, entry: &AtomicU64, e: u64, kind: Kind) -> Option<u32> {
-        let n = self.one_more(e, kind)?;
+        let n = self.one_more(e)?;
         entry.store(e + kind.one(), Ordering::Relaxed);
         Some(n)
     }
@@ -886,7 +890,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             self.diag.first_reference(h, table.thread);
             return Ok((slot, table, entry));
         }
-        if self.one_more(e, kind).is_none() {
+        if self.one_more(e).is_none() {
             return Err(Error::Overflow(h));
         }
         entry.store(e + kind.one(), Ordering::Relaxed);

@@ -130,9 +130,9 @@ impl Loc {
         let v = i + PAGE_BASE;
         // `v` lies in `PAGE_BASE << page .. 2 * PAGE_BASE << page`: its top
         // bit names the page, the bits below it are the offset.
-        let top = (usize::BITS - 1 - v.leading_zeros()) as usize;
+        let top = v.ilog2() as usize;
         Loc {
-            page: top - PAGE_BASE.trailing_zeros() as usize,
+            page: top - PAGE_BASE.ilog2() as usize,
             off: v ^ (1 << top),
         }
     }
