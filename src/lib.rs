@@ -228,7 +228,8 @@
 //! # Implementation notes
 //!
 //! * **Slots** live in pages of geometrically growing size that never move:
-//!   a lookup is one leading-zero count and one load. Each slot has one
+//!   a lookup is one leading-zero count (the page), one bit cleared (the
+//!   offset) and one load. Each slot has one
 //!   atomic state word `generation << 32 | holds`. Pages are allocated
 //!   zeroed (mapped lazily); slot pages of 2 MiB or more ask Linux for
 //!   transparent huge pages, so a million live objects do not miss the TLB
@@ -246,6 +247,11 @@
 //! * **`len()`** sums per-thread insert and finalize counters (each written
 //!   only by its thread), so there is no shared live counter to contend on;
 //!   it is exact whenever no other thread is mid-insert or mid-release.
+//! * **Finding the thread's table** is one thread-local read: each thread
+//!   caches the table of the registry it used last, keyed by the registry's
+//!   serial shifted above the tag bits. ORing in a handle's tag gives a
+//!   value that equals the registry's own key only if both the cache and
+//!   the handle belong to this registry: one comparison checks both.
 //! * **Remote final releases** move the value into the home thread's own
 //!   crossbeam channel; the home thread checks one relaxed flag per call.
 //! * **Fork detection** costs the fast paths nothing: a `pthread_atfork`
