@@ -287,7 +287,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
         self.tables.lock().list.push(table);
         cell.store(p, Ordering::Release);
         tid::cache_table(self.cache_key, p.cast());
-        // SAFETY: just stored by this thread; see `my_table`.
+        // SAFETY: just stored by this thread; kept alive as `Inner::cached`
+        // says.
         Ok(unsafe { &*p })
     }
 

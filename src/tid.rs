@@ -88,13 +88,17 @@ impl Drop for ThreadState {
     }
 }
 
+/// The table cache's value when it holds no table: key 0 is never a
+/// registry's.
+const NO_TABLE: (u64, *const ()) = (0, std::ptr::null());
+
 thread_locals! {
     /// `tid + 1`, or UNASSIGNED / EXITED. No destructor, so it stays readable
     /// while other thread-locals are destroyed.
     static TID: Cell<u32> = Cell::new(UNASSIGNED);
     /// The last registry this thread used: `(registry cache key, its
     /// table)`. Key 0 is never a registry's. No destructor.
-    static TABLE_CACHE: Cell<(u64, *const ())> = Cell::new((0, std::ptr::null()));
+    static TABLE_CACHE: Cell<(u64, *const ())> = Cell::new(NO_TABLE);
     /// Runs the exit hooks when the thread's thread-locals are destroyed.
     static STATE: ThreadState =
         ThreadState { tid: Cell::new(UNASSIGNED), hooks: RefCell::new(Vec::new()) };
@@ -142,13 +146,11 @@ pub(crate) fn on_exit(hook: Weak<dyn ExitHook>) -> bool {
         .is_ok()
 }
 
-/// The calling thread's cached `(registry cache key, table)`; `(0, null)` if
-/// none (or while thread-locals are torn down).
+/// The calling thread's cached `(registry cache key, table)`; [`NO_TABLE`]
+/// if none (or while thread-locals are torn down).
 #[inline]
 pub(crate) fn cached_table() -> (u64, *const ()) {
-    TABLE_CACHE
-        .try_with(Cell::get)
-        .unwrap_or((0, std::ptr::null()))
+    TABLE_CACHE.try_with(Cell::get).unwrap_or(NO_TABLE)
 }
 
 /// Caches the calling thread's table of the registry with cache key `key`.
@@ -165,7 +167,7 @@ pub(crate) fn cache_table(key: u64, table: *const ()) {
 /// without a destructor: no allocation, no lock.
 #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
 pub(crate) fn forget_cache_after_fork() {
-    let _ = TABLE_CACHE.try_with(|c| c.set((0, std::ptr::null())));
+    let _ = TABLE_CACHE.try_with(|c| c.set(NO_TABLE));
 }
 
 /// Forgets the cached table of the registry with cache key `key` (its
@@ -173,7 +175,7 @@ pub(crate) fn forget_cache_after_fork() {
 pub(crate) fn uncache_table(key: u64) {
     let _ = TABLE_CACHE.try_with(|c| {
         if c.get().0 == key {
-            c.set((0, std::ptr::null()));
+            c.set(NO_TABLE);
         }
     });
 }

@@ -5,7 +5,7 @@
 use loom::sync::mpsc;
 use loom::thread;
 use loom_tests::{inserted_or_full, Drops, Node, Tracked};
-use tether::{Error, Registry, Released, ThreadExit, Transfer};
+use tether::{Error, Handle, Registry, Released, ThreadExit, Transfer};
 
 /// Invariants 1, 2: a holder retains (its own fast path) while another
 /// thread drops the last reference *it* holds: the object stays alive for
@@ -316,6 +316,15 @@ fn shutdown_waits_for_a_value_on_its_way_home() {
     });
 }
 
+/// If an insert got a slot (`h`): checks that it holds the insert's own
+/// value `id`, and releases it. Whether it got one.
+fn release_own(reg: &Registry<Tracked>, h: Option<Handle>, id: u32) -> bool {
+    let Some(h) = h else { return false };
+    assert_eq!(reg.get(h).unwrap().id, id, "its own value");
+    reg.release(h).unwrap();
+    true
+}
+
 /// Issue 4, slot claims (`crate::free`): a slot freed into the main thread's
 /// cache is wanted at once by the main thread (popping its cache) and by a
 /// worker that finds the registry otherwise full (stealing from that cache).
@@ -341,22 +350,14 @@ fn cached_free_slot_is_claimed_once() {
                 let x = reg.insert(drops.value(2)).unwrap();
                 let y = inserted_or_full(reg.insert(drops.value(3)), 3);
                 assert_eq!(reg.get(x).unwrap().id, 2);
-                let got = y.is_some();
-                if let Some(y) = y {
-                    assert_eq!(reg.get(y).unwrap().id, 3, "its own value");
-                    reg.release(y).unwrap();
-                }
+                let got = release_own(&reg, y, 3);
                 reg.release(x).unwrap();
                 got
             })
         };
         let b = inserted_or_full(reg.insert(drops.value(4)), 4);
         assert!(reg.len() <= 2);
-        let main_got = b.is_some();
-        if let Some(b) = b {
-            assert_eq!(reg.get(b).unwrap().id, 4, "its own value");
-            reg.release(b).unwrap();
-        }
+        let main_got = release_own(&reg, b, 4);
         let worker_got = worker.join().unwrap();
         // Full only if the other thread had the slot: at least one of the
         // two inserts succeeded.
