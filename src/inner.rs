@@ -17,7 +17,7 @@ use crate::free::FreeList;
 use crate::inbox::Sent;
 use crate::interner::Forget;
 use crate::limits::{DRAIN_BATCH, GEN_BITS, INDEX_BITS, MAX_TAG, TAG_BITS};
-use crate::local::{refs, roots, total, Counter, ThreadTable, REF_ONE, ROOT_ONE};
+use crate::local::{refs, total, Counter, ThreadTable, REF_ONE, ROOT_ONE};
 use crate::page::{Loc, Pages};
 use crate::slot::{generation, holds, Slot};
 use crate::sync::{self, AtomicBool, AtomicPtr, AtomicU64, Mutex, Ordering};
@@ -90,9 +90,10 @@ pub(crate) struct Inner<T> {
     handle_key: u64,
     /// `config.capacity`, beside the other fast-path fields.
     pub(crate) capacity: u32,
-    /// `config.max_count`, beside the other fast-path fields (widened: the
-    /// fast path compares it with a 64-bit sum).
-    max_count: u64,
+    /// `config.max_count << 32`, beside the other fast-path fields: an
+    /// entry is at the limit iff it is at least this (its total is in the
+    /// high half, see [`crate::local`]).
+    count_limit: u64,
     slots: Pages<Slot<T>>,
     pub(crate) config: Config,
     alloc: Mutex<FreeList>,
@@ -154,7 +155,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             cache_key,
             handle_key: cache_key | tag,
             capacity: config.capacity,
-            max_count: u64::from(config.max_count),
+            count_limit: u64::from(config.max_count) << 32,
             slots: Pages::new(),
             config,
             alloc: Mutex::new(FreeList::default()),
@@ -412,16 +413,16 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// there is room: its total stays within `max_count`. `None` at the
     /// limit.
     ///
-    /// Either kind fits its half of the entry then: `refs(e)` and
-    /// `roots(e)` are each at most `held < max_count <= u32::MAX`.
+    /// Either kind fits the entry then: `refs(e) <= total(e) < max_count
+    /// <= u32::MAX`, so neither half carries over.
     #[inline]
     pub(crate) fn one_more(&self, e: u64) -> Option<u32> {
-        let held = u64::from(refs(e)) + u64::from(roots(e));
-        if held >= self.max_count {
+        // total(e) >= max_count, compared on the whole entry: the low half
+        // (refs) is below 2^32.
+        if e >= self.count_limit {
             return None;
         }
-        // held < max_count <= u32::MAX, so + 1 fits
-        Some(held as u32 + 1)
+        Some(total(e) + 1)
     }
 
     /// `retain`: +1 explicit reference for the calling thread.

@@ -1,6 +1,7 @@
 //! A thread's own table of counts in one registry.
 //!
-//! One `AtomicU64` per slot index: `roots << 32 | refs`.
+//! One `AtomicU64` per slot index: `total << 32 | refs`, where `total =
+//! refs + roots` is everything the thread holds on the object.
 //!
 //! * `refs` are explicit references (from `insert`, `retain`, `claim`); only
 //!   they can be given up with `release` or `transfer`.
@@ -8,8 +9,15 @@
 //!   which hand out `&T`: they release themselves on drop, so no `release()`
 //!   call can pull a reference out from under a borrowed value.
 //!
+//! Keeping the total rather than the roots makes the fast path's checks
+//! single operations: the limit check is one compare of the whole entry
+//! (`entry >= max_count << 32`), and the count that `retain` and `release`
+//! report is one shift. `refs <= total <= u32::MAX` always holds: every
+//! increment checks the total first (against `max_count`, or against
+//! `u32::MAX` in `Proxy::clone`).
+//!
 //! The thread holds the object (one *hold* in the slot's state word) iff its
-//! entry is non-zero. Only the owning thread writes its table, with a plain
+//! entry is non-zero (iff its total is). Only the owning thread writes its table, with a plain
 //! load and store (no read-modify-write, no shared cache line): retaining a
 //! handle the thread already holds is an ordinary increment. Other threads
 //! only read entries, for `holders()` and snapshots.
@@ -21,10 +29,10 @@ use crate::inbox::Inbox;
 use crate::page::{Loc, Pages};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, ThreadId};
 
-/// One explicit reference in an entry.
-pub(crate) const REF_ONE: u64 = 1;
-/// One root (proxy or guard) in an entry.
+/// One in the total of an entry: a root (proxy or guard).
 pub(crate) const ROOT_ONE: u64 = 1 << 32;
+/// One explicit reference in an entry: one in its refs and one in its total.
+pub(crate) const REF_ONE: u64 = ROOT_ONE | 1;
 
 /// Explicit references of an entry.
 #[inline]
@@ -35,13 +43,20 @@ pub(crate) fn refs(entry: u64) -> u32 {
 /// Roots (proxies and guards) of an entry.
 #[inline]
 pub(crate) fn roots(entry: u64) -> u32 {
+    total(entry).wrapping_sub(refs(entry))
+}
+
+/// Everything the thread holds, as reported by `count()`.
+#[inline]
+pub(crate) fn total(entry: u64) -> u32 {
     (entry >> 32) as u32
 }
 
-/// Everything the thread holds, as reported by `count()` (saturating).
+/// The entry `entry` leaves once its explicit references are gone: its
+/// roots alone.
 #[inline]
-pub(crate) fn total(entry: u64) -> u32 {
-    refs(entry).saturating_add(roots(entry))
+pub(crate) fn roots_only(entry: u64) -> u64 {
+    u64::from(roots(entry)) * ROOT_ONE
 }
 
 /// See the module docs.

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::inner::{Inner, Kind};
-use crate::local::{roots, ThreadTable, ROOT_ONE};
+use crate::local::{total, ThreadTable, ROOT_ONE};
 use crate::slot::Slot;
 use crate::sync::{AtomicU64, Ordering};
 use crate::{Error, Handle, Registry, Transfer};
@@ -176,13 +176,14 @@ impl<T: Send + Sync + 'static> Clone for Proxy<T> {
     ///
     /// # Aborts
     ///
-    /// Like `Rc::clone`, aborts if this thread's proxy count for the object
-    /// would pass `u32::MAX` (reachable only by leaking proxies). Use
-    /// [`try_clone`](Proxy::try_clone) to get an error instead.
+    /// Like `Rc::clone`, aborts if this thread's count for the object
+    /// (references and proxies) would pass `u32::MAX` (reachable only by
+    /// leaking proxies). Use [`try_clone`](Proxy::try_clone) to get an error
+    /// instead.
     #[inline]
     fn clone(&self) -> Self {
         let e = self.entry().load(Ordering::Relaxed);
-        if roots(e) == u32::MAX {
+        if total(e) == u32::MAX {
             std::process::abort();
         }
         self.add_root(e)

@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use super::{Inner, RAW_SERIAL_BITS};
 use crate::interner::Forget;
 use crate::limits::RAW_LIMIT;
-use crate::local::refs;
+use crate::local::{refs, roots_only};
 use crate::slot::{generation, holds};
 use crate::sync::{self, Ordering};
 use crate::tid::{self, ExitHook};
@@ -122,7 +122,7 @@ impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
                     }
                     released_any = true;
                     released += 1;
-                    let left = e & !u64::from(u32::MAX);
+                    let left = roots_only(e);
                     entry.store(left, Ordering::Relaxed);
                     if left == 0 {
                         if let Some(slot) = self.slots.get(index) {
