@@ -265,6 +265,74 @@ fn a_proxy_kept_in_a_user_thread_local_is_released_at_thread_exit() {
 }
 
 #[test]
+fn a_proxy_dropped_after_the_exit_hook_keeps_its_object_alive_until_then() {
+    // The other order of the test above: the thread-local's destructor is
+    // registered before the thread's first registry call, so it runs after
+    // the registry's exit hook. The hook releases the thread's explicit
+    // references but must keep its proxies' (roots): the object lives until
+    // the last proxy is dropped, here by that destructor.
+    use std::cell::RefCell;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Drops its proxy last, noting first whether the exit hook had run and
+    /// how many values had been dropped by then.
+    struct Kept {
+        proxy: Option<tether::Proxy<Tracked>>,
+        log: Arc<DropLog>,
+        hook_ran: Arc<AtomicBool>,
+        seen: Arc<Mutex<Option<(bool, usize)>>>,
+    }
+    impl Drop for Kept {
+        fn drop(&mut self) {
+            let at_drop = (self.hook_ran.load(Ordering::SeqCst), self.log.count());
+            *self.seen.lock().expect("seen") = Some(at_drop);
+            drop(self.proxy.take());
+        }
+    }
+    thread_local! {
+        static KEPT: RefCell<Option<Kept>> = const { RefCell::new(None) };
+    }
+
+    let log = DropLog::new();
+    let hook_ran = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(None));
+    let reg = Registry::builder()
+        .on_event({
+            let hook_ran = Arc::clone(&hook_ran);
+            move |e| {
+                if let tether::Event::ThreadExited { .. } = e {
+                    hook_ran.store(true, Ordering::SeqCst);
+                }
+            }
+        })
+        .build();
+    let (r2, log2, ran2, seen2) = (reg.clone(), Arc::clone(&log), hook_ran, Arc::clone(&seen));
+    join(spawn("proxy-outlives-hook", move || {
+        // First touch: this destructor is registered before the hook.
+        KEPT.with(|k| assert!(k.borrow().is_none()));
+        let h = r2.insert(Tracked::new(&log2, 1)).expect("insert"); // home
+        let proxy = r2.proxy(h).expect("proxy");
+        r2.retain(h).expect("retain");
+        assert_eq!(r2.count(h), Ok(3), "two references and one proxy");
+        KEPT.with(|k| {
+            *k.borrow_mut() = Some(Kept {
+                proxy: Some(proxy),
+                log: log2,
+                hook_ran: ran2,
+                seen: seen2,
+            })
+        });
+    }));
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        Some((true, 0)),
+        "the proxy was dropped after the exit hook, and the object was alive until then"
+    );
+    assert_eq!(log.count(), 1, "the proxy's drop finalized it");
+    assert!(reg.is_empty());
+}
+
+#[test]
 fn pins_outlive_the_thread_that_pinned() {
     // A pin belongs to the registry, not to the thread: a pinning thread's
     // exit does not remove it.
