@@ -380,6 +380,23 @@ impl<T: Send + Sync + 'static> Inner<T> {
     #[inline(always)]
     #[allow(clippy::type_complexity)]
     fn lookup(&self, h: Handle) -> Option<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u64)> {
+        let (table, loc, entry, e) = self.my_entry(h)?;
+        if e == 0 {
+            let slot = self.slots.at(loc)?;
+            return (h.index() < self.capacity).then_some((slot, table, entry, 0));
+        }
+        Some((self.held_slot(h, loc)?, table, entry, e))
+    }
+
+    /// The start of every fast path: the calling thread's table, `h`'s
+    /// location, and the thread's entry there with its value, if no queued
+    /// finalization is waiting to be drained. `h`'s generation is not
+    /// checked yet (see [`Inner::held_slot`]).
+    #[inline(always)]
+    fn my_entry(&self, h: Handle) -> Option<(&ThreadTable<T>, Loc, &AtomicU64, u64)> {
+        // First, so that the entry's address does not wait for the loads
+        // below.
+        let loc = Loc::of(h.index() as usize);
         // No fork check here: in a forked child the cache misses (see
         // `my_table`), so this returns `None` and the general path says
         // `Forked`.
@@ -394,19 +411,22 @@ impl<T: Send + Sync + 'static> Inner<T> {
         } else {
             return None;
         };
+        let entry = table.entry_at(loc)?;
+        let e = entry.load(Ordering::Relaxed);
         if table.inbox.has_pending() {
             return None; // the general path drains first
         }
-        let loc = Loc::of(h.index() as usize);
-        let entry = table.entry_at(loc)?;
-        let e = entry.load(Ordering::Relaxed);
+        Some((table, loc, entry, e))
+    }
+
+    /// The slot at `loc` if it holds the object `h` names, for a thread
+    /// whose entry there is non-zero: the thread holds the object at this
+    /// index, so its generation is stable, and `h` names it iff the
+    /// generations match.
+    #[inline(always)]
+    fn held_slot(&self, h: Handle, loc: Loc) -> Option<&Slot<T>> {
         let slot = self.slots.at(loc)?;
-        if e == 0 {
-            return (h.index() < self.capacity).then_some((slot, table, entry, 0));
-        }
-        // The thread holds the object at this index, so its generation is
-        // stable: `h` names it iff the generations match.
-        (slot.held_generation() == h.generation()).then_some((slot, table, entry, e))
+        (slot.held_generation() == h.generation()).then_some(slot)
     }
 
     /// The thread's count after one more reference in its entry `e`, if
@@ -600,18 +620,23 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// `release`: gives up one explicit reference of the calling thread.
     #[inline]
     pub(crate) fn release(&self, h: Handle) -> Result<Released, Error> {
-        if let Some((slot, table, entry, e)) = self.lookup(h) {
-            if refs(e) != 0 {
-                let left = e - REF_ONE;
-                entry.store(left, Ordering::Relaxed);
-                if left != 0 {
-                    // Not the thread's last reference: nothing shared changes.
-                    return Ok(Released::Held(total(left)));
-                }
-                return Ok(self.let_go(h, slot, table));
-            }
+        // The entry first: only a thread with an explicit reference goes on.
+        let Some((table, loc, entry, e)) = self.my_entry(h) else {
+            return self.release_slow(h);
+        };
+        if refs(e) == 0 {
+            return self.release_slow(h);
         }
-        self.release_slow(h)
+        let Some(slot) = self.held_slot(h, loc) else {
+            return self.release_slow(h);
+        };
+        let left = e - REF_ONE;
+        entry.store(left, Ordering::Relaxed);
+        if left != 0 {
+            // Not the thread's last reference: nothing shared changes.
+            return Ok(Released::Held(total(left)));
+        }
+        Ok(self.let_go(h, slot, table))
     }
 
     /// The calling thread's count for `h` just went 1 → 0 (its entry is
