@@ -466,9 +466,10 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// (nothing stored) at the limit.
     #[inline(always)]
     fn add_held(&self, entry: &AtomicU64, e: u64, kind: Kind) -> Option<u32> {
-        let n = self.one_more(e)?;
-        entry.store(e + kind.one(), Ordering::Relaxed);
-        Some(n)
+        self.one_more(e)?;
+        let next = e + kind.one();
+        entry.store(next, Ordering::Relaxed);
+        Some(total(next))
     }
 
     /// `retain`'s fast path alone: +1 if the calling thread already holds
