@@ -237,7 +237,10 @@
 //! * **Per-thread counts** live in a dense table per thread and registry,
 //!   indexed by slot: retaining or releasing a handle the thread already
 //!   holds is a plain increment of a word nobody else writes. Only a thread's
-//!   0↔1 transitions touch the shared state word.
+//!   0↔1 transitions touch the shared state word. A thread's word is
+//!   `total << 32 | refs` (all it holds, and of that its explicit
+//!   references), so the limit check is one compare of the whole word and
+//!   the count `retain` and `release` report is one shift.
 //! * **Free slots** are claimed with one CAS on the slot's `home` pointer.
 //!   A thread keeps up to 32 slots it freed in its own cache (written with
 //!   plain stores); the global free list's lock is taken only to spill or
