@@ -109,6 +109,10 @@ pub(crate) struct Inner<T> {
     /// Owns every table (see [`Tables`]).
     tables: Mutex<Tables<T>>,
     raw: Mutex<RawTransfers>,
+    /// Slot index → pins of its live object, for objects with any (the
+    /// slot's state word carries only a pinned flag). Pins are rare: a
+    /// lock is fine. Never held while user code runs.
+    pins: Mutex<HashMap<u32, u32>>,
     drop_panics: AtomicU64,
     /// Events, misuse policy, origins (see [`crate::diag`]).
     pub(crate) diag: Diag,
@@ -173,6 +177,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 live: HashMap::new(),
                 next: 1,
             }),
+            pins: Mutex::new(HashMap::new()),
             drop_panics: AtomicU64::new(0),
             diag,
             closed: AtomicBool::new(false),
@@ -608,7 +613,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         // The access rule reads the slot's current occupant, which may not
         // be `h`'s object: `try_hold` then refuses (stale or invalid).
         let home = ptr::eq(slot.home_addr(), Arc::as_ptr(&table.inbox));
-        if !granted && !home && slot.extra().0 == 0 {
+        if !granted && !home && !slot.pinned() {
             // A dead or never-issued `h` says so rather than "not held".
             slot.check(h)?;
             return Err(Error::NotHeld(h));
@@ -845,7 +850,6 @@ impl<T: Send + Sync + 'static> Inner<T> {
             // The thread keeps its hold; the token needs its own.
             slot.try_hold(h)?;
         } // else: the thread's hold becomes the token's.
-        slot.add_transfer();
         entry.store(left, Ordering::Relaxed);
         if let Some(table) = self.my_table() {
             self.diag.emit(|| crate::Event::Transferred {
@@ -866,12 +870,10 @@ impl<T: Send + Sync + 'static> Inner<T> {
         for minted in 0..n {
             if let Err(e) = slot.try_hold(h) {
                 for _ in 0..minted {
-                    slot.sub_transfer();
                     slot.drop_hold();
                 }
                 return Err(e);
             }
-            slot.add_transfer();
         }
         if n > 0 {
             if let Some(table) = self.my_table() {
@@ -910,7 +912,6 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if e == 0 {
             // The token's hold becomes the thread's.
             entry.store(kind.one(), Ordering::Relaxed);
-            slot.sub_transfer();
             self.diag.emit(|| crate::Event::Claimed {
                 handle: h,
                 thread: table.thread,
@@ -922,7 +923,6 @@ impl<T: Send + Sync + 'static> Inner<T> {
             return Err(Error::Overflow(h));
         }
         entry.store(e + kind.one(), Ordering::Relaxed);
-        slot.sub_transfer();
         // The thread already had a hold: the token's is surplus. Not the last.
         let last = slot.drop_hold();
         debug_assert!(!last, "a claiming holder cannot drop the last hold");
@@ -941,7 +941,6 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let Ok(slot) = self.slot(h) else {
             return Released::Held(0);
         };
-        slot.sub_transfer();
         let table = self.my_table();
         self.drop_hold(slot, h, table)
     }
@@ -953,7 +952,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             // The thread keeps its own hold: the pin needs one of its own.
             slot.try_hold(h)?;
         } // else: the temporary hold becomes the pin's.
-        if !slot.add_pin() {
+        if !self.add_pin(slot, h) {
             self.drop_hold(slot, h, Some(table));
             return Err(Error::Overflow(h));
         }
@@ -967,7 +966,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// `unpin`: removes one pin (and its hold).
     pub(crate) fn unpin(&self, h: Handle) -> Result<(), Error> {
         let (slot, table, temporary) = self.hold_for_op(h)?;
-        let result = if slot.remove_pin() {
+        let result = if self.remove_pin(slot, h) {
             // The pin's hold: not the last, the caller holds one too.
             let last = slot.drop_hold();
             debug_assert!(!last, "unpin cannot drop the last hold");
@@ -983,6 +982,41 @@ impl<T: Send + Sync + 'static> Inner<T> {
             self.drop_hold(slot, h, Some(table));
         }
         result
+    }
+
+    /// Counts one more pin of the live object `h` (the caller already took
+    /// the pin's hold); `false` at `u32::MAX` pins.
+    fn add_pin(&self, slot: &Slot<T>, h: Handle) -> bool {
+        let mut pins = self.pins.lock();
+        let n = pins.entry(h.index()).or_insert(0);
+        if *n == u32::MAX {
+            return false;
+        }
+        *n += 1;
+        if *n == 1 {
+            slot.mark_pinned(true);
+        }
+        true
+    }
+
+    /// Removes one pin of the live object `h` if it has one (the caller then
+    /// drops the pin's hold).
+    fn remove_pin(&self, slot: &Slot<T>, h: Handle) -> bool {
+        let mut pins = self.pins.lock();
+        let Some(n) = pins.get_mut(&h.index()) else {
+            return false;
+        };
+        *n -= 1;
+        if *n == 0 {
+            pins.remove(&h.index());
+            slot.mark_pinned(false);
+        }
+        true
+    }
+
+    /// Slot index → pins, for every object with a pin (diagnostics).
+    pub(crate) fn all_pins(&self) -> HashMap<u32, u32> {
+        self.pins.lock().clone()
     }
 
     /// Makes sure the calling thread holds `h` for the duration of an
@@ -1084,13 +1118,13 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 
     /// Raw view for snapshots: `(handle, slot)` of every live object.
-    pub(crate) fn for_each_live(&self, mut f: impl FnMut(Handle, &Slot<T>)) {
+    pub(crate) fn for_each_live(&self, mut f: impl FnMut(Handle, &Slot<T>, u32)) {
         let next = self.alloc.lock().next;
         for i in 0..next {
             if let Some(slot) = self.slots.get(i as usize) {
                 let s = slot.state();
                 if holds(s) > 0 {
-                    f(Handle::new(self.tag, generation(s), i), slot);
+                    f(Handle::new(self.tag, generation(s), i), slot, holds(s));
                 }
             }
         }

@@ -151,7 +151,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
     /// # Aborts
     ///
     /// Like `Arc::clone`, aborts the process if the object's hold count would
-    /// pass `u32::MAX` (only reachable by leaking billions of transfers).
+    /// pass 2^31 - 1 (only reachable by leaking two billion transfers).
     pub fn transfer(self) -> Transfer<T> {
         let e = self.entry().load(Ordering::Relaxed);
         let moved =

@@ -1,10 +1,15 @@
 //! One object's slot, and the lock-free protocol on its state word.
 //!
-//! `state` packs `generation << 32 | holds`. *Holds* counts what keeps the
-//! object alive: one per **thread** holding it (not per reference — a
-//! thread's own count lives in its [`ThreadTable`](crate::local::ThreadTable)
-//! and only its 0↔1 transitions touch this word), one per pin and one per
-//! outstanding [`Transfer`](crate::Transfer).
+//! `state` packs `generation << 32 | pinned << 31 | holds`. *Holds* counts
+//! what keeps the object alive: one per **thread** holding it (not per
+//! reference — a thread's own count lives in its
+//! [`ThreadTable`](crate::local::ThreadTable) and only its 0↔1 transitions
+//! touch this word), one per pin and one per outstanding
+//! [`Transfer`](crate::Transfer). *Pinned* says the object has at least one
+//! pin (the access rule reads it from the word `try_hold` reads anyway);
+//! the registry keeps the pin counts themselves aside, as pins are rare.
+//! Transfers are not counted apart: a snapshot derives them from the holds
+//! (see `Snapshot`).
 //!
 //! * An object is live iff `holds > 0`; `holds` reaches 0 exactly once per
 //!   object, and the thread whose decrement did it finalizes it.
@@ -26,7 +31,12 @@ use crate::page::PageEntry;
 use crate::sync::{AtomicPtr, AtomicU64, Ordering, UnsafeCell};
 use crate::{Error, Handle};
 
-const HOLDS_MASK: u64 = u32::MAX as u64;
+/// The pinned flag of a state word.
+const PINNED: u64 = 1 << 31;
+/// The holds of a state word.
+const HOLDS_MASK: u64 = PINNED - 1;
+/// Most holds an object can have (then `try_hold` says `Overflow`).
+pub(crate) const MAX_HOLDS: u32 = HOLDS_MASK as u32;
 
 /// Generation of a packed state word.
 #[inline]
@@ -42,10 +52,8 @@ pub(crate) fn holds(state: u64) -> u32 {
 
 /// Storage for one object.
 pub(crate) struct Slot<T> {
-    /// `generation << 32 | holds`, see the module docs.
+    /// `generation << 32 | pinned << 31 | holds`, see the module docs.
     state: AtomicU64,
-    /// `pins << 32 | transfers`: what the holds are made of, beyond threads.
-    extra: AtomicU64,
     /// The home thread's inbox (`Arc::into_raw`) from the claim until the
     /// slot is published free again, null while the slot is free (a dangling
     /// marker once retired). Compared by address to decide "am I home";
@@ -54,6 +62,11 @@ pub(crate) struct Slot<T> {
     /// Initialised iff the object is live (or being finalized by its owner).
     value: UnsafeCell<MaybeUninit<T>>,
 }
+
+// A 16-byte value makes a 32-byte slot: two to a cache line, none across
+// two lines.
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<Slot<[u64; 2]>>() == 32);
 
 // SAFETY: a `Slot<T>` hands out `&T` to several threads at once (needs
 // `T: Sync`) and moves `T` to the finalizing thread (needs `T: Send`). The
@@ -70,7 +83,7 @@ impl<T> PageEntry for Slot<T> {
     #[cfg(not(loom))]
     fn new_page(len: usize) -> Box<[Self]> {
         // SAFETY: all zero bits is a valid free slot: state 0 (generation 0,
-        // no holds), extra 0, a null `home`, and a `MaybeUninit` value.
+        // not pinned, no holds), a null `home`, and a `MaybeUninit` value.
         unsafe { crate::page::zeroed_page::<Self>(len, true) }
     }
 
@@ -79,7 +92,6 @@ impl<T> PageEntry for Slot<T> {
         (0..len)
             .map(|_| Slot {
                 state: AtomicU64::new(0),
-                extra: AtomicU64::new(0),
                 home: AtomicPtr::new(ptr::null_mut()),
                 value: UnsafeCell::new(MaybeUninit::uninit()),
             })
@@ -128,7 +140,7 @@ impl<T> Slot<T> {
         let mut cur = self.state();
         loop {
             classify(cur, h)?;
-            if holds(cur) == u32::MAX {
+            if holds(cur) == MAX_HOLDS {
                 return Err(Error::Overflow(h));
             }
             match self.state.compare_exchange_weak(
@@ -176,7 +188,6 @@ impl<T> Slot<T> {
     /// thread's. The claim's `home` becomes the object's home inbox.
     pub(crate) fn fill(&self, value: T) -> u32 {
         let g = generation(self.state.load(Ordering::Relaxed));
-        self.extra.store(0, Ordering::Relaxed);
         // SAFETY: the caller claimed the slot (its CAS on `home` succeeded,
         // after the previous object's finalizer moved the value out), so no
         // other thread reads or writes the value cell until the release store
@@ -234,38 +245,22 @@ impl<T> Slot<T> {
             .store(ptr::NonNull::dangling().as_ptr(), Ordering::Relaxed);
     }
 
-    /// `(pins, transfers)` — diagnostics.
-    pub(crate) fn extra(&self) -> (u32, u32) {
-        let e = self.extra.load(Ordering::Relaxed);
-        ((e >> 32) as u32, e as u32)
+    /// Whether the object has a pin (see [`Slot::mark_pinned`]).
+    #[inline]
+    pub(crate) fn pinned(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & PINNED != 0
     }
 
-    /// Counts one more pin (the caller already added its hold).
-    pub(crate) fn add_pin(&self) -> bool {
-        self.extra
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| {
-                ((e >> 32) < u64::from(u32::MAX)).then(|| e + (1 << 32))
-            })
-            .is_ok()
-    }
-
-    /// Removes one pin if there is one (the caller then drops its hold).
-    pub(crate) fn remove_pin(&self) -> bool {
-        self.extra
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| {
-                (e >> 32 > 0).then(|| e - (1 << 32))
-            })
-            .is_ok()
-    }
-
-    /// Counts one more outstanding transfer (diagnostics).
-    pub(crate) fn add_transfer(&self) {
-        self.extra.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one transfer claimed or dropped (diagnostics).
-    pub(crate) fn sub_transfer(&self) {
-        self.extra.fetch_sub(1, Ordering::Relaxed);
+    /// Sets or clears the pinned flag, as the registry's pin count for the
+    /// object leaves or reaches zero (under the lock of those counts). The
+    /// object is live: the pin's hold is taken before the flag is set and
+    /// dropped after it is cleared. Leaves holds and generation alone.
+    pub(crate) fn mark_pinned(&self, pinned: bool) {
+        if pinned {
+            self.state.fetch_or(PINNED, Ordering::Relaxed);
+        } else {
+            self.state.fetch_and(!PINNED, Ordering::Relaxed);
+        }
     }
 
     /// The home inbox address, for "is the caller home" comparisons only

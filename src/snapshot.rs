@@ -64,7 +64,10 @@ pub struct ObjectSnapshot {
     pub holders: Vec<HolderSnapshot>,
     /// Pins.
     pub pins: u32,
-    /// Transfers in flight (raw tokens included).
+    /// Transfers in flight (raw tokens included). Derived: the object's
+    /// holds less its holding threads and its pins (each holding thread has
+    /// one hold, each pin and each transfer one), so under concurrent use it
+    /// can count a thread that is just taking or dropping its hold.
     pub transfers: u32,
 }
 
@@ -123,9 +126,10 @@ impl Snapshot {
                     pending: t.inbox.len(),
                 })
                 .collect();
-            inner.for_each_live(|handle, slot| {
+            let all_pins = inner.all_pins();
+            inner.for_each_live(|handle, slot, holds| {
                 let home_addr = slot.home_addr();
-                let (pins, transfers) = slot.extra();
+                let pins = all_pins.get(&handle.index()).copied().unwrap_or(0);
                 let home = tables
                     .iter()
                     .find(|t| ptr::eq(Arc::as_ptr(&t.inbox), home_addr))
@@ -141,7 +145,11 @@ impl Snapshot {
                             exited: t.exited.load(crate::sync::Ordering::Relaxed),
                         })
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
+                // Every hold is a holding thread's, a pin's or an in-flight
+                // transfer's: the transfers are what is left.
+                let threads = u32::try_from(holders.len()).unwrap_or(u32::MAX);
+                let transfers = holds.saturating_sub(threads).saturating_sub(pins);
                 s.objects.push(ObjectSnapshot {
                     handle,
                     home,

@@ -112,6 +112,30 @@ fn anyone_may_access_a_pinned_object() {
 }
 
 #[test]
+fn an_object_pinned_twice_stays_open_to_strangers_until_its_last_unpin() {
+    let reg = Registry::new();
+    let h = reg.insert(7u32).expect("insert");
+    reg.pin(h).expect("pin");
+    reg.pin(h).expect("pin again");
+    let stranger_gets = |reg: &Registry<u32>| {
+        let r = reg.clone();
+        join(spawn("stranger", move || r.get(h).map(|g| *g)))
+    };
+    reg.unpin(h).expect("first unpin");
+    assert_eq!(reg.snapshot().object(h).expect("live").pins, 1);
+    assert_eq!(stranger_gets(&reg), Ok(7), "one pin is left");
+    reg.unpin(h).expect("second unpin");
+    assert_eq!(reg.snapshot().object(h).expect("live").pins, 0);
+    assert_eq!(
+        stranger_gets(&reg),
+        Err(Error::NotHeld(h)),
+        "no pin is left"
+    );
+    assert_eq!(reg.unpin(h), Err(Error::NotPinned(h)));
+    assert_eq!(rel(reg.release(h)), Rel::Finalized);
+}
+
+#[test]
 fn a_thread_that_let_go_loses_access() {
     let log = DropLog::new();
     let reg = Registry::new();
