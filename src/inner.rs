@@ -434,20 +434,16 @@ impl<T: Send + Sync + 'static> Inner<T> {
         (slot.held_generation() == h.generation()).then_some(slot)
     }
 
-    /// The thread's count after one more reference in its entry `e`, if
-    /// there is room: its total stays within `max_count`. `None` at the
-    /// limit.
+    /// Whether a thread's entry `e` can take one more reference: its total
+    /// stays within `max_count`.
     ///
     /// Either kind fits the entry then: `refs(e) <= total(e) < max_count
     /// <= u32::MAX`, so neither half carries over.
     #[inline]
-    pub(crate) fn one_more(&self, e: u64) -> Option<u32> {
-        // total(e) >= max_count, compared on the whole entry: the low half
+    pub(crate) fn has_room(&self, e: u64) -> bool {
+        // total(e) < max_count, compared on the whole entry: the low half
         // (refs) is below 2^32.
-        if e >= self.count_limit {
-            return None;
-        }
-        Some(total(e) + 1)
+        e < self.count_limit
     }
 
     /// `retain`: +1 explicit reference for the calling thread.
@@ -471,7 +467,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// (nothing stored) at the limit.
     #[inline(always)]
     fn add_held(&self, entry: &AtomicU64, e: u64, kind: Kind) -> Option<u32> {
-        self.one_more(e)?;
+        if !self.has_room(e) {
+            return None;
+        }
         let next = e + kind.one();
         entry.store(next, Ordering::Relaxed);
         Some(total(next))
@@ -919,10 +917,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
             self.diag.first_reference(h, table.thread);
             return Ok((slot, table, entry));
         }
-        if self.one_more(e).is_none() {
+        if self.add_held(entry, e, kind).is_none() {
             return Err(Error::Overflow(h));
         }
-        entry.store(e + kind.one(), Ordering::Relaxed);
         // The thread already had a hold: the token's is surplus. Not the last.
         let last = slot.drop_hold();
         debug_assert!(!last, "a claiming holder cannot drop the last hold");
@@ -1117,7 +1114,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         f(&self.tables.lock().list)
     }
 
-    /// Raw view for snapshots: `(handle, slot)` of every live object.
+    /// Raw view for snapshots: `(handle, slot, holds)` of every live object.
     pub(crate) fn for_each_live(&self, mut f: impl FnMut(Handle, &Slot<T>, u32)) {
         let next = self.alloc.lock().next;
         for i in 0..next {

@@ -17,10 +17,11 @@
 //! `u32::MAX` in `Proxy::clone`).
 //!
 //! The thread holds the object (one *hold* in the slot's state word) iff its
-//! entry is non-zero (iff its total is). Only the owning thread writes its table, with a plain
-//! load and store (no read-modify-write, no shared cache line): retaining a
-//! handle the thread already holds is an ordinary increment. Other threads
-//! only read entries, for `holders()` and snapshots.
+//! entry is non-zero (iff its total is). Only the owning thread writes its
+//! table, with a plain load and store (no read-modify-write, no shared cache
+//! line): retaining a handle the thread already holds is an ordinary
+//! increment. Other threads only read entries, for `holders()` and
+//! snapshots.
 
 use std::sync::Arc;
 

@@ -118,7 +118,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
             return Err(Error::Forked);
         }
         let e = self.entry().load(Ordering::Relaxed);
-        if self.home.inner.one_more(e).is_none() {
+        if !self.home.inner.has_room(e) {
             return Err(Error::Overflow(self.handle));
         }
         Ok(self.add_root(e))
