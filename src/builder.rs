@@ -94,10 +94,16 @@ impl<T: Send + Sync + 'static> Builder<T> {
 
     /// Limit on one thread's count for one object (explicit references plus
     /// proxies and guards); taking more returns
-    /// [`Error::Overflow`](crate::Error::Overflow). Default `u32::MAX`. Small
-    /// values make overflow handling easy to test.
+    /// [`Error::Overflow`](crate::Error::Overflow) (and `Proxy::clone`
+    /// panics). Default `u32::MAX`. Small values make overflow handling easy
+    /// to test.
+    ///
+    /// At least 1: `max_count(0)` is taken as `max_count(1)`, since an
+    /// insert or a claim always gives its thread one reference. With 1, a
+    /// thread holding its one reference cannot also take a guard or proxy
+    /// (`Overflow`).
     pub fn max_count(mut self, n: u32) -> Self {
-        self.config.max_count = n;
+        self.config.max_count = n.max(1);
         self
     }
 

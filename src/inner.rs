@@ -16,10 +16,10 @@ use crate::diag::{Diag, DiagConfig};
 use crate::free::FreeList;
 use crate::inbox::Sent;
 use crate::interner::Forget;
-use crate::limits::{DRAIN_BATCH, GEN_BITS, INDEX_BITS, MAX_TAG, TAG_BITS};
+use crate::limits::{DRAIN_BATCH, TAG_BITS};
 use crate::local::{refs, total, Counter, ThreadTable, REF_ONE, ROOT_ONE};
 use crate::page::{Loc, Pages};
-use crate::slot::{generation, holds, Slot};
+use crate::slot::{generation, holds, is_pinned, Slot};
 use crate::sync::{self, AtomicBool, AtomicPtr, AtomicU64, Mutex, Ordering};
 use crate::tid::{self, ExitHook};
 use crate::{Error, Handle, InsertError, Released, ThreadExit};
@@ -61,16 +61,6 @@ impl<T> Tables<T> {
     }
 }
 
-/// Raw transfer tokens in flight (see [`Transfer::into_raw`](crate::Transfer::into_raw)).
-struct RawTransfers {
-    live: HashMap<u64, Handle>,
-    /// Serials `1..next` have been issued.
-    next: u64,
-}
-
-/// Bits of a raw transfer token below the registry tag.
-const RAW_SERIAL_BITS: u32 = INDEX_BITS + GEN_BITS;
-
 /// The state shared by all clones of a [`Registry`](crate::Registry).
 ///
 /// `repr(C)`, aligned to a cache line: what every fast path reads (the tag,
@@ -108,7 +98,7 @@ pub(crate) struct Inner<T> {
     threads: Pages<AtomicPtr<ThreadTable<T>>>,
     /// Owns every table (see [`Tables`]).
     tables: Mutex<Tables<T>>,
-    raw: Mutex<RawTransfers>,
+    raw: Mutex<crate::token::RawTransfers>,
     /// Slot index → pins of its live object, for objects with any (the
     /// slot's state word carries only a pinned flag). Pins are rare: a
     /// lock is fine. Never held while user code runs.
@@ -149,7 +139,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
     pub(crate) fn new(config: Config) -> Arc<Self> {
         sync::install_fork_handler();
         let serial = sync::next_registry_serial() + 1;
-        let tag = serial % MAX_TAG + 1;
+        // Distinct among the registries alive (see `crate::tag`).
+        let tag = crate::tag::alloc();
         // Serials count registries created: far below 2^(64 - TAG_BITS), so
         // the shift loses nothing and keys stay unique and non-zero.
         let cache_key = serial << TAG_BITS;
@@ -173,10 +164,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 sending: 0,
                 sent: 0,
             }),
-            raw: Mutex::new(RawTransfers {
-                live: HashMap::new(),
-                next: 1,
-            }),
+            raw: Mutex::new(crate::token::RawTransfers::new(serial)),
             pins: Mutex::new(HashMap::new()),
             drop_panics: AtomicU64::new(0),
             diag,
@@ -434,6 +422,13 @@ impl<T: Send + Sync + 'static> Inner<T> {
         (slot.held_generation() == h.generation()).then_some(slot)
     }
 
+    /// `max_count << 32`: an entry is at the limit iff it is at least this
+    /// (see [`Inner::has_room`]).
+    #[inline]
+    pub(crate) fn count_limit(&self) -> u64 {
+        self.count_limit
+    }
+
     /// Whether a thread's entry `e` can take one more reference: its total
     /// stays within `max_count`.
     ///
@@ -600,6 +595,13 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 
     /// A thread's 0→1 transition: access check, then a hold on the slot.
+    ///
+    /// The access rule (invariant 5) is decided about the object the hold
+    /// actually lands on. A check before the hold reads the slot's occupant
+    /// *then*, which may die and be replaced by the object a successor id
+    /// names (same index, next generation) before `try_hold`'s CAS: so the
+    /// rule is checked again on the state word the CAS replaced and the
+    /// home of the object now held, and a refused hold is given back.
     #[inline]
     fn first_hold(
         &self,
@@ -608,17 +610,27 @@ impl<T: Send + Sync + 'static> Inner<T> {
         table: &ThreadTable<T>,
         granted: bool,
     ) -> Result<(), Error> {
-        // The access rule reads the slot's current occupant, which may not
-        // be `h`'s object: `try_hold` then refuses (stale or invalid).
-        let home = ptr::eq(slot.home_addr(), Arc::as_ptr(&table.inbox));
-        if !granted && !home && !slot.pinned() {
-            // A dead or never-issued `h` says so rather than "not held".
+        let mine = Arc::as_ptr(&table.inbox);
+        if granted {
+            // The object may die any time: `try_hold` refuses a dead or
+            // reused slot.
+            slot.try_hold(h)?;
+            return Ok(());
+        }
+        // A stranger is refused without writing the shared state word (and
+        // a dead or never-issued `h` says so rather than "not held").
+        if !ptr::eq(slot.home_addr(), mine) && !slot.pinned() {
             slot.check(h)?;
             return Err(Error::NotHeld(h));
         }
-        // The object may die any time: `try_hold` refuses a dead or reused
-        // slot.
-        slot.try_hold(h)
+        let state = slot.try_hold(h)?;
+        // Now `h`'s object is held: its home is stable, and `state` says
+        // whether it was pinned when the hold was added.
+        if is_pinned(state) || ptr::eq(slot.home_addr(), mine) {
+            return Ok(());
+        }
+        self.drop_hold(slot, h, Some(table));
+        Err(Error::NotHeld(h))
     }
 
     /// `release`: gives up one explicit reference of the calling thread.

@@ -292,7 +292,9 @@ mod serde_impl;
 mod slot;
 mod snapshot;
 mod sync;
+mod tag;
 mod tid;
+mod token;
 mod transfer;
 
 pub use builder::{Builder, ThreadExit};

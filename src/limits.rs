@@ -10,8 +10,8 @@
 //! | 45..53  | tag        | registry tag, `1..=255`, never 0 (so raw != 0)    |
 //!
 //! Counts are `u32`; an object's holds (one per holding thread, pin and
-//! in-flight transfer) are at most 2^31 - 1, as its state word keeps a
-//! pinned flag beside them (`slot::MAX_HOLDS`). Under `cfg(loom)` pages are
+//! in-flight transfer) are at most 2^30 - 1, as its state word keeps a
+//! pinned and an issued flag beside them (`slot::MAX_HOLDS`). Under `cfg(loom)` pages are
 //! tiny so models reach page boundaries in a handful of operations.
 
 /// Bits of a handle holding the slot index.

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::inner::{Inner, Kind};
-use crate::local::{total, ThreadTable, ROOT_ONE};
+use crate::local::{ThreadTable, ROOT_ONE};
 use crate::slot::Slot;
 use crate::sync::{AtomicU64, Ordering};
 use crate::{Error, Handle, Registry, Transfer};
@@ -51,6 +51,9 @@ pub struct Proxy<T: Send + Sync + 'static> {
 struct ProxyHome<T> {
     inner: Arc<Inner<T>>,
     table: NonNull<ThreadTable<T>>,
+    /// The registry's count limit in entry form (see [`Inner::has_room`]),
+    /// beside the `Rc`'s count that `clone` writes anyway.
+    count_limit: u64,
 }
 
 impl<T: Send + Sync + 'static> Proxy<T> {
@@ -66,6 +69,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
             home: Rc::new(ProxyHome {
                 inner: Arc::clone(inner),
                 table: NonNull::from(table),
+                count_limit: inner.count_limit(),
             }),
             slot: NonNull::from(slot),
             entry: NonNull::from(entry),
@@ -105,7 +109,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
         Registry::from_inner(Arc::clone(&self.home.inner))
     }
 
-    /// Like `clone`, but returns [`Error::Overflow`] instead of aborting when
+    /// Like `clone`, but returns [`Error::Overflow`] instead of panicking when
     /// the thread's count is at its limit
     /// ([`Builder::max_count`](crate::Builder::max_count)).
     ///
@@ -118,7 +122,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
             return Err(Error::Forked);
         }
         let e = self.entry().load(Ordering::Relaxed);
-        if !self.home.inner.has_room(e) {
+        if e >= self.home.count_limit {
             return Err(Error::Overflow(self.handle));
         }
         Ok(self.add_root(e))
@@ -151,7 +155,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
     /// # Aborts
     ///
     /// Like `Arc::clone`, aborts the process if the object's hold count would
-    /// pass 2^31 - 1 (only reachable by leaking two billion transfers).
+    /// pass 2^30 - 1 (only reachable by leaking a billion transfers).
     pub fn transfer(self) -> Transfer<T> {
         let e = self.entry().load(Ordering::Relaxed);
         let moved =
@@ -174,20 +178,34 @@ impl<T: Send + Sync + 'static> Proxy<T> {
 impl<T: Send + Sync + 'static> Clone for Proxy<T> {
     /// +1 for this thread: a plain increment of its own counter.
     ///
-    /// # Aborts
+    /// # Panics
     ///
-    /// Like `Rc::clone`, aborts if this thread's count for the object
-    /// (references and proxies) would pass `u32::MAX` (reachable only by
-    /// leaking proxies). Use [`try_clone`](Proxy::try_clone) to get an error
-    /// instead.
+    /// If this thread's count for the object (references, proxies and
+    /// guards) is at its limit ([`Builder::max_count`](crate::Builder::max_count),
+    /// `u32::MAX` by default): the same rule as `retain`, `proxy` and `get`,
+    /// which return [`Error::Overflow`] there. The count is unchanged and
+    /// nothing is lost. Use [`try_clone`](Proxy::try_clone) to get the
+    /// error instead.
     #[inline]
+    #[track_caller]
     fn clone(&self) -> Self {
         let e = self.entry().load(Ordering::Relaxed);
-        if total(e) == u32::MAX {
-            std::process::abort();
+        if e >= self.home.count_limit {
+            overflow(self.handle);
         }
         self.add_root(e)
     }
+}
+
+/// `Proxy::clone` past the count limit.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn overflow(h: Handle) -> ! {
+    panic!(
+        "tether: Proxy::clone of {h}: {}; use Proxy::try_clone to get the error instead",
+        Error::Overflow(h)
+    )
 }
 
 impl<T: Send + Sync + 'static> Drop for Proxy<T> {

@@ -1,6 +1,7 @@
 //! One object's slot, and the lock-free protocol on its state word.
 //!
-//! `state` packs `generation << 32 | pinned << 31 | holds`. *Holds* counts
+//! `state` packs `generation << 32 | pinned << 31 | issued << 30 | holds`.
+//! *Holds* counts
 //! what keeps the object alive: one per **thread** holding it (not per
 //! reference — a thread's own count lives in its
 //! [`ThreadTable`](crate::local::ThreadTable) and only its 0↔1 transitions
@@ -9,7 +10,11 @@
 //! pin (the access rule reads it from the word `try_hold` reads anyway);
 //! the registry keeps the pin counts themselves aside, as pins are rare.
 //! Transfers are not counted apart: a snapshot derives them from the holds
-//! (see `Snapshot`).
+//! (see `Snapshot`). *Issued* says an object was published under the
+//! current generation (set by `fill`, kept through its death and a
+//! retirement, cleared when the slot is freed under the next generation):
+//! it is what tells a dead object's id (`Stale`) from an id never issued
+//! (`Invalid`) with one rule, see [`classify`].
 //!
 //! * An object is live iff `holds > 0`; `holds` reaches 0 exactly once per
 //!   object, and the thread whose decrement did it finalizes it.
@@ -33,8 +38,11 @@ use crate::{Error, Handle};
 
 /// The pinned flag of a state word.
 const PINNED: u64 = 1 << 31;
+/// The issued flag of a state word: an object was published under this
+/// generation.
+const ISSUED: u64 = 1 << 30;
 /// The holds of a state word.
-const HOLDS_MASK: u64 = PINNED - 1;
+const HOLDS_MASK: u64 = ISSUED - 1;
 /// Most holds an object can have (then `try_hold` says `Overflow`).
 pub(crate) const MAX_HOLDS: u32 = HOLDS_MASK as u32;
 
@@ -42,6 +50,12 @@ pub(crate) const MAX_HOLDS: u32 = HOLDS_MASK as u32;
 #[inline]
 pub(crate) fn generation(state: u64) -> u32 {
     (state >> 32) as u32
+}
+
+/// Whether a packed state word has the pinned flag.
+#[inline]
+pub(crate) fn is_pinned(state: u64) -> bool {
+    state & PINNED != 0
 }
 
 /// Holds of a packed state word.
@@ -52,7 +66,8 @@ pub(crate) fn holds(state: u64) -> u32 {
 
 /// Storage for one object.
 pub(crate) struct Slot<T> {
-    /// `generation << 32 | pinned << 31 | holds`, see the module docs.
+    /// `generation << 32 | pinned << 31 | issued << 30 | holds`, see the
+    /// module docs.
     state: AtomicU64,
     /// The home thread's inbox (`Arc::into_raw`) from the claim until the
     /// slot is published free again, null while the slot is free (a dangling
@@ -83,7 +98,8 @@ impl<T> PageEntry for Slot<T> {
     #[cfg(not(loom))]
     fn new_page(len: usize) -> Box<[Self]> {
         // SAFETY: all zero bits is a valid free slot: state 0 (generation 0,
-        // not pinned, no holds), a null `home`, and a `MaybeUninit` value.
+        // not issued, not pinned, no holds), a null `home`, and a
+        // `MaybeUninit` value.
         unsafe { crate::page::zeroed_page::<Self>(len, true) }
     }
 
@@ -136,7 +152,10 @@ impl<T> Slot<T> {
     }
 
     /// Adds one hold if `h` names the live object (never resurrects).
-    pub(crate) fn try_hold(&self, h: Handle) -> Result<(), Error> {
+    /// Returns the state word the hold was added to: whatever the caller
+    /// decides about the object (is it pinned?) it reads from there, as
+    /// that is the object the hold landed on.
+    pub(crate) fn try_hold(&self, h: Handle) -> Result<u64, Error> {
         let mut cur = self.state();
         loop {
             classify(cur, h)?;
@@ -149,7 +168,7 @@ impl<T> Slot<T> {
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(cur),
                 Err(actual) => cur = actual,
             }
         }
@@ -193,7 +212,8 @@ impl<T> Slot<T> {
         // other thread reads or writes the value cell until the release store
         // below publishes it: `holds == 0` until then, so `try_hold` refuses.
         self.value.with_mut(|v| unsafe { (*v).write(value) });
-        self.state.store(u64::from(g) << 32 | 1, Ordering::Release);
+        self.state
+            .store(u64::from(g) << 32 | ISSUED | 1, Ordering::Release);
         g
     }
 
@@ -248,7 +268,7 @@ impl<T> Slot<T> {
     /// Whether the object has a pin (see [`Slot::mark_pinned`]).
     #[inline]
     pub(crate) fn pinned(&self) -> bool {
-        self.state.load(Ordering::Relaxed) & PINNED != 0
+        is_pinned(self.state.load(Ordering::Relaxed))
     }
 
     /// Sets or clears the pinned flag, as the registry's pin count for the
@@ -271,16 +291,28 @@ impl<T> Slot<T> {
     }
 }
 
-/// `Ok` if `state` is the live object named by `h`, else why not.
+/// `Ok` if `state` is the live object named by `h`, else why not — one
+/// rule, whatever the slot's history:
+///
+/// * `Stale`: this registry issued `h` and its object is dead (a lower
+///   generation than the slot's, or the slot's own generation after its
+///   object died and before the slot is reused, or in a retired slot).
+/// * `Invalid`: `h` was never issued: a generation above the slot's, or the
+///   slot's generation while no object was published under it yet (a slot
+///   never used, or freed and not reused yet).
 #[inline]
 fn classify(state: u64, h: Handle) -> Result<(), Error> {
     let g = generation(state);
-    if h.generation() > g {
-        // Generations only grow: this one was never issued.
-        Err(Error::Invalid(h.to_raw()))
-    } else if h.generation() < g || holds(state) == 0 {
-        Err(Error::Stale(h))
-    } else {
-        Ok(())
+    if h.generation() < g {
+        // Every generation below the slot's was issued (a slot moves to the
+        // next generation only when its object dies).
+        return Err(Error::Stale(h));
     }
+    if h.generation() > g || state & ISSUED == 0 {
+        return Err(Error::Invalid(h.to_raw()));
+    }
+    if holds(state) == 0 {
+        return Err(Error::Stale(h));
+    }
+    Ok(())
 }

@@ -6,9 +6,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::{Arc, Weak};
 
-use super::{Inner, RAW_SERIAL_BITS};
+use super::Inner;
 use crate::interner::Forget;
-use crate::limits::RAW_LIMIT;
 use crate::local::{refs, roots_only};
 use crate::slot::{generation, holds};
 use crate::sync::{self, Ordering};
@@ -60,14 +59,10 @@ impl<T: Send + Sync + 'static> Inner<T> {
         self.registries.fetch_sub(1, Ordering::AcqRel) == 1
     }
 
-    /// Registers a transfer's hold under a fresh raw token.
+    /// Registers a transfer's hold under a fresh raw token (see
+    /// [`crate::token`]).
     pub(crate) fn raw_out(&self, h: Handle) -> u64 {
-        let mut raw = self.raw.lock();
-        let serial = raw.next;
-        raw.next += 1;
-        let token = (self.tag << RAW_SERIAL_BITS) | (serial & ((1 << RAW_SERIAL_BITS) - 1));
-        raw.live.insert(token, h);
-        token
+        self.raw.lock().issue(self.tag, h)
     }
 
     /// Takes a raw token's hold back; the caller owns it after `Ok`.
@@ -75,19 +70,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if sync::forked() {
             return Err(Error::Forked);
         }
-        if token >= RAW_LIMIT || token >> RAW_SERIAL_BITS != self.tag {
-            return Err(Error::Invalid(token));
-        }
-        let mut raw = self.raw.lock();
-        if let Some(h) = raw.live.remove(&token) {
-            return Ok(h);
-        }
-        let serial = token & ((1 << RAW_SERIAL_BITS) - 1);
-        Err(if serial != 0 && serial < raw.next {
-            Error::TransferClaimed
-        } else {
-            Error::Invalid(token)
-        })
+        self.raw.lock().redeem(self.tag, token)
     }
 }
 
@@ -200,5 +183,7 @@ impl<T> Drop for Inner<T> {
             let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
             drop(home);
         }
+        // Last: no handle of this registry is honoured any more.
+        crate::tag::free(self.tag);
     }
 }
