@@ -12,11 +12,13 @@ use crate::Handle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The handle's object has been finalized; a handle never resolves again.
+    /// This registry issued the handle and its object has been finalized
+    /// (or is being finalized); a handle never resolves again.
     #[error("handle {0} is stale: its object was already finalized (keep a reference for as long as you use a handle)")]
     Stale(Handle),
 
-    /// The id was never issued by this registry (forged, corrupted or out of range).
+    /// The id (or raw token) was never issued by this registry: forged,
+    /// corrupted, out of range, or a neighbour of a real one.
     #[error("id {0} was never issued by this registry (it is forged, corrupted or out of range)")]
     Invalid(u64),
 

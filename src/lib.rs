@@ -83,9 +83,12 @@
 //! * **Handles are never confused.** A finalized object's handle never
 //!   resolves again, even after its slot is reused: slots carry a generation,
 //!   and a slot whose generation would wrap is retired. Forged ids are
-//!   errors, never a panic: [`Error::Invalid`] (or [`Error::Stale`] for an id
-//!   that names a free slot), ids of another registry
-//!   [`Error::ForeignRegistry`].
+//!   errors, never a panic. One rule: [`Error::Stale`] for an id this
+//!   registry issued whose object is dead, [`Error::Invalid`] for an id it
+//!   never issued (whatever memory is behind it), [`Error::ForeignRegistry`]
+//!   for an id of another live registry (exact while at most 255 registries
+//!   are alive: tags are allocated among them). A raw transfer token is
+//!   not a counter: a neighbour of a live token claims nothing.
 //! * **Thread exit is a release** ([`ThreadExit::Release`], the default), or
 //!   kept and reported ([`ThreadExit::Leak`]). A home thread's exit first
 //!   finalizes its pending queue. Exit releases the thread's explicit

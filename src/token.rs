@@ -145,7 +145,11 @@ impl RawTransfers {
             let serial = self.next;
             // 2^45 serials take years of transfers; then serials wrap,
             // skipping any token still live.
-            self.next = if serial + 1 >= SERIAL_LIMIT { 1 } else { serial + 1 };
+            self.next = if serial + 1 >= SERIAL_LIMIT {
+                1
+            } else {
+                serial + 1
+            };
             let token = tag << SERIAL_BITS | self.perm.apply(serial);
             if let std::collections::hash_map::Entry::Vacant(v) = self.live.entry(token) {
                 v.insert(h);
@@ -192,7 +196,10 @@ mod tests {
                 assert!(y < SERIAL_LIMIT);
                 assert_eq!(p.invert(y), v);
             }
-            x = (x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407)) % SERIAL_LIMIT;
+            x = (x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407))
+                % SERIAL_LIMIT;
         }
     }
 

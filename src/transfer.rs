@@ -65,6 +65,12 @@ impl<T: Send + Sync + 'static> Transfer<T> {
     /// is claimed with [`Registry::claim_raw`] or taken back with
     /// [`Transfer::from_raw`]; a token that is never claimed keeps its object
     /// alive until the registry is dropped.
+    ///
+    /// The token is a capability: it is never `0`, always below 2^53 (it
+    /// survives a JavaScript number), unique while live, and not a counter
+    /// — consecutive transfers get unrelated tokens (a keyed permutation of
+    /// a serial), so an off-by-one or a stale variable claims nothing
+    /// ([`Error::Invalid`]) instead of somebody else's transfer.
     pub fn into_raw(self) -> u64 {
         let token = self.inner.raw_out(self.handle);
         self.consume();

@@ -206,3 +206,74 @@ fn a_guard_is_not_send() {
     impl<T: ?Sized + Send> AmbiguousIfSend<Invalid> for T {}
     let _ = <tether::Guard<'static, Tracked> as AmbiguousIfSend<_>>::some_item;
 }
+
+/// Issue 15, item 3: the access rule is decided about the object a hold
+/// lands on. With capacity 1, main inserts X (main is its home), hands its
+/// only reference to a worker and probes X's *successor* id (same index,
+/// next generation) while the worker releases X and inserts Y — its own
+/// object, never given to main — into the reused slot. Checking "is main
+/// X's home?" and then adding the hold let main's `get`/`retain`/`proxy`
+/// land on Y (measured: 3 hits in 18 K-343 K rounds). Every probe must be
+/// refused. Runs for `TETHER_RACE_MS` (default 1500) milliseconds; the loom
+/// model `loom-tests/tests/access.rs` covers the interleaving exhaustively.
+#[test]
+fn a_successor_id_gives_no_access_while_its_slot_is_reused() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let ms = std::env::var("TETHER_RACE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500u64);
+    let reg: Registry<u64> = Registry::builder().capacity(1).build();
+    let done = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::channel::<Option<tether::Transfer<u64>>>();
+    let (r, d) = (reg.clone(), done.clone());
+    let worker = spawn("reuser", move || {
+        let mut round = 0;
+        while let Some(t) = common::recv(&rx, "next transfer") {
+            round += 1;
+            let x = r.claim(t).expect("claim X");
+            r.release(x).expect("release X"); // queued to main, slot free
+            let y = r.insert(u64::MAX).expect("insert Y into the freed slot");
+            // Let main probe while Y lives.
+            for _ in 0..50 {
+                std::hint::spin_loop();
+            }
+            r.release(y).expect("release Y");
+            d.store(round, Ordering::Release);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    let (mut rounds, mut probes, mut hits) = (0u64, 0u64, Vec::new());
+    while Instant::now() < deadline {
+        rounds += 1;
+        let x = reg.insert(rounds).expect("insert X");
+        let succ = Handle::from_raw(x.to_raw() + (1 << 24)).expect("successor id");
+        tx.send(Some(reg.transfer(x).expect("transfer"))).unwrap();
+        while done.load(Ordering::Acquire) != rounds {
+            probes += 1;
+            if let Ok(g) = reg.get(succ) {
+                hits.push(("get", *g));
+            }
+            if reg.retain(succ).is_ok() {
+                hits.push(("retain", 0));
+                reg.release(succ).expect("give the stolen reference back");
+            }
+            if let Ok(p) = reg.proxy(succ) {
+                hits.push(("proxy", *p));
+            }
+        }
+    }
+    tx.send(None).unwrap();
+    join(worker);
+    reg.pump();
+    assert!(
+        hits.is_empty(),
+        "{} probes of a successor id got access in {rounds} rounds ({probes} probes): {hits:?}",
+        hits.len()
+    );
+    assert!(reg.is_empty(), "{} objects left", reg.len());
+    eprintln!("{rounds} rounds, {probes} probes, no access");
+}

@@ -334,16 +334,25 @@ fn a_slot_whose_generation_would_wrap_is_retired_not_reused() {
 
 #[test]
 fn a_stale_handle_never_resolves_while_another_thread_churns_its_slot() {
+    // Capacity 1: every object the churner inserts reuses the very slot the
+    // stale handle names (the first insert steals it from main's free-slot
+    // cache), so each check races that slot's reuse.
     let log = DropLog::new();
-    let reg = Registry::new();
+    let reg = Registry::builder().capacity(1).build();
     let old = reg.insert(Tracked::new(&log, 0)).expect("insert");
     assert_eq!(rel(reg.release(old)), Rel::Finalized);
 
+    const INDEX_MASK: u64 = (1 << 24) - 1;
     let r2 = reg.clone();
     let log2 = log.clone();
     let churner = common::spawn("slot-churner", move || {
         for i in 1..=3000 {
             let h = r2.insert(Tracked::new(&log2, i)).expect("insert");
+            assert_eq!(
+                h.to_raw() & INDEX_MASK,
+                old.to_raw() & INDEX_MASK,
+                "the churner must reuse the stale handle's slot"
+            );
             assert_ne!(h, old, "the stale id was re-issued");
             assert_eq!(rel(r2.release(h)), Rel::Finalized);
         }
@@ -358,6 +367,53 @@ fn a_stale_handle_never_resolves_while_another_thread_churns_its_slot() {
     }
     common::join(churner);
     assert_eq!(log.count(), 3001);
+}
+
+/// Issue 15, item 4: one rule for ids nobody was issued. `Stale` means this
+/// registry issued the id and its object is dead; `Invalid` means it never
+/// issued it — whether the slot's page is allocated or not, whether the
+/// slot was never used or was freed and not reused yet.
+#[test]
+fn a_never_issued_id_is_invalid_and_a_dead_one_stale_whatever_the_page() {
+    const GEN_ONE: u64 = 1 << 24;
+    let reg = Registry::new();
+    let a = reg.insert(1u32).expect("insert");
+    let b = reg.insert(2u32).expect("insert");
+    let raw = a.to_raw();
+    let id = |index: u64, gen: u64| {
+        Handle::from_raw((raw & !((1 << 45) - 1)) | (gen * GEN_ONE) | index).expect("in range")
+    };
+    // Index 5: inside the first page (allocated), never used.
+    // Index 1000: beyond every allocated page.
+    for index in [5, 31, 1000] {
+        for gen in [0, 1, 7] {
+            let h = id(index, gen);
+            assert_eq!(reg.get(h).err(), Some(Error::Invalid(h.to_raw())), "{h:?}");
+            assert_eq!(
+                reg.count(h).err(),
+                Some(Error::Invalid(h.to_raw())),
+                "{h:?}"
+            );
+            assert_eq!(rel(reg.release(h)), Rel::Err(Error::Invalid(h.to_raw())));
+        }
+    }
+    // a dies: its id is Stale; its slot's next generation was never issued.
+    assert_eq!(rel(reg.release(a)), Rel::Finalized);
+    let next = id(raw & ((1 << 24) - 1), (raw >> 24 & ((1 << 21) - 1)) + 1);
+    assert_eq!(reg.get(a).err(), Some(Error::Stale(a)));
+    assert_eq!(reg.count(a).err(), Some(Error::Stale(a)));
+    assert_eq!(rel(reg.release(a)), Rel::Err(Error::Stale(a)));
+    assert_eq!(reg.get(next).err(), Some(Error::Invalid(next.to_raw())));
+    assert_eq!(reg.count(next).err(), Some(Error::Invalid(next.to_raw())));
+    // Once the slot is reused, the new id works and the old one stays Stale.
+    let c = reg.insert(3u32).expect("insert");
+    assert_eq!(
+        c, next,
+        "the freed slot is reused under the next generation"
+    );
+    assert_eq!(*reg.get(c).expect("live"), 3);
+    assert_eq!(reg.get(a).err(), Some(Error::Stale(a)));
+    assert_eq!(reg.count(b), Ok(1));
 }
 
 #[test]

@@ -211,3 +211,92 @@ fn ids_beyond_the_capacity_are_invalid_even_inside_an_allocated_page() {
     assert_eq!(reg.len(), 40);
     assert_eq!(log.count(), 0);
 }
+
+/// Issue 15, item 4: one limit for every way of taking a reference. With
+/// `max_count(3)`, five clones gave a count of 8 while `retain`, `proxy`,
+/// `get` and `try_clone` said `Overflow`. A clone past the limit now panics
+/// (like `retain`'s `Overflow`, it changes nothing) and points at the
+/// caller's line.
+#[test]
+fn proxy_clone_obeys_max_count_like_every_other_reference() {
+    let log = DropLog::new();
+    let reg = Registry::builder().max_count(3).build();
+    let p = reg
+        .insert_proxy(Tracked::new(&log, 1))
+        .expect("insert_proxy");
+    let h = p.handle();
+    let mut clones = Vec::new();
+    let mut refused = 0;
+    for _ in 0..5 {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.clone())) {
+            Ok(q) => clones.push(q),
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_default();
+                assert!(
+                    msg.contains("try_clone"),
+                    "the panic says what to do: {msg}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(clones.len(), 2, "three references in all: the limit");
+    assert_eq!(refused, 3);
+    assert_eq!(reg.count(h), Ok(3), "a refused clone changed nothing");
+    assert_eq!(p.try_clone().err(), Some(Error::Overflow(h)));
+    assert_eq!(reg.get(h).err(), Some(Error::Overflow(h)));
+    assert_eq!(reg.retain(h), Err(Error::Overflow(h)));
+    drop(clones);
+    assert_eq!(reg.count(h), Ok(1));
+    drop(p);
+    assert_eq!(log.count(), 1, "finalized once, nothing kept alive");
+}
+
+/// The panic of an over-limit clone names the caller's file, not tether's.
+#[test]
+fn an_over_limit_clone_panics_at_the_callers_line() {
+    let reg = Registry::builder().max_count(1).build();
+    let p = reg.insert_proxy(5u8).expect("insert_proxy");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let s = seen.clone();
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(l) = info.location() {
+            *s.lock().unwrap() = l.file().to_owned();
+        }
+    }));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.clone()));
+    std::panic::set_hook(prev);
+    assert!(r.is_err());
+    assert!(
+        seen.lock().unwrap().ends_with("limits.rs"),
+        "panicked at {:?}",
+        seen.lock().unwrap()
+    );
+}
+
+/// Issue 15, item 4: `max_count(0)` was accepted, then an insert gave the
+/// home a count of 1 and its own `get` was `Overflow`. It is defined as 1:
+/// every thread can hold the one reference an insert or claim gives it.
+#[test]
+fn max_count_zero_is_taken_as_one() {
+    let reg = Registry::builder().max_count(0).build();
+    let h = reg.insert(1u32).expect("insert");
+    assert_eq!(reg.count(h), Ok(1));
+    assert_eq!(reg.retain(h), Err(Error::Overflow(h)));
+    assert!(format!("{:?}", Registry::<u32>::builder().max_count(0)).contains("max_count: 1"));
+    let t = reg.transfer(h).expect("transfer");
+    let r = reg.clone();
+    let n = common::join(common::spawn("claimer", move || {
+        let h = r.claim(t).expect("claim");
+        let n = r.count(h);
+        r.release(h).expect("release");
+        n
+    }));
+    assert_eq!(n, Ok(1));
+    reg.pump();
+    assert!(reg.is_empty());
+}
