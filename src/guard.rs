@@ -77,8 +77,13 @@ impl<T: Send + Sync + 'static> Deref for Guard<'_, T> {
 impl<T: Send + Sync + 'static> Drop for Guard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        if Inner::<T>::release_root(self.entry) {
-            self.inner.root_gone(self.slot, self.handle, self.table);
+        if Inner::<T>::release_root(self.entry)
+            && self.inner.root_gone(self.slot, self.handle, self.table)
+        {
+            let table: *const ThreadTable<T> = self.table;
+            // SAFETY: the guard's table, and this is the last use of the
+            // guard's reference to it.
+            unsafe { self.inner.late_hold_gone(table) }
         }
     }
 }

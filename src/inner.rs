@@ -702,15 +702,20 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 
     /// The calling thread's last reference to `h`, a root, is gone (its
-    /// entry is zero): its hold goes.
+    /// entry is zero): its hold goes. `true` if `table` belongs to an exited
+    /// thread and that was its last late hold: the caller must then call
+    /// [`Inner::late_hold_gone`] once it holds no reference into the table.
     #[cold]
     #[inline(never)]
-    pub(crate) fn root_gone(&self, slot: &Slot<T>, h: Handle, table: &ThreadTable<T>) {
+    #[must_use]
+    pub(crate) fn root_gone(&self, slot: &Slot<T>, h: Handle, table: &ThreadTable<T>) -> bool {
         // In a forked child the thread-local store was harmless, but
         // finalizing may take locks that a vanished thread held: leak instead.
-        if !sync::forked() {
-            self.let_go(h, slot, table);
+        if sync::forked() {
+            return false;
         }
+        self.let_go(h, slot, table);
+        table.exited.load(Ordering::Relaxed)
     }
 
     /// The calling thread's count for `h` just went 1 → 0: tell the
@@ -841,36 +846,40 @@ impl<T: Send + Sync + 'static> Inner<T> {
             return Err(Error::NotHeld(h));
         };
         slot.check_held(h)?;
-        self.hand_to_transfer(slot, h, entry, e, Kind::Ref)
+        // A live thread's table: never its last late hold.
+        let _ = self.hand_to_transfer(slot, h, table, entry, e, Kind::Ref)?;
+        Ok(())
     }
 
     /// Moves one reference of `kind` out of the calling thread's `entry`
-    /// (currently `e`, holding at least one) into a new in-flight transfer.
-    /// Fails (changing nothing) only if the slot's hold count would overflow.
+    /// in `table` (currently `e`, holding at least one) into a new in-flight
+    /// transfer. Fails (changing nothing) only if the slot's hold count
+    /// would overflow. `Ok(true)` as [`Inner::root_gone`]'s `true`: the
+    /// exited `table`'s last late hold went into the transfer.
     pub(crate) fn hand_to_transfer(
         &self,
         slot: &Slot<T>,
         h: Handle,
+        table: &ThreadTable<T>,
         entry: &AtomicU64,
         e: u64,
         kind: Kind,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let left = e - kind.one();
         if left != 0 {
             // The thread keeps its hold; the token needs its own.
             slot.try_hold(h)?;
         } // else: the thread's hold becomes the token's.
         entry.store(left, Ordering::Relaxed);
-        if let Some(table) = self.my_table() {
-            self.diag.emit(|| crate::Event::Transferred {
-                handle: h,
-                thread: table.thread,
-            });
-            if left == 0 {
-                self.lost(h, table);
-            }
+        self.diag.emit(|| crate::Event::Transferred {
+            handle: h,
+            thread: table.thread,
+        });
+        if left != 0 {
+            return Ok(false);
         }
-        Ok(())
+        self.lost(h, table);
+        Ok(table.exited.load(Ordering::Relaxed))
     }
 
     /// Adds `n` in-flight transfer holds to the live object `h`, which the

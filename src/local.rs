@@ -73,6 +73,12 @@ pub(crate) struct ThreadTable<T> {
     pub(crate) name: Option<String>,
     /// The thread's exit hook has run.
     pub(crate) exited: AtomicBool,
+    /// After the exit hook: the entries still non-zero (proxies and guards
+    /// that outlive it, in thread-locals destroyed later; explicit
+    /// references kept by `ThreadExit::Leak`), plus one the hook itself
+    /// holds while it runs user code. The table is freed when it reaches 0
+    /// (see `Inner::late_hold_gone`). Owner only.
+    pub(crate) late: AtomicUsize,
     /// A drain is running on this thread (a `Drop` re-entering the registry
     /// does not start a nested one).
     draining: AtomicBool,
@@ -142,6 +148,7 @@ impl<T> ThreadTable<T> {
             thread,
             name,
             exited: AtomicBool::new(false),
+            late: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             free: FreeCache::new(),
             inserted: Counter::new(),
@@ -211,6 +218,13 @@ impl<T> ThreadTable<T> {
                 f(first + off, e);
             }
         });
+    }
+
+    /// How many entries are non-zero (objects the thread holds).
+    pub(crate) fn held_objects(&self) -> usize {
+        let mut n = 0;
+        self.for_each_entry(|_, e| n += usize::from(e.load(Ordering::Relaxed) != 0));
+        n
     }
 
     /// Starts a drain unless one is already running on this thread.

@@ -158,13 +158,21 @@ impl<T: Send + Sync + 'static> Proxy<T> {
     /// pass 2^30 - 1 (only reachable by leaking a billion transfers).
     pub fn transfer(self) -> Transfer<T> {
         let e = self.entry().load(Ordering::Relaxed);
-        let moved =
-            self.home
-                .inner
-                .hand_to_transfer(self.slot(), self.handle, self.entry(), e, Kind::Root);
-        if moved.is_err() {
+        let moved = self.home.inner.hand_to_transfer(
+            self.slot(),
+            self.handle,
+            self.table(),
+            self.entry(),
+            e,
+            Kind::Root,
+        );
+        match moved {
+            Ok(false) => {}
+            // SAFETY: the table pointer is this proxy family's, and no
+            // reference into it is held any more.
+            Ok(true) => unsafe { self.home.inner.late_hold_gone(self.home.table.as_ptr()) },
             // The object is live (we hold it): only overflow can fail.
-            std::process::abort();
+            Err(_) => std::process::abort(),
         }
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: `this` is never dropped, so reading `home` out moves it
@@ -212,10 +220,15 @@ impl<T: Send + Sync + 'static> Drop for Proxy<T> {
     /// -1 for this thread; the last reference finalizes (or queues) the object.
     #[inline]
     fn drop(&mut self) {
-        if Inner::<T>::release_root(self.entry()) {
-            self.home
+        if Inner::<T>::release_root(self.entry())
+            && self
+                .home
                 .inner
-                .root_gone(self.slot(), self.handle, self.table());
+                .root_gone(self.slot(), self.handle, self.table())
+        {
+            // SAFETY: the table pointer is this proxy family's, and no
+            // reference into it is held any more.
+            unsafe { self.home.inner.late_hold_gone(self.home.table.as_ptr()) }
         }
     }
 }

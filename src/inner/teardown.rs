@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 
 use super::Inner;
 use crate::interner::Forget;
+use crate::local::ThreadTable;
 use crate::local::{refs, roots_only};
 use crate::slot::{generation, holds};
 use crate::sync::{self, Ordering};
@@ -74,10 +75,94 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 }
 
+impl<T: Send + Sync + 'static> Inner<T> {
+    /// Thread exit, phase one, with the table still attached: drains the
+    /// inbox and (with `ThreadExit::Release`) releases the explicit
+    /// references, again and again while the `Drop`s this runs queue more
+    /// values or take new references on this thread — until a pass finds
+    /// nothing, so any chain of `Drop`s that ends is released to its end
+    /// (invariant 7). Returns how many references it released.
+    fn settle_exiting(&self, table: &ThreadTable<T>) -> usize {
+        let mut released = 0;
+        loop {
+            let drained = self.drain(table, usize::MAX, false);
+            let mut released_now = 0;
+            if self.config.thread_exit == ThreadExit::Release {
+                table.for_each_entry(|index, entry| {
+                    let e = entry.load(Ordering::Relaxed);
+                    if refs(e) == 0 {
+                        return;
+                    }
+                    released_now += 1;
+                    let left = roots_only(e);
+                    entry.store(left, Ordering::Relaxed);
+                    if left == 0 {
+                        if let Some(slot) = self.slots.get(index) {
+                            let g = generation(slot.state());
+                            let h = Handle::new(self.tag, g, index as u32);
+                            self.lost(h, table);
+                            self.drop_hold(slot, h, Some(table));
+                        }
+                    }
+                });
+            }
+            released += released_now;
+            if drained == 0 && released_now == 0 {
+                return released;
+            }
+        }
+    }
+
+    /// One late hold of the exited thread's table `table` is gone (see
+    /// `ThreadTable::late`); the last one frees the table.
+    ///
+    /// # Safety
+    ///
+    /// `table` is a table of this registry whose thread has exited, still
+    /// owned by `self.tables`, and the caller holds no reference into it
+    /// (it may be freed here).
+    #[cold]
+    pub(crate) unsafe fn late_hold_gone(&self, table: *const ThreadTable<T>) {
+        // SAFETY: the caller's precondition: the table is alive until it is
+        // removed below.
+        let late = unsafe { &(*table).late };
+        if late.fetch_sub(1, Ordering::Relaxed) != 1 {
+            return;
+        }
+        let removed = {
+            let mut tables = self.tables.lock();
+            let removed = tables
+                .list
+                .iter()
+                .position(|t| ptr::eq(Arc::as_ptr(t), table))
+                .map(|i| tables.list.swap_remove(i));
+            if let Some(t) = &removed {
+                // What it counted stays counted (see `len`).
+                tables.inserted += t.inserted.get();
+                tables.finalized += t.finalized.get();
+                tables.sending += t.sending.get();
+                tables.sent += t.sent.get();
+            }
+            removed
+        };
+        // Outside the lock: the table's drop gives up inbox counts.
+        drop(removed);
+    }
+}
+
 impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
     /// Invariant 7, on the exiting thread: drain the inbox (the home's
     /// pending queue is finalized first), release or keep its references,
-    /// close the inbox, and drop the table unless something still needs it.
+    /// close the inbox, detach the table, tell the event hook, and free the
+    /// table unless something still needs it.
+    ///
+    /// The table is detached (no cache, no directory cell) *before* the
+    /// event hook runs user code: a call on this thread from the hook (or
+    /// from any later thread-local destructor) cannot reach the table and
+    /// cannot register a new one (`Err(ThreadExited)`), so nothing can be
+    /// added to a table about to be freed. Proxies and guards that already
+    /// exist may outlive the hook (in thread-locals destroyed later): each
+    /// is a late hold, and the last one gone frees the table.
     fn thread_exit(&self, tid: u32) {
         if sync::forked() {
             return;
@@ -91,70 +176,26 @@ impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
         }
         // SAFETY: see `my_table`: we are the owning thread of `tid`.
         let table = unsafe { &*p };
-        self.drain(table, usize::MAX, false);
-        let mut released = 0;
-        if self.config.thread_exit == ThreadExit::Release {
-            // `Drop`s run by these releases may take new references on this
-            // thread: repeat until a pass finds nothing (bounded).
-            for _ in 0..8 {
-                let mut released_any = false;
-                table.for_each_entry(|index, entry| {
-                    let e = entry.load(Ordering::Relaxed);
-                    if refs(e) == 0 {
-                        return;
-                    }
-                    released_any = true;
-                    released += 1;
-                    let left = roots_only(e);
-                    entry.store(left, Ordering::Relaxed);
-                    if left == 0 {
-                        if let Some(slot) = self.slots.get(index) {
-                            let g = generation(slot.state());
-                            let h = Handle::new(self.tag, g, index as u32);
-                            self.lost(h, table);
-                            self.drop_hold(slot, h, Some(table));
-                        }
-                    }
-                });
-                if !released_any {
-                    break;
-                }
-            }
-        }
+        let mut released = self.settle_exiting(table);
         table.inbox.close();
-        self.drain(table, usize::MAX, false);
-        let mut kept = 0;
-        table.for_each_entry(|_, e| kept += usize::from(e.load(Ordering::Relaxed) != 0));
-        let keep = kept != 0;
+        released += self.settle_exiting(table);
+        // Detach. From here on this thread frees slots to the global list.
+        table.exited.store(true, Ordering::Relaxed);
+        self.spill_cache(table);
+        tid::uncache_table(self.cache_key);
+        cell.store(ptr::null_mut(), Ordering::Release);
+        let kept = table.held_objects();
+        // One late hold per object still held, and one for this function
+        // while the event hook runs (a proxy it drops may be the last).
+        table.late.store(kept + 1, Ordering::Relaxed);
         self.diag.emit(|| crate::Event::ThreadExited {
             thread: table.thread,
             released,
             kept,
         });
-        // From here on this thread frees slots to the global list.
-        table.exited.store(true, Ordering::Relaxed);
-        self.spill_cache(table);
-        tid::uncache_table(self.cache_key);
-        cell.store(ptr::null_mut(), Ordering::Release);
-        if !keep {
-            let removed = {
-                let mut tables = self.tables.lock();
-                let removed = tables
-                    .list
-                    .iter()
-                    .position(|t| ptr::eq(Arc::as_ptr(t), p))
-                    .map(|i| tables.list.swap_remove(i));
-                if let Some(t) = &removed {
-                    // What it counted stays counted (see `len`).
-                    tables.inserted += t.inserted.get();
-                    tables.finalized += t.finalized.get();
-                    tables.sending += t.sending.get();
-                    tables.sent += t.sent.get();
-                }
-                removed
-            };
-            drop(removed);
-        }
+        // SAFETY: an exited table of this registry, still listed (our own
+        // late hold kept it); `table` is not used after this.
+        unsafe { self.late_hold_gone(p) };
     }
 }
 
