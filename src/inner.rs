@@ -1098,7 +1098,13 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// at most one object per slot and never exceeds the capacity. While
     /// other threads insert and release it is a moment's approximation; it
     /// is exact once they are done (joined, or synchronised otherwise).
+    ///
+    /// 0 in a child process after `fork()`, without taking the lock: a
+    /// parent thread that does not exist in the child may have held it.
     pub(crate) fn len(&self) -> usize {
+        if sync::forked() {
+            return 0;
+        }
         let tables = self.tables.lock();
         let inserted = tables.total(tables.inserted, |t| &t.inserted);
         let finalized = tables.total(tables.finalized, |t| &t.finalized)
@@ -1119,6 +1125,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// way shows as `sending > sent`. Threads without a table use the
     /// `loose_finalized` and `in_transit` read-modify-writes instead.
     pub(crate) fn quiescent(&self) -> bool {
+        if sync::forked() {
+            return false; // and no lock in a child, see `len`
+        }
         let tables = self.tables.lock();
         let finalized = tables.total(tables.finalized, |t| &t.finalized)
             + self.loose_finalized.load(Ordering::SeqCst);

@@ -39,6 +39,10 @@ pub struct LeakReport {
     /// Values queued for finalization on their home threads (not live, not
     /// leaked: their homes will drop them at their next call or `pump()`).
     pub pending: usize,
+    /// Taken in a child process after `fork()`: nothing could be read (the
+    /// registry's locks may have been held by a parent thread that does not
+    /// exist in the child), so the report is empty.
+    pub forked: bool,
 }
 
 /// One live object in a [`LeakReport`].
@@ -100,6 +104,13 @@ pub struct LeakHolder {
 impl LeakReport {
     pub(crate) fn take<T: Send + Sync + 'static>(inner: &Arc<Inner<T>>) -> LeakReport {
         let snapshot = Snapshot::take(inner);
+        if snapshot.forked {
+            return LeakReport {
+                objects: Vec::new(),
+                pending: 0,
+                forked: true,
+            };
+        }
         let name = |id: ThreadId| {
             snapshot
                 .threads
@@ -145,6 +156,7 @@ impl LeakReport {
         LeakReport {
             objects,
             pending: snapshot.pending(),
+            forked: false,
         }
     }
 
@@ -163,6 +175,12 @@ fn thread_label(id: ThreadId, name: Option<&str>) -> String {
 
 impl fmt::Display for LeakReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.forked {
+            return writeln!(
+                f,
+                "nothing could be read: the registry was used in a child process after fork()"
+            );
+        }
         writeln!(
             f,
             "{} object(s) still held, {} queued for finalization",

@@ -359,6 +359,8 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// (never above the capacity). It takes the registry's table lock and
     /// adds up one counter pair per thread: meant for diagnostics and
     /// tests, not for a hot loop.
+    ///
+    /// In a child process after `fork()`: 0 (nothing can be read there).
     pub fn len(&self) -> usize {
         self.inner.len()
     }
@@ -439,9 +441,15 @@ impl<T: Send + Sync + 'static> Registry<T> {
     ///
     /// # Errors
     ///
-    /// The leak report, if objects are still live at the timeout.
+    /// The leak report, if objects are still live at the timeout. In a child
+    /// process after `fork()`, at once, a report with
+    /// [`LeakReport::forked`] set.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), LeakReport> {
         self.close();
+        if crate::sync::forked() {
+            // Nothing can be waited for in a child: fail fast.
+            return Err(self.leak_report());
+        }
         let deadline = Instant::now() + timeout;
         let mut nap = Duration::from_micros(50);
         loop {

@@ -107,14 +107,16 @@ impl Snapshot {
         let mut s = Snapshot {
             objects: Vec::new(),
             threads: Vec::new(),
-            live: inner.len(),
+            live: 0,
             drop_panics: inner.drop_panics(),
             retired_slots: 0,
             forked: crate::sync::forked(),
         };
         if s.forked {
+            // No lock may be taken in a child (see `Inner::len`).
             return s;
         }
+        s.live = inner.len();
         s.retired_slots = inner.retired();
         inner.with_tables(|tables| {
             s.threads = tables

@@ -71,6 +71,10 @@ impl<T: Send + Sync + 'static> Transfer<T> {
     /// — consecutive transfers get unrelated tokens (a keyed permutation of
     /// a serial), so an off-by-one or a stale variable claims nothing
     /// ([`Error::Invalid`]) instead of somebody else's transfer.
+    ///
+    /// In a child process after `fork()` it returns 0 (never a valid token)
+    /// and the transfer's reference stays counted: nothing can be released
+    /// in a child.
     pub fn into_raw(self) -> u64 {
         let token = self.inner.raw_out(self.handle);
         self.consume();

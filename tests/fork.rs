@@ -22,6 +22,11 @@ const CHILD_ALARM_SECS: u32 = 20;
 /// Forks; runs `child` in the child and reports its failures through a pipe.
 /// Returns, in the parent, the child's list of failed checks (empty = pass).
 fn fork_and_check(child: impl FnOnce() -> Vec<String>) -> Vec<String> {
+    fork_and_check_within(CHILD_ALARM_SECS, child)
+}
+
+/// [`fork_and_check`] with the child's alarm after `secs` seconds.
+fn fork_and_check_within(secs: u32, child: impl FnOnce() -> Vec<String>) -> Vec<String> {
     let mut fds = [0i32; 2];
     // SAFETY: `fds` is a valid array of two c_ints.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe failed");
@@ -36,7 +41,7 @@ fn fork_and_check(child: impl FnOnce() -> Vec<String>) -> Vec<String> {
         // SAFETY: plain syscalls on valid descriptors / arguments.
         unsafe {
             libc::close(read_fd);
-            libc::alarm(CHILD_ALARM_SECS);
+            libc::alarm(secs);
         }
         let failures = match catch_unwind(AssertUnwindSafe(child)) {
             Ok(f) => f,
@@ -255,4 +260,87 @@ fn infallible_calls_in_a_forked_child_do_not_deadlock() {
     assert_eq!(rel(reg.release(h)), Rel::Held(1));
     assert!(!reg.snapshot().forked);
     assert_eq!(rel(reg.release(h)), Rel::Finalized);
+}
+
+/// Issue 16, item 3: `len`, `snapshot`, `leak_report`, `shutdown`,
+/// `into_raw` (and `Debug`, which calls `len`) took a registry lock before
+/// any fork check, so a child forked while a parent thread held that lock
+/// blocked forever. Measured, 200 forks while a parent thread calls `len()`
+/// in a loop: `len` hung in 130-155 children, `into_raw` in 43-87. Each
+/// child here gets 2 s (its alarm) for all of them.
+#[test]
+fn diagnostics_and_raw_tokens_in_a_forked_child_never_block() {
+    const FORKS: usize = 200;
+    let reg: Registry<u64> = Registry::new();
+    let h = reg.insert(10).expect("insert");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (r2, s2) = (reg.clone(), Arc::clone(&stop));
+    let lock_holder = spawn("takes-every-lock", move || {
+        let mine = r2.insert(1).expect("insert");
+        let mut rounds = 0u64;
+        while !s2.load(Ordering::Relaxed) {
+            // The tables lock (len, snapshot) and the raw-token lock.
+            let _ = r2.len();
+            let _ = r2.snapshot();
+            r2.retain(mine).expect("retain");
+            let raw = r2.transfer(mine).expect("transfer").into_raw();
+            assert_eq!(r2.claim_raw(raw), Ok(mine));
+            assert_eq!(rel(r2.release(mine)), Rel::Held(1));
+            rounds += 1;
+        }
+        assert_eq!(rel(r2.release(mine)), Rel::Finalized);
+        rounds
+    });
+    let mut hung = Vec::new();
+    for i in 0..FORKS {
+        let r3 = reg.clone();
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            fork_and_check_within(2, move || {
+                let mut c = Checks(Vec::new());
+                c.check("len() == 0", r3.len() == 0);
+                c.check("is_empty()", r3.is_empty());
+                c.check("Debug", format!("{r3:?}").contains("Registry"));
+                c.check("snapshot().forked", r3.snapshot().forked);
+                let report = r3.leak_report();
+                c.check("leak_report().forked", report.forked && report.is_empty());
+                let t = Transfer::from_raw(&r3, 1).err();
+                c.check("from_raw is Forked", t == Some(Error::Forked));
+                match r3.shutdown(std::time::Duration::from_secs(5)) {
+                    Err(r) => c.check("shutdown's report says forked", r.forked),
+                    Ok(()) => c.check("shutdown must not say Ok in a child", false),
+                }
+                c.0
+            })
+        }));
+        match outcome {
+            Ok(failures) => assert!(failures.is_empty(), "fork {i}: {failures:#?}"),
+            Err(_) => hung.push(i),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds = join(lock_holder);
+    assert!(
+        hung.is_empty(),
+        "{} of {FORKS} children blocked (or failed): {hung:?}",
+        hung.len()
+    );
+    assert!(rounds > 0);
+    assert_eq!(reg.count(h), Ok(1), "the parent's counts are intact");
+}
+
+/// `into_raw` in a forked child returns 0 (never a valid token) instead of
+/// locking the raw-token table a parent thread may have held.
+#[test]
+fn into_raw_in_a_forked_child_is_zero_and_does_not_block() {
+    let reg: Registry<u64> = Registry::new();
+    let h = reg.insert(10).expect("insert");
+    reg.retain(h).expect("retain");
+    let t = reg.transfer(h).expect("transfer");
+    let failures = fork_and_check_within(2, move || {
+        let mut c = Checks(Vec::new());
+        c.check("into_raw() == 0", t.into_raw() == 0);
+        c.0
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(reg.count(h), Ok(1));
 }

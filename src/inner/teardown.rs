@@ -62,7 +62,13 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     /// Registers a transfer's hold under a fresh raw token (see
     /// [`crate::token`]).
+    ///
+    /// In a child process after `fork()`: 0, never a valid token, without
+    /// taking the lock (a parent thread may have held it at the fork).
     pub(crate) fn raw_out(&self, h: Handle) -> u64 {
+        if sync::forked() {
+            return 0;
+        }
         self.raw.lock().issue(self.tag, h)
     }
 
