@@ -371,6 +371,24 @@ where
         self.len() == 0
     }
 
+    /// Callers registered as waiters of a running `init` (another thread's):
+    /// each gets that `init`'s outcome. For tests that must know a caller
+    /// waits on a flight before letting its `init` finish; not a stable API.
+    #[doc(hidden)]
+    pub fn waiting(&self) -> usize {
+        let map = self.shared.map.lock();
+        map.by_key
+            .values()
+            .map(|entry| match entry {
+                Entry::Pending(flight) => match &*flight.state.lock() {
+                    FlightState::Running { waiters } => *waiters as usize,
+                    FlightState::Done(_) => 0,
+                },
+                Entry::Ready(_) => 0,
+            })
+            .sum()
+    }
+
     /// The registry the objects live in.
     pub fn registry(&self) -> Registry<T> {
         Registry::from_inner(Arc::clone(&self.shared.inner))
