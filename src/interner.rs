@@ -4,8 +4,9 @@
 //! # Protocol
 //!
 //! The key map (`K` → `Ready(handle)` or `Pending(flight)`) is guarded by one
-//! mutex that is never held while user code runs (`init`, `Drop` of `T` or of
-//! `K`; `K`'s `Hash`/`Eq` excepted).
+//! mutex that is never held while user code runs (`init`, `Drop` of `T`,
+//! `K`'s `Hash`, `Clone` and `Drop`), `K`'s `Eq` excepted: it runs under the
+//! lock to find the caller's key, before that call changes anything.
 //!
 //! * **Ready**: the caller takes a reference with the interner's capability
 //!   (knowing the key): `try_hold` on the slot succeeds while the object
@@ -25,6 +26,21 @@
 //! interner of the handle (after the slot is freed), and the entry naming
 //! exactly that handle is removed.
 //!
+//! # User code in the key
+//!
+//! `K`'s `Hash`, `Eq`, `Clone` and `Drop` may panic at any call (invariant
+//! 10). A key is hashed once per call, before the lock; the map never hashes
+//! a key itself, and the interner's own steps — publishing a flight,
+//! removing a failed one, forgetting a dead object — find their entry by a
+//! stored id, running no key code (see `interner/keys.rs`). So a panic in
+//! `Hash`, `Eq` or `Clone` happens only before the call that ran it has
+//! changed anything (or, for the cache's clone after a success, after it has
+//! given its new reference back), and reaches that call's caller; no flight
+//! is left running, no waiter stranded, no lock held. Keys the interner lets
+//! go of inside a release or a thread's exit are dropped with their `Drop`'s
+//! panic caught and counted ([`Interner::key_panics`]), so `release()` never
+//! unwinds and a dying object still goes home.
+//!
 //! # The per-thread cache
 //!
 //! Each thread keeps a small direct-mapped cache per interner (64 entries,
@@ -42,18 +58,22 @@
 //! it, so no cache keeps a key alive after its object died.
 
 use std::borrow::Borrow;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 mod cache;
+mod keys;
 
 pub(crate) use cache::forget_cached;
+use keys::{drop_keys, ByKey, Place, Prehashed, Probe, Stored};
 
 use crate::inner::{Inner, Kind};
-use crate::sync::{Condvar, Mutex};
+use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
 use crate::{Error, Handle, Proxy, Registry};
 
 /// Told by the registry when an object dies.
@@ -141,8 +161,12 @@ impl<E> From<Error> for InternError<E> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
-/// `K`'s `Hash` and `Eq` run under the interner's lock and must not call the
-/// interner. `Interner` is `Clone` (clones share one key map).
+/// `K`'s `Eq` runs under the interner's lock and must not call the
+/// interner. `K`'s `Hash`, `Eq`, `Clone` and `Drop` may panic: the panic
+/// reaches the caller whose call ran it, before that call changed anything,
+/// or is caught and counted ([`key_panics`](Interner::key_panics)) where it
+/// would break a release; no waiter, key or count is lost (see the module
+/// docs). `Interner` is `Clone` (clones share one key map).
 pub struct Interner<K, T: Send + Sync + 'static, E = Infallible> {
     shared: Arc<Shared<K, T, E>>,
 }
@@ -151,12 +175,20 @@ struct Shared<K, T: Send + Sync + 'static, E> {
     inner: Arc<Inner<T>>,
     /// Keys this interner's per-thread caches.
     serial: u64,
+    /// Hashes each call's key once, before the lock (see `keys.rs`).
+    hasher: RandomState,
+    /// Panics of `K`'s `Drop` caught by this interner and its caches.
+    key_panics: Arc<AtomicU64>,
     map: Mutex<Map<K, E>>,
 }
 
 struct Map<K, E> {
-    by_key: HashMap<K, Entry<E>>,
-    by_handle: HashMap<Handle, K>,
+    /// Found by a caller's key (its `Eq`) or by a place (no user code).
+    by_key: HashMap<Stored<K>, Entry<E>, BuildHasherDefault<Prehashed>>,
+    /// Where each live object's key is stored.
+    by_handle: HashMap<Handle, Place>,
+    /// The id of the next stored key (ids start at 1: 0 is a lookup by key).
+    next_id: u64,
 }
 
 enum Entry<E> {
@@ -188,9 +220,12 @@ where
         let shared = Arc::new(Shared {
             inner: Arc::clone(&registry.inner),
             serial: crate::sync::next_interner_serial(),
+            hasher: RandomState::new(),
+            key_panics: Arc::new(AtomicU64::new(0)),
             map: Mutex::new(Map {
-                by_key: HashMap::new(),
+                by_key: HashMap::default(),
                 by_handle: HashMap::new(),
+                next_id: 1,
             }),
         });
         let forget: Arc<dyn Forget> = shared.clone();
@@ -247,7 +282,22 @@ where
         let result = self.intern_slow(key, init);
         if let Ok(h) = result {
             if cached != Some(h) {
-                cache::remember(self.shared.serial, key.to_owned(), hash, h);
+                // `K`'s clone may panic: give the new reference back first.
+                match catch_unwind(AssertUnwindSafe(|| key.to_owned())) {
+                    Ok(owned) => {
+                        cache::remember(
+                            self.shared.serial,
+                            &self.shared.key_panics,
+                            owned,
+                            hash,
+                            h,
+                        );
+                    }
+                    Err(payload) => {
+                        let _ = self.shared.inner.release(h);
+                        resume_unwind(payload);
+                    }
+                }
             }
         }
         result
@@ -264,9 +314,15 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let inner = &self.shared.inner;
+        // `K`'s `Hash`: once, with no lock held.
+        let probe = ByKey {
+            hash: self.shared.hasher.hash_one(key),
+            key,
+        };
+        let probe: &dyn Probe<Q> = &probe;
         loop {
             let map = self.shared.map.lock();
-            match map.by_key.get(key) {
+            match map.by_key.get(probe) {
                 Some(Entry::Ready(h)) => {
                     let h = *h;
                     drop(map);
@@ -304,9 +360,9 @@ where
                         return Err(InternError::Registry(Error::Closed)); // before running init
                     }
                     // `K`'s clone and drop run outside the lock.
-                    let (k1, k2) = (key.to_owned(), key.to_owned());
+                    let owned = key.to_owned();
                     let mut map = self.shared.map.lock();
-                    if map.by_key.contains_key(key) {
+                    if map.by_key.contains_key(probe) {
                         drop(map);
                         continue; // somebody else got there first
                     }
@@ -315,9 +371,18 @@ where
                         state: Mutex::new(FlightState::Running { waiters: 0 }),
                         done: Condvar::new(),
                     });
-                    map.by_key.insert(k1, Entry::Pending(Arc::clone(&flight)));
+                    let place = Place {
+                        hash: probe.place().hash,
+                        id: map.next_id,
+                    };
+                    map.next_id += 1;
+                    let stored = Stored { place, key: owned };
+                    // From here to the publish no key code runs: the map
+                    // compares ids and hashes the stored hash.
+                    map.by_key
+                        .insert(stored, Entry::Pending(Arc::clone(&flight)));
                     drop(map);
-                    return self.create(key, k2, &flight, init);
+                    return self.create(place, &flight, init);
                 }
             }
         }
@@ -355,7 +420,12 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        match self.shared.map.lock().by_key.get(key) {
+        let probe = ByKey {
+            hash: self.shared.hasher.hash_one(key),
+            key,
+        };
+        let probe: &dyn Probe<Q> = &probe;
+        match self.shared.map.lock().by_key.get(probe) {
             Some(Entry::Ready(h)) => Some(*h),
             _ => None,
         }
@@ -371,26 +441,48 @@ where
         self.len() == 0
     }
 
+    /// Panics of `K`'s `Drop` that this interner caught: keys it dropped
+    /// inside a release, a thread's exit or a flight's cleanup (a dead
+    /// object's key, a cache's copy, a failed `init`'s key), where unwinding
+    /// would have broken the call. The key is gone all the same.
+    pub fn key_panics(&self) -> u64 {
+        self.shared.key_panics.load(Ordering::Relaxed)
+    }
+
+    /// Callers registered as waiters of a running `init` (another thread's):
+    /// each gets that `init`'s outcome. For tests that must know a caller
+    /// waits on a flight before letting its `init` finish; not a stable API.
+    #[doc(hidden)]
+    pub fn waiting(&self) -> usize {
+        let map = self.shared.map.lock();
+        map.by_key
+            .values()
+            .map(|entry| match entry {
+                Entry::Pending(flight) => match &*flight.state.lock() {
+                    FlightState::Running { waiters } => *waiters as usize,
+                    FlightState::Done(_) => 0,
+                },
+                Entry::Ready(_) => 0,
+            })
+            .sum()
+    }
+
     /// The registry the objects live in.
     pub fn registry(&self) -> Registry<T> {
         Registry::from_inner(Arc::clone(&self.shared.inner))
     }
 
-    /// Runs `init`, inserts, and publishes to the waiters.
-    fn create<Q>(
+    /// Runs `init`, inserts, and publishes to the waiters. `place` is the
+    /// flight's entry in the map.
+    fn create(
         &self,
-        key: &Q,
-        owned: K,
+        place: Place,
         flight: &Arc<Flight<E>>,
         init: impl FnOnce() -> Result<T, E>,
-    ) -> Result<Handle, InternError<E>>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
+    ) -> Result<Handle, InternError<E>> {
         let guard = Unwinding {
             shared: &self.shared,
-            key,
+            place,
             flight,
         };
         let made = init();
@@ -401,43 +493,56 @@ where
             },
             Err(e) => Err(InternError::Init(Arc::new(e))),
         };
-        std::mem::forget(guard);
-        let mut leftovers = (None, None);
-        {
-            let mut map = self.shared.map.lock();
-            let mut state = flight.state.lock();
-            let waiters = match &*state {
-                FlightState::Running { waiters } => *waiters,
-                FlightState::Done(_) => 0,
-            };
-            let outcome = match &result {
-                Ok(h) => match self.shared.inner.mint_transfers(*h, waiters) {
-                    Ok(()) => {
-                        if let Some(entry) = map.by_key.get_mut(key) {
-                            *entry = Entry::Ready(*h);
-                        }
-                        map.by_handle.insert(*h, owned);
-                        Ok(*h)
-                    }
-                    // Unreachable in practice (2^32 holds): the waiters get
-                    // the error, the creator keeps its reference.
-                    Err(e) => {
-                        leftovers.0 = remove_flight(&mut map, key, flight);
-                        leftovers.1 = Some(owned);
-                        Err(InternError::Registry(e))
-                    }
-                },
-                Err(e) => {
-                    leftovers.0 = remove_flight(&mut map, key, flight);
-                    leftovers.1 = Some(owned);
-                    Err(e.clone())
-                }
-            };
-            *state = FlightState::Done(outcome);
-        }
+        let leftover = self.publish(place, flight, &result);
+        std::mem::forget(guard); // settled
         flight.done.notify_all();
-        drop(leftovers); // keys dropped with no lock held
+        // A failed flight's key, dropped with no lock held; the waiters
+        // already have their outcome.
+        drop_keys(leftover, &self.shared.key_panics);
         result
+    }
+
+    /// Settles `flight` with `result` under the map lock: `Ready` with one
+    /// minted hold per waiter, or (on error) the flight's entry removed and
+    /// its key returned, for the caller to drop after unlocking. Runs no
+    /// user code: the entry is found by its place.
+    fn publish(
+        &self,
+        place: Place,
+        flight: &Arc<Flight<E>>,
+        result: &Result<Handle, InternError<E>>,
+    ) -> Option<K> {
+        let mut map = self.shared.map.lock();
+        let mut state = flight.state.lock();
+        let waiters = match &*state {
+            FlightState::Running { waiters } => *waiters,
+            FlightState::Done(_) => 0,
+        };
+        let mut leftover = None;
+        let outcome = match result {
+            Ok(h) => match self.shared.inner.mint_transfers(*h, waiters) {
+                Ok(()) => {
+                    let at: &dyn Probe<K> = &place;
+                    if let Some(entry) = map.by_key.get_mut(at) {
+                        *entry = Entry::Ready(*h);
+                    }
+                    map.by_handle.insert(*h, place);
+                    Ok(*h)
+                }
+                // Unreachable in practice (2^32 holds): the waiters get
+                // the error, the creator keeps its reference.
+                Err(e) => {
+                    leftover = remove_flight(&mut map, place, flight);
+                    Err(InternError::Registry(e))
+                }
+            },
+            Err(e) => {
+                leftover = remove_flight(&mut map, place, flight);
+                Err(e.clone())
+            }
+        };
+        *state = FlightState::Done(outcome);
+        leftover
     }
 
     /// Waits for another thread's `init`, then claims the reference it
@@ -465,49 +570,45 @@ where
     }
 }
 
-/// Removes `key`'s entry if it is still `flight`'s; the caller drops the
-/// returned key after unlocking.
-fn remove_flight<K, E, Q>(map: &mut Map<K, E>, key: &Q, flight: &Arc<Flight<E>>) -> Option<K>
-where
-    K: Borrow<Q> + Hash + Eq,
-    Q: Hash + Eq + ?Sized,
-{
-    match map.by_key.get(key) {
+/// Removes the entry at `place` if it is still `flight`'s (no user code);
+/// the caller drops the returned key after unlocking.
+fn remove_flight<K: Eq, E>(
+    map: &mut Map<K, E>,
+    place: Place,
+    flight: &Arc<Flight<E>>,
+) -> Option<K> {
+    let at: &dyn Probe<K> = &place;
+    match map.by_key.get(at) {
         Some(Entry::Pending(f)) if Arc::ptr_eq(f, flight) => {
-            map.by_key.remove_entry(key).map(|(k, _)| k)
+            map.by_key.remove_entry(at).map(|(stored, _)| stored.key)
         }
         _ => None,
     }
 }
 
-/// Publishes `InitPanicked` if `init` unwinds, so waiters never hang and the
-/// key is not poisoned.
-struct Unwinding<'a, K, T, E, Q>
-where
-    K: Borrow<Q> + Hash + Eq,
-    T: Send + Sync + 'static,
-    Q: Hash + Eq + ?Sized,
-{
+/// Settles the flight with `InitPanicked` if `create` unwinds (a panicking
+/// `init`) before publishing, so waiters never hang and the key is not
+/// poisoned.
+struct Unwinding<'a, K: Eq, T: Send + Sync + 'static, E> {
     shared: &'a Shared<K, T, E>,
-    key: &'a Q,
+    place: Place,
     flight: &'a Arc<Flight<E>>,
 }
 
-impl<K, T, E, Q> Drop for Unwinding<'_, K, T, E, Q>
-where
-    K: Borrow<Q> + Hash + Eq,
-    T: Send + Sync + 'static,
-    Q: Hash + Eq + ?Sized,
-{
+impl<K: Eq, T: Send + Sync + 'static, E> Drop for Unwinding<'_, K, T, E> {
     fn drop(&mut self) {
         let removed = {
             let mut map = self.shared.map.lock();
-            let removed = remove_flight(&mut map, self.key, self.flight);
-            *self.flight.state.lock() = FlightState::Done(Err(InternError::InitPanicked));
-            removed
+            let mut state = self.flight.state.lock();
+            if !matches!(*state, FlightState::Running { .. }) {
+                return; // already published
+            }
+            *state = FlightState::Done(Err(InternError::InitPanicked));
+            remove_flight(&mut map, self.place, self.flight)
         };
         self.flight.done.notify_all();
-        drop(removed);
+        // We are unwinding: a second panic would abort.
+        drop_keys(removed, &self.shared.key_panics);
     }
 }
 
@@ -517,21 +618,24 @@ where
     T: Send + Sync + 'static,
     E: Send + Sync,
 {
+    /// Runs inside the release that freed `h`: no key code under the lock
+    /// (the entry is found by its place), and the key's `Drop` caught, so
+    /// the release never unwinds and its value still goes home.
     fn forget(&self, h: Handle) {
         let removed = {
             let mut map = self.map.lock();
-            match map.by_handle.remove(&h) {
-                Some(k) => {
-                    let entry = match map.by_key.get(&k) {
-                        Some(Entry::Ready(x)) if *x == h => map.by_key.remove_entry(&k),
-                        _ => None,
-                    };
-                    (Some(k), entry)
+            let map = &mut *map;
+            map.by_handle.remove(&h).and_then(|place| {
+                let at: &dyn Probe<K> = &place;
+                match map.by_key.get(at) {
+                    Some(Entry::Ready(x)) if *x == h => {
+                        map.by_key.remove_entry(at).map(|(stored, _)| stored.key)
+                    }
+                    _ => None,
                 }
-                None => (None, None),
-            }
+            })
         };
-        drop(removed); // keys dropped with no lock held
+        drop_keys(removed, &self.key_panics); // with no lock held
     }
 }
 
@@ -539,7 +643,7 @@ impl<K, T: Send + Sync + 'static, E> Drop for Shared<K, T, E> {
     /// Drops the calling thread's cache of this interner. Other threads'
     /// cache entries go when they let go of the object (or exit).
     fn drop(&mut self) {
-        cache::drop_cache(self.serial);
+        cache::drop_cache(self.serial, &self.key_panics);
     }
 }
 

@@ -6,9 +6,11 @@
 //! is forgotten and the next `intern` creates a fresh object; an `intern`
 //! racing the final release never returns a dead handle.
 //!
-//! Every `init` here counts its runs. The contention tests sleep *inside*
-//! `init` only to widen the window in which other threads arrive; nothing
-//! asserts a duration.
+//! Every `init` here counts its runs. The contention tests do not rely on
+//! timing: their `init` blocks until [`Interner::waiting`] shows every other
+//! caller registered as a waiter of that very `init`, so the sharing they
+//! assert is forced, however slow the machine (a broken interner makes the
+//! wait time out after [`WATCHDOG`] instead of hanging).
 //!
 //! The panic messages printed by the panicking-init tests are expected.
 
@@ -18,17 +20,34 @@ use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::thread::{self, ThreadId};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{join, me, recv, spawn};
+use common::{join, me, recv, spawn, WATCHDOG};
 use tether::{Error, Handle, InternError, Interner, Registry, Released};
 
-/// How long a slow `init` sleeps, so that other threads arrive meanwhile.
-const SLOW_INIT: Duration = Duration::from_millis(30);
+/// Blocks until `names` has `n` callers registered as waiters of a running
+/// `init` (called from inside that `init`). Fails after [`WATCHDOG`]: the
+/// callers never became waiters.
+fn until_waiting<K, T, E>(names: &Interner<K, T, E>, n: usize)
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    let deadline = Instant::now() + WATCHDOG;
+    while names.waiting() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} callers registered as waiters after {WATCHDOG:?}",
+            names.waiting()
+        );
+        thread::sleep(Duration::from_micros(200));
+    }
+}
 
 /// A stored object: which `init` run made it, and its drops (value, thread).
 struct Obj {
@@ -258,6 +277,9 @@ fn init_that_interns_the_same_key_on_the_same_thread_gets_reentrant() {
     assert_eq!(reg.get(h).expect("get").serial, 2);
 }
 
+/// `n` threads intern one key; the `init` that runs waits until the other
+/// `n - 1` callers are registered waiters of it, so each of them provably
+/// shares its object rather than making one.
 #[test]
 fn concurrent_interns_of_one_key_run_init_once_and_share_the_object() {
     for n in [4, 8] {
@@ -272,7 +294,7 @@ fn concurrent_interns_of_one_key_run_init_once_and_share_the_object() {
                     start.wait();
                     let h = names
                         .intern("k", || {
-                            thread::sleep(SLOW_INIT); // let the others arrive
+                            until_waiting(&names, n - 1);
                             Ok(maker.make())
                         })
                         .expect("intern");
@@ -290,6 +312,7 @@ fn concurrent_interns_of_one_key_run_init_once_and_share_the_object() {
         let results: Vec<_> = threads.into_iter().map(join).collect();
 
         assert_eq!(maker.runs(), 1, "{n} threads: init ran exactly once");
+        assert_eq!(names.waiting(), 0, "every waiter was woken");
         let handles: HashSet<_> = results.iter().map(|r| r.0).collect();
         assert_eq!(handles.len(), 1, "everyone got the same handle");
         for (_, count, serial, released, _) in &results {
@@ -311,6 +334,9 @@ fn concurrent_interns_of_one_key_run_init_once_and_share_the_object() {
     }
 }
 
+/// `n` threads intern one key; the `init` that runs fails only once the other
+/// `n - 1` callers wait for it: `init` ran once and all `n` callers get that
+/// one error (the same `Arc`), none runs `init` of its own.
 #[test]
 fn concurrent_interns_with_a_failing_init_all_fail_and_the_key_is_not_poisoned() {
     let n = 6;
@@ -323,16 +349,18 @@ fn concurrent_interns_with_a_failing_init_all_fail_and_the_key_is_not_poisoned()
             spawn("failing-contender", move || {
                 start.wait();
                 names.intern("k", || {
-                    maker.runs.fetch_add(1, Ordering::SeqCst);
-                    thread::sleep(SLOW_INIT);
+                    // Only the first run waits: a second one (a waiter that
+                    // did not share the failure) is counted at once.
+                    if maker.runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                        until_waiting(&names, n - 1);
+                    }
                     Err("backend down".to_owned())
                 })
             })
         })
         .collect();
     let results: Vec<_> = threads.into_iter().map(join).collect();
-    let runs = maker.runs();
-    assert!((1..=n).contains(&runs), "{runs}");
+    assert_eq!(maker.runs(), 1, "init ran once; the waiters ran none");
     let mut distinct = Vec::<Arc<String>>::new();
     for r in &results {
         match r {
@@ -347,9 +375,10 @@ fn concurrent_interns_with_a_failing_init_all_fail_and_the_key_is_not_poisoned()
     }
     assert_eq!(
         distinct.len(),
-        runs,
-        "each failure is shared by the callers that waited for it"
+        1,
+        "the one failure is shared by all {n} callers"
     );
+    assert_eq!(names.waiting(), 0);
     assert!(reg.is_empty());
     assert_eq!(names.lookup("k"), None);
 
@@ -359,16 +388,22 @@ fn concurrent_interns_with_a_failing_init_all_fail_and_the_key_is_not_poisoned()
     assert_eq!(reg.count(h), Ok(1));
 }
 
+/// The creator's `init` panics only once the other caller waits for it: the
+/// waiter gets exactly `InitPanicked` (it ran no `init`, nothing was
+/// inserted), the panic goes to the creator's caller, and the key is not
+/// poisoned.
 #[test]
 fn waiters_of_a_panicking_init_get_init_panicked_and_the_key_is_not_poisoned() {
     let (reg, names, maker) = setup();
     let (tx_started, rx_started) = mpsc::channel();
-    let names2 = names.clone();
+    let saw_waiter = Arc::new(AtomicBool::new(false));
+    let (names2, saw_waiter2) = (names.clone(), Arc::clone(&saw_waiter));
     let creator = spawn("panicking-creator", move || {
         catch_unwind(AssertUnwindSafe(|| {
             names2.intern("k", || -> Result<Obj, String> {
                 tx_started.send(()).expect("started");
-                thread::sleep(SLOW_INIT * 3); // let the waiter arrive
+                until_waiting(&names2, 1);
+                saw_waiter2.store(true, Ordering::SeqCst);
                 panic!("intentional panic in init (test)")
             })
         }))
@@ -377,20 +412,18 @@ fn waiters_of_a_panicking_init_get_init_panicked_and_the_key_is_not_poisoned() {
     recv(&rx_started, "init started");
     let waited = names.intern("k", || Ok(maker.make()));
     assert!(join(creator), "the creator's caller got the panic");
-    match waited {
-        // It waited for the panicking init...
-        Err(InternError::InitPanicked) => {
-            assert_eq!(maker.runs(), 0);
-            assert!(reg.is_empty());
-        }
-        // ...or (a slow machine) arrived after it and ran init itself.
-        Ok(h) => assert_eq!(reg.get(h).expect("get").serial, 1),
-        Err(other) => panic!("unexpected {other:?}"),
-    }
+    assert!(
+        saw_waiter.load(Ordering::SeqCst),
+        "init panicked while the waiter waited"
+    );
+    assert_eq!(waited, Err(InternError::InitPanicked));
+    assert_eq!(maker.runs(), 0, "the waiter ran no init");
+    assert!(reg.is_empty());
+    assert_eq!((names.lookup("k"), names.waiting()), (None, 0));
     let h = names
         .intern("k", || Ok(maker.make()))
         .expect("not poisoned");
-    assert!(reg.get(h).is_ok());
+    assert_eq!(reg.get(h).expect("get").serial, 1);
 }
 
 #[test]

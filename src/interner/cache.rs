@@ -9,11 +9,19 @@
 //! A cache's slots are in a `RefCell`: a lookup holds a shared borrow while
 //! the key's `Eq` (user code) runs, so a re-entrant call that would change
 //! or drop that cache finds it busy and leaves it alone.
+//!
+//! Keys a cache lets go of are dropped after its borrows end, with their
+//! `Drop`'s panic caught and counted in the interner's `key_panics`: the
+//! thread's last reference drops them inside `release()` (or its exit),
+//! which must not unwind.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
+use super::drop_keys;
+use crate::sync::AtomicU64;
 use crate::Handle;
 
 /// Entries of one thread's cache for one interner.
@@ -61,12 +69,15 @@ type Entry<K> = Option<(u64, K, Handle)>;
 /// One thread's direct-mapped cache for one interner.
 struct Cache<K> {
     slots: RefCell<Box<[Entry<K>]>>,
+    /// The interner's count of panics in `K`'s `Drop`.
+    key_panics: Arc<AtomicU64>,
 }
 
 impl<K> Cache<K> {
-    fn new() -> Self {
+    fn new(key_panics: &Arc<AtomicU64>) -> Self {
         Cache {
             slots: RefCell::new((0..CACHE_SLOTS).map(|_| None).collect()),
+            key_panics: Arc::clone(key_panics),
         }
     }
 
@@ -90,6 +101,8 @@ trait AnyCache {
     fn busy(&self) -> bool;
     /// Removes the entries naming `h`; returns their keys to be dropped.
     fn forget(&self, h: Handle) -> Vec<Box<dyn Any>>;
+    /// Where panics of its keys' `Drop` are counted.
+    fn key_panics(&self) -> &Arc<AtomicU64>;
 }
 
 impl<K: 'static> AnyCache for Cache<K> {
@@ -114,6 +127,10 @@ impl<K: 'static> AnyCache for Cache<K> {
             }
         }
         keys
+    }
+
+    fn key_panics(&self) -> &Arc<AtomicU64> {
+        &self.key_panics
     }
 }
 
@@ -186,9 +203,16 @@ where
 /// Caches `key → handle` in interner `serial`'s cache of the calling thread
 /// and makes it the hot one. `owned` is the key (cloned by the caller,
 /// outside any borrow); whatever the cache lets go of is dropped here, after
-/// the borrows end.
-pub(super) fn remember<K: 'static>(serial: u64, owned: K, hash: u64, handle: Handle) {
-    let _dropped = CACHES.try_with(|caches| {
+/// the borrows end (a panicking key `Drop` counted in `key_panics`: the
+/// caller holds a new reference it must not lose).
+pub(super) fn remember<K: 'static>(
+    serial: u64,
+    key_panics: &Arc<AtomicU64>,
+    owned: K,
+    hash: u64,
+    handle: Handle,
+) {
+    let dropped = CACHES.try_with(|caches| {
         let mut caches = caches.try_borrow_mut().ok()?;
         let mut evicted: Option<Box<dyn AnyCache>> = None;
         let i = match caches.list.iter().position(|(s, _)| *s == serial) {
@@ -199,7 +223,9 @@ pub(super) fn remember<K: 'static>(serial: u64, owned: K, hash: u64, handle: Han
                     let victim = caches.list.iter().position(|(_, c)| !c.busy())?;
                     evicted = Some(caches.remove(victim));
                 }
-                caches.list.push((serial, Box::new(Cache::<K>::new())));
+                caches
+                    .list
+                    .push((serial, Box::new(Cache::<K>::new(key_panics))));
                 caches.list.len() - 1
             }
         };
@@ -210,12 +236,19 @@ pub(super) fn remember<K: 'static>(serial: u64, owned: K, hash: u64, handle: Han
         make_hot(serial, cache);
         Some((evicted, old))
     });
+    if let Ok(Some((evicted, old))) = dropped {
+        drop_keys(old, key_panics);
+        if let Some(evicted) = evicted {
+            let counter = Arc::clone(evicted.key_panics());
+            drop_keys(evicted, &counter);
+        }
+    }
 }
 
 /// Drops interner `serial`'s cache of the calling thread (the interner is
 /// gone). Other threads' entries go when they let go of the objects.
-pub(super) fn drop_cache(serial: u64) {
-    let _cache = CACHES.try_with(|caches| {
+pub(super) fn drop_cache(serial: u64, key_panics: &AtomicU64) {
+    let cache = CACHES.try_with(|caches| {
         let mut caches = caches.try_borrow_mut().ok()?;
         let i = caches
             .list
@@ -223,19 +256,29 @@ pub(super) fn drop_cache(serial: u64) {
             .position(|(s, c)| *s == serial && !c.busy())?;
         Some(caches.remove(i))
     });
+    drop_keys(cache, key_panics);
 }
 
 /// The calling thread no longer holds `h`: its cache entries for `h` go
 /// (their keys are dropped after the caches are released).
 pub(crate) fn forget_cached(h: Handle) {
-    let _keys = CACHES.try_with(|caches| {
+    let keys = CACHES.try_with(|caches| {
         let caches = caches.try_borrow().ok()?;
         let mut keys = Vec::new();
         for (_, cache) in &caches.list {
-            keys.extend(cache.forget(h));
+            let forgotten = cache.forget(h);
+            if !forgotten.is_empty() {
+                keys.push((forgotten, Arc::clone(cache.key_panics())));
+            }
         }
         Some(keys)
     });
+    // Inside `release()` or a thread's exit: a key's `Drop` must not unwind.
+    for (forgotten, key_panics) in keys.ok().flatten().into_iter().flatten() {
+        for key in forgotten {
+            drop_keys(key, &key_panics);
+        }
+    }
 }
 
 /// The cache slot of a hash (its best-mixed top bits).
