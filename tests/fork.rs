@@ -297,6 +297,7 @@ fn diagnostics_and_raw_tokens_in_a_forked_child_never_block() {
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             fork_and_check_within(2, move || {
                 let mut c = Checks(Vec::new());
+                #[allow(clippy::len_zero)]
                 c.check("len() == 0", r3.len() == 0);
                 c.check("is_empty()", r3.is_empty());
                 c.check("Debug", format!("{r3:?}").contains("Registry"));
