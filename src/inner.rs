@@ -51,6 +51,9 @@ pub(crate) struct Tables<T> {
     sending: u64,
     /// See `sending`.
     sent: u64,
+    /// Values taken out of an inbox and dropped by tables no longer in
+    /// `list`.
+    received: u64,
 }
 
 impl<T> Tables<T> {
@@ -90,9 +93,15 @@ pub(crate) struct Inner<T> {
     /// Objects finalized by a thread without a table (an unclaimed transfer
     /// dropped on a fresh thread): the rare case of `len()`'s count.
     loose_finalized: AtomicU64,
-    /// Finalized values between "not live" and their home inbox, sent by a
-    /// thread without a table (others count in their table: `sending`).
-    in_transit: AtomicU64,
+    /// Values sent home by threads without a table, begun and done (others
+    /// count in their table: `sending`, `sent`).
+    loose_sending: AtomicU64,
+    /// See `loose_sending`.
+    loose_sent: AtomicU64,
+    /// Values taken out of an inbox and dropped by a thread without a table
+    /// (a sender whose home exited meanwhile; others count in their table:
+    /// `received`).
+    loose_received: AtomicU64,
     /// `tid` → this thread's table. Each cell is read and written only by
     /// the thread that currently owns that `tid`.
     threads: Pages<AtomicPtr<ThreadTable<T>>>,
@@ -155,7 +164,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
             config,
             alloc: Mutex::new(FreeList::default()),
             loose_finalized: AtomicU64::new(0),
-            in_transit: AtomicU64::new(0),
+            loose_sending: AtomicU64::new(0),
+            loose_sent: AtomicU64::new(0),
+            loose_received: AtomicU64::new(0),
             threads: Pages::new(),
             tables: Mutex::new(Tables {
                 list: Vec::new(),
@@ -163,6 +174,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 finalized: 0,
                 sending: 0,
                 sent: 0,
+                received: 0,
             }),
             raw: Mutex::new(crate::token::RawTransfers::new(serial)),
             pins: Mutex::new(HashMap::new()),
@@ -301,7 +313,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
             return 0;
         }
         let n = table.inbox.drain(limit, only_if_pending, |h, v| {
-            self.dispose(h, v, Some(table))
+            self.dispose(h, v, Some(table));
+            table.received.bump();
         });
         table.end_drain();
         n
@@ -349,13 +362,25 @@ impl<T: Send + Sync + 'static> Inner<T> {
             self.alloc.lock().free.push(index);
             return Err(InsertError::new(Error::Full, value));
         };
+        // Counted before it is published, so any finalization of it (on any
+        // thread) happens after the count: see `len` and `quiescent`. And
+        // counted before `closed` is checked again, with a fence between (a
+        // Dekker handshake with `close`): either `shutdown`, reading the
+        // counts after closing, sees this insert (and waits for its object),
+        // or this insert sees `closed` and gives its slot back. So `shutdown`
+        // never says `Ok` while an insert can still complete.
+        table.inserted.bump();
+        sync::fence(Ordering::SeqCst);
+        if self.closed.load(Ordering::Relaxed) {
+            slot.unclaim();
+            self.give_back(table, index);
+            table.finalized.bump(); // balances `inserted`: nothing was live
+            return Err(InsertError::new(Error::Closed, value));
+        }
         // The claim stored the inbox's address in the slot; this is the
         // count that goes with it (given back by `take`'s `Arc::from_raw`).
         let home = table.lend_home();
         debug_assert!(ptr::eq(home, slot.home_addr()));
-        // Counted before it is published, so any finalization of it (on any
-        // thread) happens after the count: see `len` and `quiescent`.
-        table.inserted.bump();
         let generation = slot.fill(value);
         entry.store(kind.one(), Ordering::Relaxed);
         let h = Handle::new(self.tag, generation, index);
@@ -762,7 +787,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             match table {
                 Some(t) => t.sending.bump(),
                 None => {
-                    self.in_transit.fetch_add(1, Ordering::SeqCst);
+                    self.loose_sending.fetch_add(1, Ordering::SeqCst);
                 }
             }
         }
@@ -786,7 +811,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         match table {
             Some(t) => t.sent.bump(),
             None => {
-                self.in_transit.fetch_sub(1, Ordering::SeqCst);
+                self.loose_sent.fetch_add(1, Ordering::SeqCst);
             }
         }
         match sent {
@@ -799,13 +824,28 @@ impl<T: Send + Sync + 'static> Inner<T> {
             }
             Sent::Closed(value) => {
                 self.dispose(h, value, table);
+                self.count_received(table);
                 Released::Finalized
             }
             Sent::Orphaned => {
                 // The home thread exited during our send: it may have missed
                 // the value, so drop whatever is left here.
-                home.drain(usize::MAX, false, |h, v| self.dispose(h, v, table));
+                home.drain(usize::MAX, false, |h, v| {
+                    self.dispose(h, v, table);
+                    self.count_received(table);
+                });
                 Released::Finalized
+            }
+        }
+    }
+
+    /// One value sent home (or handed back by a closed inbox) was dropped by
+    /// the calling thread (`table`, if it has one): see `quiescent`.
+    fn count_received(&self, table: Option<&ThreadTable<T>>) {
+        match table {
+            Some(t) => t.received.bump(),
+            None => {
+                self.loose_received.fetch_add(1, Ordering::SeqCst);
             }
         }
     }
@@ -1112,31 +1152,47 @@ impl<T: Send + Sync + 'static> Inner<T> {
         usize::try_from(inserted.saturating_sub(finalized)).unwrap_or(usize::MAX)
     }
 
-    /// No object is live and no finalized value is still on its way to a
-    /// home inbox: once this is seen, a `pump` on a home thread finds every
-    /// value released to it.
+    /// No object is live and every value sent to a home inbox has been
+    /// dropped: once this is seen, every object inserted before was
+    /// finalized (its `Drop` ran, at home or where the design says), except
+    /// one whose `Drop` is running right now where it was released.
     ///
-    /// Each count only grows, and one thread bumps `sending`, then
-    /// `finalized`, then (after the send) `sent` for a value sent home; an
-    /// insert is counted before its object is published, so before any
-    /// finalization of it. Reading finalizations first, then `sent`, then
-    /// `sending`, then insertions: a finalization seen implies its insert is
-    /// seen (no false zero), and its `sending` too, so a value still on its
-    /// way shows as `sending > sent`. Threads without a table use the
-    /// `loose_finalized` and `in_transit` read-modify-writes instead.
+    /// Each count only grows. For a value sent home one thread bumps
+    /// `sending`, then `finalized`, then (after the send) `sent`, and the
+    /// thread that drops it out of the inbox bumps `received` after its
+    /// `Drop` returned; an insert is counted before its object is published,
+    /// so before any finalization of it. Reading from the end of that chain
+    /// back — `received`, then finalizations, then `sent`, then `sending`,
+    /// then insertions — a finalization seen implies its insert is seen (no
+    /// false zero) and its `sending` too, so a value still on its way shows
+    /// as `sending > sent`, and one in an inbox (or being dropped out of it)
+    /// as `sent > received`. Threads without a table count in the `loose_*`
+    /// read-modify-writes instead.
     pub(crate) fn quiescent(&self) -> bool {
         if sync::forked() {
             return false; // and no lock in a child, see `len`
         }
         let tables = self.tables.lock();
+        let received = tables.total(tables.received, |t| &t.received)
+            + self.loose_received.load(Ordering::SeqCst);
         let finalized = tables.total(tables.finalized, |t| &t.finalized)
             + self.loose_finalized.load(Ordering::SeqCst);
-        let sent = tables.total(tables.sent, |t| &t.sent);
-        let sending = tables.total(tables.sending, |t| &t.sending);
-        if sending != sent || self.in_transit.load(Ordering::SeqCst) != 0 {
+        let sent = tables.total(tables.sent, |t| &t.sent) + self.loose_sent.load(Ordering::SeqCst);
+        let sending = tables.total(tables.sending, |t| &t.sending)
+            + self.loose_sending.load(Ordering::SeqCst);
+        if sending != sent || sent != received {
             return false;
         }
         tables.total(tables.inserted, |t| &t.inserted) == finalized
+    }
+
+    /// Whether the calling thread is inside a drain of its own inbox (a
+    /// value's `Drop` run by `pump` or an ordinary call) while its inbox
+    /// still holds values: those can only be dropped once that `Drop`
+    /// returns (a nested `pump` does not drain).
+    pub(crate) fn stuck_in_own_drain(&self) -> bool {
+        self.my_table()
+            .is_some_and(|t| t.is_draining() && t.inbox.len() > 0)
     }
 
     /// Raw view for snapshots: calls `f` with every table (under the lock).

@@ -7,7 +7,7 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use crate::inner::Inner;
-use crate::{Handle, Snapshot};
+use crate::{Handle, Snapshot, ThreadSnapshot};
 
 /// Every live object with its home thread, each holder and its count, pins,
 /// transfers in flight, age and — where captured — backtraces.
@@ -39,6 +39,9 @@ pub struct LeakReport {
     /// Values queued for finalization on their home threads (not live, not
     /// leaked: their homes will drop them at their next call or `pump()`).
     pub pending: usize,
+    /// Where those values wait: each home thread whose inbox holds some,
+    /// with how many (`pending`).
+    pub pending_at: Vec<ThreadSnapshot>,
     /// Taken in a child process after `fork()`: nothing could be read (the
     /// registry's locks may have been held by a parent thread that does not
     /// exist in the child), so the report is empty.
@@ -108,6 +111,7 @@ impl LeakReport {
             return LeakReport {
                 objects: Vec::new(),
                 pending: 0,
+                pending_at: Vec::new(),
                 forked: true,
             };
         }
@@ -156,11 +160,18 @@ impl LeakReport {
         LeakReport {
             objects,
             pending: snapshot.pending(),
+            pending_at: snapshot
+                .threads
+                .iter()
+                .filter(|t| t.pending > 0)
+                .cloned()
+                .collect(),
             forked: false,
         }
     }
 
-    /// `true` if nothing is held.
+    /// `true` if nothing is held (values still queued for their homes, see
+    /// [`pending`](LeakReport::pending), are not held).
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
     }
@@ -187,6 +198,15 @@ impl fmt::Display for LeakReport {
             self.objects.len(),
             self.pending
         )?;
+        for t in &self.pending_at {
+            writeln!(
+                f,
+                "  {} queued for {}{}",
+                t.pending,
+                thread_label(t.thread, t.name.as_deref()),
+                if t.exited { " (exited)" } else { "" }
+            )?;
+        }
         if self.objects.is_empty() {
             return Ok(());
         }

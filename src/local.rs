@@ -94,6 +94,10 @@ pub(crate) struct ThreadTable<T> {
     pub(crate) sending: Counter,
     /// See `sending`.
     pub(crate) sent: Counter,
+    /// Values this thread took out of an inbox and dropped (its own, or,
+    /// as a sender whose home exited meanwhile, that home's). See
+    /// `Inner::quiescent`.
+    pub(crate) received: Counter,
     /// Strong counts of `inbox` that the table owns beyond its own, kept
     /// for the next inserts (see [`ThreadTable::lend_home`]). Owner only.
     credits: AtomicUsize,
@@ -155,6 +159,7 @@ impl<T> ThreadTable<T> {
             finalized: Counter::new(),
             sending: Counter::new(),
             sent: Counter::new(),
+            received: Counter::new(),
             credits: AtomicUsize::new(0),
         }
     }
@@ -230,6 +235,11 @@ impl<T> ThreadTable<T> {
     /// Starts a drain unless one is already running on this thread.
     pub(crate) fn begin_drain(&self) -> bool {
         !self.draining.swap(true, Ordering::Relaxed)
+    }
+
+    /// Whether a drain is running on this thread (owner only).
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Ends the drain started by `begin_drain`.

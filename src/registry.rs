@@ -339,7 +339,11 @@ impl<T: Send + Sync + 'static> Registry<T> {
     }
 
     /// Runs every finalization queued for the calling (home) thread; returns
-    /// how many. Calls that take or give up a reference (`insert`, `retain`,
+    /// how many. Inside a drain already running on this thread (a value's
+    /// `Drop` run by `pump` or by an ordinary call's bounded drain) it
+    /// returns 0 without draining: the running drain drops the rest once
+    /// that `Drop` returns, and draining from within would nest without
+    /// bound. Calls that take or give up a reference (`insert`, `retain`,
     /// `release`, `get`, `proxy`, `pin`, `unpin`, `claim`, `claim_raw`) on the
     /// home thread also drain a bounded batch when something is pending (one
     /// relaxed load otherwise); diagnostics and `transfer` do not.
@@ -412,10 +416,21 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// Two-phase shutdown that never hangs: [`close`](Registry::close)s the
     /// registry, then pumps this thread's finalization queue while waiting
     /// (sleeping between checks, up to 10 ms) for the holders to let go.
-    /// `Ok(())` once no object is live; at `timeout`, `Err` with the
-    /// [`LeakReport`] of whatever is still held — and it is still held:
-    /// nothing is freed under a holder. Call it on the home thread of the
-    /// objects (usually the main thread), after releasing its own references.
+    /// `Ok(())` means every object was finalized: none is live, none is
+    /// still being inserted (an insert racing `close` either completes
+    /// before `Ok` is possible or fails with [`Error::Closed`]), and every
+    /// value released to a home thread was dropped there. At `timeout`,
+    /// `Err` with the [`LeakReport`] of whatever is still held — and it is
+    /// still held: nothing is freed under a holder — and of the values still
+    /// queued, with their home threads ([`LeakReport::pending_at`]). Call it
+    /// on the home thread of the objects (usually the main thread), after
+    /// releasing its own references: another home thread's queue is
+    /// dropped only when that thread next calls the registry or `pump`s.
+    ///
+    /// Called from a value's `Drop` that a drain of this thread's queue is
+    /// running (inside `pump`), while more values wait in that queue, it
+    /// returns `Err` at once: they can only be dropped after that `Drop`
+    /// returns.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -455,12 +470,14 @@ impl<T: Send + Sync + 'static> Registry<T> {
         loop {
             self.pump();
             if self.inner.quiescent() {
-                // What was still on its way here when the loop pumped.
-                self.pump();
                 return Ok(());
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || self.inner.stuck_in_own_drain() {
+                // At the timeout; or called from a value's `Drop` run by a
+                // drain of this thread's inbox, which holds more values: they
+                // are dropped only after that `Drop` returns, so waiting
+                // would only reach the timeout.
                 return Err(self.leak_report());
             }
             crate::sync::nap(nap.min(deadline - now));

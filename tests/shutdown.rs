@@ -500,3 +500,182 @@ fn shutdown_does_not_report_ok_while_a_final_release_is_still_on_its_way_home() 
          (it was still on its way to this home thread's queue)"
     );
 }
+
+/// Issue 16, item 6: `insert` checked `closed`, then took a slot and ran
+/// `Drop`s before counting itself, and `close()` did not wait for inserts in
+/// that window: in 79-108 of 300 runs of two workers inserting while main
+/// called `shutdown(1 s)`, an insert completed after `Ok(())` (and `len()`
+/// was above 0 right after). `Ok` must mean nothing live and nothing new:
+/// no object may be live the moment `shutdown` returns `Ok`.
+#[test]
+fn no_insert_completes_after_shutdown_says_ok() {
+    use std::sync::atomic::AtomicUsize;
+    const RUNS: usize = 300;
+    let mut late = 0;
+    let mut live_after_ok = 0;
+    for run in 0..RUNS {
+        let reg: Registry<u64> = Registry::new();
+        let said_ok = Arc::new(AtomicBool::new(false));
+        let after_ok = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..2)
+            .map(|w| {
+                let (r, said_ok, after_ok) = (reg.clone(), said_ok.clone(), after_ok.clone());
+                spawn("inserter", move || loop {
+                    match r.insert(w) {
+                        Ok(h) => {
+                            // Returned after `Ok`: it was still under way.
+                            if said_ok.load(Ordering::SeqCst) {
+                                after_ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            r.release(h).expect("release");
+                        }
+                        Err(e) => {
+                            assert_eq!(e.error(), Error::Closed);
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..(run % 13) * 50 {
+            std::hint::spin_loop();
+        }
+        let result = reg.shutdown(Duration::from_secs(5));
+        said_ok.store(result.is_ok(), Ordering::SeqCst);
+        // Read at once, from the slots (not the counters).
+        let live = reg.snapshot().objects.len();
+        for w in workers {
+            join(w);
+        }
+        if let Err(report) = result {
+            panic!("run {run}: shutdown timed out:\n{report}");
+        }
+        late += after_ok.load(Ordering::SeqCst);
+        live_after_ok += usize::from(live != 0);
+        assert!(reg.is_empty());
+    }
+    assert_eq!(
+        (late, live_after_ok),
+        (0, 0),
+        "inserts returned after Ok; runs with a live object right after Ok"
+    );
+}
+
+/// A value whose `Drop` calls `shutdown` (with more values queued behind
+/// it). Records what `shutdown` returned.
+struct ShutsDown {
+    reg: Arc<Mutex<Option<Registry<ShutsDown>>>>,
+    seen: Arc<Mutex<Vec<Result<(), (usize, usize)>>>>,
+}
+
+impl Drop for ShutsDown {
+    fn drop(&mut self) {
+        let reg = self
+            .reg
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(reg) = reg {
+            let r = reg
+                .shutdown(Duration::from_millis(200))
+                .map_err(|report| (report.pending, report.pending_at.len()));
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(r);
+        }
+    }
+}
+
+/// Issue 16, item 8: inside a value's `Drop` run by `pump()`, a nested
+/// `pump()` returns 0 (the drain guard) and `shutdown()` returned `Ok(())`
+/// while the home's own inbox still held a value released to it. It must
+/// say what is still queued, and where — and at once, since waiting could
+/// not help.
+#[test]
+fn shutdown_inside_a_drained_drop_reports_the_values_still_queued() {
+    let slot = Arc::new(Mutex::new(None));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let reg: Registry<ShutsDown> = Registry::new();
+    *slot.lock().unwrap() = Some(reg.clone());
+    let a = reg
+        .insert(ShutsDown {
+            reg: Arc::clone(&slot),
+            seen: Arc::clone(&seen),
+        })
+        .unwrap_or_else(|_| panic!("insert"));
+    let b = reg
+        .insert(ShutsDown {
+            reg: Arc::new(Mutex::new(None)),
+            seen: Arc::clone(&seen),
+        })
+        .unwrap_or_else(|_| panic!("insert"));
+    let (ta, tb) = (
+        reg.transfer(a).expect("transfer"),
+        reg.transfer(b).expect("transfer"),
+    );
+    let r2 = reg.clone();
+    join(spawn("releases-both", move || {
+        for t in [ta, tb] {
+            let h = r2.claim(t).expect("claim");
+            assert_eq!(r2.release(h), Ok(Released::Queued));
+        }
+    }));
+    let started = Instant::now();
+    assert_eq!(reg.pump(), 2, "the outer pump drops both");
+    slot.lock().unwrap().take();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, [Err((1, 1))], "1 value still queued, at 1 home");
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "it returned at once instead of waiting for its timeout"
+    );
+    assert_eq!(
+        reg.shutdown(Duration::from_secs(1))
+            .err()
+            .map(|r| r.pending),
+        None
+    );
+}
+
+/// Issue 16, item 8: from a thread that is not the values' home, two
+/// concurrent `shutdown`s both returned `Ok(())` while 100 values sat
+/// unfinalized in the home's inbox. They wait for the home to drop them and,
+/// at the timeout, report them with their home thread.
+#[test]
+fn shutdown_from_another_thread_waits_for_the_homes_queue_and_reports_it() {
+    let drops = Arc::new(Drops::default());
+    let reg: Registry<Val> = Registry::new();
+    let ts: Vec<_> = (0..100)
+        .map(|i| {
+            let h = reg
+                .insert(val(i, &drops))
+                .unwrap_or_else(|_| panic!("insert"));
+            reg.transfer(h).expect("transfer")
+        })
+        .collect();
+    let r2 = reg.clone();
+    join(spawn("releases-all", move || {
+        for t in ts {
+            let h = r2.claim(t).expect("claim");
+            assert_eq!(r2.release(h), Ok(Released::Queued));
+        }
+    }));
+    let home = me();
+    let shutters: Vec<_> = (0..2)
+        .map(|_| {
+            let r = reg.clone();
+            spawn("not-home", move || r.shutdown(Duration::from_millis(100)))
+        })
+        .collect();
+    for s in shutters {
+        let report = join(s).expect_err("values still queued at their home: not Ok");
+        assert_eq!(report.pending, 100);
+        assert_eq!(report.pending_at.len(), 1);
+        assert_eq!(report.pending_at[0].thread, home);
+        assert!(report.objects.is_empty(), "nothing is held, only queued");
+        assert!(format!("{report}").contains("100 queued for"), "{report}");
+    }
+    assert_eq!(reg.pump(), 100, "dropped at home");
+    assert!(reg.shutdown(Duration::from_secs(1)).is_ok());
+}

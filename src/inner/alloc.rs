@@ -130,6 +130,14 @@ impl<T: Send + Sync + 'static> Inner<T> {
         }
     }
 
+    /// Gives back slot `index`, claimed by `table`'s thread and never
+    /// filled (its claim undone): it is free under its current generation.
+    pub(super) fn give_back(&self, table: &ThreadTable<T>, index: u32) {
+        if table.exited.load(crate::sync::Ordering::Relaxed) || !table.free.push(index) {
+            self.alloc.lock().free.push(index);
+        }
+    }
+
     /// A thread is leaving: its cached slots go to the global list.
     pub(super) fn spill_cache(&self, table: &ThreadTable<T>) {
         let mut a = self.alloc.lock();

@@ -40,8 +40,12 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 
     /// `close()`: no new inserts or claims from now on.
+    ///
+    /// The fence pairs with the one in `insert` (see there): a `quiescent`
+    /// check after `close` sees every insert that did not see `closed`.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.closed.store(true, Ordering::Relaxed);
+        sync::fence(Ordering::SeqCst);
     }
 
     /// Whether `close()` was called.
@@ -148,6 +152,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 tables.finalized += t.finalized.get();
                 tables.sending += t.sending.get();
                 tables.sent += t.sent.get();
+                tables.received += t.received.get();
             }
             removed
         };
