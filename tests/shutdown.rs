@@ -561,11 +561,14 @@ fn no_insert_completes_after_shutdown_says_ok() {
     );
 }
 
+/// What `shutdown` returned: `Err((pending, homes with pending values))`.
+type Seen = Arc<Mutex<Vec<Result<(), (usize, usize)>>>>;
+
 /// A value whose `Drop` calls `shutdown` (with more values queued behind
 /// it). Records what `shutdown` returned.
 struct ShutsDown {
     reg: Arc<Mutex<Option<Registry<ShutsDown>>>>,
-    seen: Arc<Mutex<Vec<Result<(), (usize, usize)>>>>,
+    seen: Seen,
 }
 
 impl Drop for ShutsDown {
