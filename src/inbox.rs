@@ -117,6 +117,19 @@ impl<T> Inbox<T> {
     }
 }
 
+impl<T: Send> crate::tid::Leftovers for Inbox<T> {
+    fn close_and_drop(&self) {
+        self.close();
+        self.drain(usize::MAX, false, |_, v| {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(v)));
+        });
+    }
+
+    fn has_values(&self) -> bool {
+        self.len() > 0
+    }
+}
+
 impl<T> Drop for Inbox<T> {
     fn drop(&mut self) {
         // Normally empty (drained at thread exit / by `pump`). Whatever is left

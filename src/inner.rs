@@ -286,7 +286,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let (thread, name) = sync::current_thread();
         let table = Arc::new(ThreadTable::new(thread, name));
         let hook: Weak<dyn ExitHook> = self.me.clone();
-        if !tid::on_exit(hook) {
+        let inbox: Arc<dyn tid::Leftovers> = table.inbox.clone();
+        if !tid::on_exit(hook, inbox) {
             return Err(Error::ThreadExited);
         }
         let p = Arc::as_ptr(&table).cast_mut();
@@ -325,6 +326,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if sync::forked() {
             return 0;
         }
+        tid::drop_leftovers();
         match self.my_table() {
             Some(t) => self.drain(t, usize::MAX, false),
             None => 0,

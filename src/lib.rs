@@ -105,6 +105,37 @@
 //! * **No lock is held while user code runs**, so a `Drop` of a stored value
 //!   may call back into the registry, and a live guard blocks nobody.
 //!
+//! # Cycles
+//!
+//! As with `Arc`, a reference cycle through the registry is never freed: a
+//! value that holds a [`Transfer`] or a [`Proxy`] of its own object (or of
+//! an object that holds one of it) keeps itself alive, and with it every
+//! value it owns, for the life of the registry. Nothing inside can detect
+//! it; [`Registry::shutdown`] and [`Registry::leak_report`] show such an
+//! object as held with no holder thread ("kept by pins/transfers") or held
+//! by a proxy's thread. Break cycles the way you would with `Arc`: have the
+//! inner direction keep a plain [`Handle`] (which owns nothing) and
+//! re-acquire through a thread with access when needed.
+//!
+//! ```
+//! use std::sync::Mutex;
+//! use std::time::Duration;
+//! use tether::{Registry, Transfer};
+//!
+//! struct Node {
+//!     next: Mutex<Option<Transfer<Node>>>,
+//! }
+//! let reg = Registry::new();
+//! let h = reg.insert(Node { next: Mutex::new(None) })?;
+//! let t = reg.transfer(h)?;                    // the home's only reference...
+//! *reg.get(h)?.next.lock().unwrap() = Some(t); // ...now inside the object: a cycle
+//! let report = reg.shutdown(Duration::from_millis(10)).unwrap_err();
+//! assert_eq!(report.objects[0].handle, h);
+//! assert_eq!(report.objects[0].transfers, 1);  // kept by its own transfer
+//! assert!(report.objects[0].holders.is_empty());
+//! # Ok::<(), tether::Error>(())
+//! ```
+//!
 //! # Values that are not `Send`
 //!
 //! A `JsValue` or an `Rc`-based interpreter object is stored wrapped in

@@ -8,7 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use crate::sync::{thread_locals, tid_alloc, tid_free};
 
@@ -22,6 +22,24 @@ const EXITED: u32 = u32::MAX;
 pub(crate) trait ExitHook: Send + Sync {
     /// The thread with index `tid` is exiting; runs on that thread.
     fn thread_exit(&self, tid: u32);
+}
+
+/// A thread's inbox in one registry, kept by the thread itself: if the
+/// registry is dropped (on another thread) while this thread lives, values
+/// sent home to it stay here and are dropped on this thread — at its exit,
+/// or at its next `pump()` or first use of a registry — never elsewhere.
+pub(crate) trait Leftovers: Send + Sync {
+    /// Closes the inbox (no more values come) and drops what it holds.
+    fn close_and_drop(&self);
+    /// Whether values wait in it.
+    fn has_values(&self) -> bool;
+}
+
+/// One registry this thread uses: its exit hook, and this thread's inbox
+/// there (which outlives the registry while the thread lives).
+struct Hook {
+    registry: Weak<dyn ExitHook>,
+    inbox: Arc<dyn Leftovers>,
 }
 
 /// Process-wide allocator of thread indices (lowest free first, so indices
@@ -64,7 +82,7 @@ impl TidAlloc {
 /// Per-thread record whose destructor runs the exit hooks.
 struct ThreadState {
     tid: Cell<u32>,
-    hooks: RefCell<Vec<Weak<dyn ExitHook>>>,
+    hooks: RefCell<Vec<Hook>>,
 }
 
 impl Drop for ThreadState {
@@ -78,8 +96,11 @@ impl Drop for ThreadState {
                 break;
             }
             for hook in hooks {
-                if let Some(hook) = hook.upgrade() {
-                    hook.thread_exit(tid);
+                match hook.registry.upgrade() {
+                    // It drains and closes the inbox itself.
+                    Some(registry) => registry.thread_exit(tid),
+                    // Dropped elsewhere: what it sent here is dropped here.
+                    None => hook.inbox.close_and_drop(),
                 }
             }
         }
@@ -132,18 +153,53 @@ fn assign(t: u32) -> Option<u32> {
     Some(tid)
 }
 
-/// Registers `hook` to run when the calling thread exits. `false` if the
-/// thread is already exiting.
-pub(crate) fn on_exit(hook: Weak<dyn ExitHook>) -> bool {
+/// The calling thread's index if it has one (never assigns one).
+pub(crate) fn assigned() -> Option<u32> {
+    let t = TID.try_with(Cell::get).unwrap_or(EXITED);
+    (t != UNASSIGNED && t != EXITED).then(|| t - 1)
+}
+
+/// Registers `registry`'s exit hook to run when the calling thread exits,
+/// and keeps the thread's `inbox` there until then (see [`Leftovers`]).
+/// `false` if the thread is already exiting.
+pub(crate) fn on_exit(registry: Weak<dyn ExitHook>, inbox: Arc<dyn Leftovers>) -> bool {
+    drop_leftovers();
     STATE
         .try_with(|s| {
             let mut hooks = s.hooks.borrow_mut();
             if hooks.len() >= 8 && hooks.len().is_power_of_two() {
-                hooks.retain(|h| h.strong_count() > 0);
+                hooks.retain(|h| h.registry.strong_count() > 0);
             }
-            hooks.push(hook);
+            hooks.push(Hook { registry, inbox });
         })
         .is_ok()
+}
+
+/// Drops, on the calling thread, the values that dropped registries sent
+/// home to it (see [`Leftovers`]), and forgets those registries. Called on
+/// slow paths only (`pump`, a thread's first use of a registry).
+pub(crate) fn drop_leftovers() {
+    let dead: Vec<Hook> = STATE
+        .try_with(|s| {
+            let Ok(mut hooks) = s.hooks.try_borrow_mut() else {
+                return Vec::new(); // the exit hooks are running
+            };
+            if hooks.iter().all(|h| h.registry.strong_count() > 0) {
+                return Vec::new();
+            }
+            let (dead, live) = std::mem::take(&mut *hooks)
+                .into_iter()
+                .partition(|h| h.registry.strong_count() == 0);
+            *hooks = live;
+            dead
+        })
+        .unwrap_or_default();
+    // Outside the borrow: the values' `Drop`s may use other registries.
+    for hook in dead {
+        if hook.inbox.has_values() {
+            hook.inbox.close_and_drop();
+        }
+    }
 }
 
 /// The calling thread's cached `(registry cache key, table)`; [`NO_TABLE`]

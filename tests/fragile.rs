@@ -144,3 +144,104 @@ fn many_fragile_values_round_trip_without_a_wrong_thread_drop() {
     assert!(log.threads().iter().all(|t| *t == home));
     assert_eq!(reg.snapshot().drop_panics, 0);
 }
+
+/// Issue 16, item 4: the home keeps only raw ids (inside its runtime) and
+/// lets its `Registry` value go; a worker's clone goes last. The registry's
+/// teardown then dropped the home's live values on the worker ("destructor
+/// of fragile object ran on wrong thread", the `Rc` never released). Values
+/// whose home lives reach it: they are dropped there, at its next `pump()`
+/// (of any registry) or at its exit — never elsewhere.
+#[test]
+fn the_last_registry_dropped_on_a_worker_leaves_the_values_to_their_living_home() {
+    use std::sync::mpsc;
+    type V = Fragile<Rc<RefCell<Vec<u8>>>>;
+    let (to_worker, worker_rx) = mpsc::channel::<Registry<V>>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let (let_go_tx, let_go_rx) = mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        let reg = worker_rx.recv().unwrap();
+        let_go_rx.recv().unwrap(); // the home has dropped its own
+                                   // The last `Registry`: its teardown runs here, on a non-home thread.
+        drop(reg);
+        done_tx.send(()).unwrap();
+    });
+    let home = std::thread::spawn(move || {
+        let a = Rc::new(RefCell::new(vec![1]));
+        let b = Rc::new(RefCell::new(vec![2]));
+        let reg: Registry<V> = Registry::new();
+        reg.insert(Fragile::new(Rc::clone(&a))).expect("insert");
+        let hb = reg.insert(Fragile::new(Rc::clone(&b))).expect("insert");
+        reg.pin(hb).expect("pin"); // a pin nobody will undo
+        to_worker.send(reg.clone()).unwrap();
+        drop(reg); // the home keeps only raw ids
+        let_go_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+        assert_eq!(
+            (Rc::strong_count(&a), Rc::strong_count(&b)),
+            (2, 2),
+            "not dropped yet"
+        );
+        // The home's next pump (of any registry) drops them here.
+        let other: Registry<u8> = Registry::new();
+        other.pump();
+        (Rc::strong_count(&a), Rc::strong_count(&b))
+    });
+    worker
+        .join()
+        .expect("the worker must not drop a Fragile of another thread");
+    let counts = home.join().expect("home");
+    assert_eq!(counts, (1, 1), "both values were dropped on their home");
+}
+
+/// The same, with a home that never calls tether again: the values are
+/// dropped at its exit, on it.
+#[test]
+fn values_left_to_a_living_home_are_dropped_at_its_exit() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    struct OnHome {
+        home: std::thread::ThreadId,
+        dropped_on_home: Arc<AtomicBool>,
+        dropped_elsewhere: Arc<AtomicBool>,
+    }
+    impl Drop for OnHome {
+        fn drop(&mut self) {
+            let flag = if std::thread::current().id() == self.home {
+                &self.dropped_on_home
+            } else {
+                &self.dropped_elsewhere
+            };
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+    let on_home = Arc::new(AtomicBool::new(false));
+    let elsewhere = Arc::new(AtomicBool::new(false));
+    let (to_main, from_home) = mpsc::channel::<Registry<OnHome>>();
+    let (go, wait) = mpsc::channel::<()>();
+    let (on2, else2) = (Arc::clone(&on_home), Arc::clone(&elsewhere));
+    let home = std::thread::spawn(move || {
+        let reg = Registry::new();
+        let me = std::thread::current().id();
+        let _raw = reg
+            .insert(OnHome {
+                home: me,
+                dropped_on_home: on2,
+                dropped_elsewhere: else2,
+            })
+            .unwrap_or_else(|_| panic!("insert"));
+        to_main.send(reg).unwrap(); // gives its only Registry away
+        wait.recv().unwrap();
+        // exits without another registry call
+    });
+    let reg = from_home.recv().unwrap();
+    drop(reg); // the last Registry, dropped off the home
+    assert!(
+        !elsewhere.load(Ordering::SeqCst),
+        "dropped on the wrong thread"
+    );
+    assert!(!on_home.load(Ordering::SeqCst), "not before the home runs");
+    go.send(()).unwrap();
+    home.join().unwrap();
+    assert!(on_home.load(Ordering::SeqCst), "dropped at the home's exit");
+    assert!(!elsewhere.load(Ordering::SeqCst));
+}

@@ -496,3 +496,34 @@ fn display_shows_the_callers_frames_and_the_alternate_form_every_frame() {
         );
     }
 }
+
+/// Issue 16, item 9: a cycle through the registry (a value holding a
+/// `Transfer` of its own object) is never freed, like an `Arc` cycle; the
+/// leak report shows it as kept by its transfer, with no holder thread.
+#[test]
+fn a_cycle_through_the_registry_shows_in_the_leak_report() {
+    struct Node {
+        next: std::sync::Mutex<Option<tether::Transfer<Node>>>,
+    }
+    let reg = Registry::new();
+    let h = reg
+        .insert(Node {
+            next: std::sync::Mutex::new(None),
+        })
+        .unwrap_or_else(|_| panic!("insert"));
+    let t = reg.transfer(h).expect("transfer");
+    *reg.get(h).expect("home access").next.lock().unwrap() = Some(t);
+    let report = reg
+        .shutdown(std::time::Duration::from_millis(10))
+        .expect_err("a cycle is never finalized");
+    assert_eq!(report.objects.len(), 1);
+    assert_eq!(report.objects[0].handle, h);
+    assert_eq!(report.objects[0].transfers, 1);
+    assert!(report.objects[0].holders.is_empty());
+    let text = report.to_string();
+    assert!(text.contains("kept by pins/transfers"), "{text}");
+    // Breaking the cycle by hand frees it.
+    let t = reg.get(h).expect("home access").next.lock().unwrap().take();
+    drop(t);
+    assert!(reg.is_empty());
+}

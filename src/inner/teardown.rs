@@ -7,6 +7,7 @@ use std::ptr;
 use std::sync::{Arc, Weak};
 
 use super::Inner;
+use crate::inbox::Sent;
 use crate::interner::Forget;
 use crate::local::ThreadTable;
 use crate::local::{refs, roots_only};
@@ -219,7 +220,20 @@ impl<T> Drop for Inner<T> {
         }
         // Every `Registry`, `Proxy` and `Transfer` is gone. What is left is
         // held by explicit references, pins and raw tokens nobody can
-        // release any more: finalize it here.
+        // release any more: finalize it — on its home thread if that thread
+        // lives (DESIGN §5): the value goes to its inbox, which that thread
+        // keeps beyond the registry (`tid::Leftovers`) and drains at its
+        // exit, its next `pump()` or its first use of a registry. Values
+        // already queued there stay there for the same reason.
+        let my_inbox = tid::assigned()
+            .and_then(|tid| self.threads.get(tid as usize))
+            .map(|cell| cell.load(Ordering::Acquire))
+            .filter(|p| !p.is_null())
+            // SAFETY: a non-null cell of the calling thread points to its
+            // live table (see `Inner::my_table_slow`), owned by
+            // `self.tables` until this drop ends.
+            .map(|p| Arc::clone(unsafe { &(*p).inbox }));
+        let mine = my_inbox.as_ref().map(Arc::as_ptr);
         let next = self.alloc.lock().next;
         for i in 0..next {
             let Some(slot) = self.slots.get(i as usize) else {
@@ -228,12 +242,41 @@ impl<T> Drop for Inner<T> {
             if holds(slot.state()) == 0 {
                 continue;
             }
+            let h = Handle::new(self.tag, generation(slot.state()), i);
             // SAFETY: `&mut self`: no other reference to the registry exists,
             // so nothing can hold this live object any more; each slot is
             // taken once.
             let (value, home) = unsafe { slot.take() };
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
+            let value = match &home {
+                Some(inbox)
+                    if self.config.home_finalization && mine != Some(Arc::as_ptr(inbox)) =>
+                {
+                    match inbox.send(h, value) {
+                        Sent::Queued => continue,
+                        // The home thread has exited: dropped here.
+                        Sent::Closed(value) => Some(value),
+                        Sent::Orphaned => {
+                            // It exited during the send: what it may have
+                            // missed is dropped here.
+                            inbox.drain(usize::MAX, false, |_, v| {
+                                let _ = catch_unwind(AssertUnwindSafe(move || drop(v)));
+                            });
+                            None
+                        }
+                    }
+                }
+                _ => Some(value),
+            };
+            if let Some(value) = value {
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
+            }
             drop(home);
+        }
+        // The calling thread is home to what waits in its own inbox.
+        if let Some(inbox) = my_inbox {
+            inbox.drain(usize::MAX, false, |_, v| {
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(v)));
+            });
         }
         // Last: no handle of this registry is honoured any more.
         crate::tag::free(self.tag);
