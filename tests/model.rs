@@ -135,276 +135,202 @@ proptest! {
     }
 }
 
-/// A script on the default settings, with the given changes.
-fn script(steps: &[(usize, Op)], edit: impl FnOnce(&mut Script)) -> Script {
+/// A fixed script on the default settings (capacity 4), with `edit`'s
+/// changes. Each step names the thread, the op and what its outcome must
+/// contain (its `Debug`; `""` for anything): the model checks every step
+/// exactly, this checks that the script reaches what it is meant to.
+fn check(steps: &[(usize, Op, &str)], edit: impl FnOnce(&mut Script)) {
     let mut s = Script {
         home_finalization: true,
         thread_exit_release: true,
         capacity: 4,
         max_count: u32::MAX,
         generation_limit: u32::MAX,
-        steps: steps
-            .iter()
-            .map(|&(thread, op)| Step { thread, op })
+        steps: (steps.iter())
+            .map(|&(thread, op, _)| Step { thread, op })
             .collect(),
     };
     edit(&mut s);
-    s
+    let outcomes = run(&s).unwrap_or_else(|e| panic!("{e}\nscript: {s:?}"));
+    for (k, (&(.., want), got)) in steps.iter().zip(&outcomes).enumerate() {
+        assert!(got.contains(want), "step {k}: {got}, meant to be {want}");
+    }
 }
 
-fn check(s: &Script) {
-    if let Err(e) = run(s) {
-        panic!("{e}\nscript: {s:?}");
-    }
+fn intern(key: u8) -> Op {
+    Op::Intern { key, fail: false }
+}
+
+fn intern_failing(key: u8) -> Op {
+    Op::Intern { key, fail: true }
+}
+
+fn clone(i: usize) -> Op {
+    Op::CloneProxy { i, checked: false }
+}
+
+fn try_clone(i: usize) -> Op {
+    Op::CloneProxy { i, checked: true }
 }
 
 /// 40 values queued to one home: its next call drains 32, the next 8 more.
 #[test]
 fn a_drain_batch_leaves_the_rest_queued() {
-    check(&script(
-        &[
-            (0, Op::InsertMany(40)),
-            (1, Op::DropTransfers),
-            (0, Op::Retain(H::Obj(0))), // stale: drains 32, 8 stay queued
-            (0, Op::Insert),            // drains the other 8
-            (1, Op::InsertMany(3)),
-            (0, Op::DropTransfers),
-            (1, Op::Pump),
-        ],
-        |s| s.capacity = BIG_CAPACITY,
-    ));
+    #[rustfmt::skip]
+    let steps = [
+        (0, Op::InsertMany(40), "InsertedMany"),
+        (1, Op::DropTransfers, "Ok"),
+        (0, Op::Retain(H::Obj(0)), "Stale"), // drains 32, 8 stay queued
+        (0, Op::Insert, "Ok"),               // drains the other 8
+        (1, Op::InsertMany(3), "InsertedMany"),
+        (0, Op::DropTransfers, "Ok"),
+        (1, Op::Pump, "Pumped(3)"),
+    ];
+    check(&steps, |s| s.capacity = BIG_CAPACITY);
 }
 
-/// `max_count(2)`: every way of taking a third reference is `Overflow`.
+/// `max_count(2)`: every way of taking a third reference is `Overflow`,
+/// and a refused claim drops its transfer (a raw token is used up).
 #[test]
 fn every_way_past_max_count_overflows() {
-    check(&script(
-        &[
-            (0, Op::Insert),
-            (0, Op::Retain(H::Obj(0))),
-            (0, Op::Retain(H::Obj(0))), // overflow
-            (0, Op::Get(H::Obj(0))),    // overflow
-            (0, Op::Proxy(H::Obj(0))),  // overflow
-            (0, Op::Release(H::Obj(0))),
-            (0, Op::Proxy(H::Obj(0))),
-            (
-                0,
-                Op::CloneProxy {
-                    i: 0,
-                    checked: true,
-                },
-            ), // overflow
-            (
-                0,
-                Op::CloneProxy {
-                    i: 0,
-                    checked: false,
-                },
-            ),
-            (1, Op::InsertProxy),
-            (1, Op::ProxyTransfer(0)),
-            (0, Op::ClaimProxy(0)),
-            (1, Op::InsertProxy),
-            (1, Op::ProxyTransfer(0)),
-            (0, Op::ClaimProxy(0)), // overflow: the transfer is dropped
-            (
-                0,
-                Op::Transfer {
-                    h: H::Obj(1),
-                    raw: true,
-                },
-            ),
-            (0, Op::Retain(H::Obj(1))),
-            (0, Op::Retain(H::Obj(1))),
-            (0, Op::ClaimRaw(Raw::Live(0))),   // overflow
-            (0, Op::ClaimRaw(Raw::Issued(0))), // claimed already
-            (
-                2,
-                Op::Intern {
-                    key: 0,
-                    fail: false,
-                },
-            ),
-            (
-                2,
-                Op::Intern {
-                    key: 0,
-                    fail: false,
-                },
-            ),
-            (
-                2,
-                Op::Intern {
-                    key: 0,
-                    fail: false,
-                },
-            ), // overflow
-            (2, Op::InternProxy(0)), // overflow
-            (
-                1,
-                Op::Intern {
-                    key: 1,
-                    fail: false,
-                },
-            ),
-            (1, Op::Intern { key: 1, fail: true }),
-            (1, Op::InternProxy(1)), // overflow after its interned reference
-        ],
-        |s| s.max_count = 2,
-    ));
+    let a = H::Obj(0); // the only object until the interner's
+    #[rustfmt::skip]
+    let steps = [
+        (0, Op::Insert, "Ok"),
+        (0, Op::Retain(a), "Ok(2)"),
+        (0, Op::Retain(a), "Overflow"),
+        (0, Op::Get(a), "Overflow"),
+        (0, Op::Proxy(a), "Overflow"),
+        (0, Op::Release(a), "Held(1)"),
+        (0, Op::Proxy(a), "Ok"),
+        (0, try_clone(0), "Overflow"),
+        (0, clone(0), "Overflow"), // run as try_clone
+        (0, Op::Transfer { h: a, raw: false }, "Ok"),
+        (0, clone(0), "Ok"),
+        (0, Op::Claim(0), "Overflow"), // the transfer is dropped
+        (0, Op::DropProxy(0), "Ok"),
+        (0, Op::Retain(a), "Ok(2)"),
+        (0, Op::Transfer { h: a, raw: true }, "Ok"),
+        (0, Op::Proxy(a), "Ok"),
+        (0, Op::ClaimRaw(Raw::Live(0)), "Overflow"), // the token is used up
+        (0, Op::ClaimRaw(Raw::Issued(0)), "TransferClaimed"),
+        (0, Op::ProxyTransfer(0), "Ok"),
+        (0, Op::Proxy(a), "Ok"),
+        (0, Op::ClaimProxy(0), "Overflow"), // the transfer is dropped
+        (2, intern(0), "Ok"),
+        (2, intern(0), "Ok"),
+        (2, intern(0), "Overflow"),
+        (2, Op::InternProxy(0), "Overflow"),
+        (1, intern(1), "Ok"),
+        (1, intern_failing(1), "Ok"), // init does not run
+        (1, Op::Release(H::Mine(0)), "Held(1)"),
+        (1, Op::InternProxy(1), "Overflow"), // after its interned reference
+        (1, intern_failing(2), "Init(1002)"),
+        (1, intern(2), "true"), // init runs again
+    ];
+    check(&steps, |s| s.max_count = 2);
 }
 
 /// `max_count(1)`: a new object's only reference is all a thread may have;
 /// `intern_proxy` of a new key gives the object up at once.
 #[test]
 fn max_count_one() {
-    check(&script(
-        &[
-            (0, Op::Insert),
-            (0, Op::Get(H::Obj(0))), // overflow
-            (1, Op::InternProxy(2)), // overflow: finalized
-            (
-                1,
-                Op::Intern {
-                    key: 2,
-                    fail: false,
-                },
-            ),
-            (
-                1,
-                Op::CloneProxy {
-                    i: 0,
-                    checked: false,
-                },
-            ),
-            (0, Op::InsertProxy),
-            (
-                0,
-                Op::CloneProxy {
-                    i: 0,
-                    checked: false,
-                },
-            ),
-        ],
-        |s| s.max_count = 1,
-    ));
+    #[rustfmt::skip]
+    let steps = [
+        (0, Op::Insert, "Ok"),
+        (0, Op::Get(H::Obj(0)), "Overflow"),
+        (1, Op::InternProxy(2), "Overflow"), // finalized at once
+        (1, intern(2), "true"),              // a new object
+        (1, clone(0), "Skipped"),            // no proxy
+        (0, Op::InsertProxy, "Ok"),
+        (0, clone(0), "Overflow"),
+    ];
+    check(&steps, |s| s.max_count = 1);
 }
 
-/// Generation limit 1 on 3 slots: the probe's slot and then every slot
-/// retires after two objects; then `Full` for good.
+/// Generation limit 1 on 3 slots: each slot holds two objects, then
+/// retires; then `Full` for good. Stale, never-issued and forged ids of
+/// retired slots are told apart.
 #[test]
 fn exhausted_slots_retire() {
     let mut steps = Vec::new();
-    for _ in 0..6 {
-        steps.push((0, Op::Insert));
-        steps.push((1, Op::Retain(H::Obj(0)))); // not held: NotHeld
-        steps.push((0, Op::Release(H::Obj(0))));
-        steps.push((2, Op::Get(H::Obj(0)))); // stale
-        steps.push((2, Op::Release(H::Forged(Forge::FutureGen(1)))));
+    for _ in 0..5 {
+        steps.push((0, Op::Insert, "Ok"));
+        steps.push((1, Op::Retain(H::Obj(0)), "NotHeld"));
+        steps.push((0, Op::Release(H::Obj(0)), "Finalized"));
+        steps.push((2, Op::Get(H::Obj(0)), "Stale"));
+        steps.push((2, Op::Release(H::Forged(Forge::FutureGen(1))), "Invalid"));
     }
-    steps.push((0, Op::Insert)); // full: every slot retired
-    check(&script(&steps, |s| {
+    // The probe used one slot's first generation: 5 objects in all.
+    steps.push((0, Op::Insert, "Full"));
+    steps.push((1, Op::InsertProxy, "Full"));
+    check(&steps, |s| {
         s.capacity = 3;
         s.generation_limit = 1;
-    }));
+    });
 }
 
 /// Closed: no new objects or claims (a refused claim releases its
-/// transfer), holders keep working; `shutdown` reports what is still live
-/// and succeeds once nothing is.
+/// transfer), interning an existing key only by the access rule, holders
+/// keep working; `shutdown` reports what is still live and succeeds once
+/// nothing is.
 #[test]
 fn close_then_shutdown() {
-    check(&script(
-        &[
-            (0, Op::Insert),
-            (
-                0,
-                Op::Intern {
-                    key: 0,
-                    fail: false,
-                },
-            ),
-            (
-                0,
-                Op::Transfer {
-                    h: H::Obj(0),
-                    raw: false,
-                },
-            ),
-            (
-                0,
-                Op::Transfer {
-                    h: H::Obj(1),
-                    raw: true,
-                },
-            ),
-            (1, Op::Close),
-            (1, Op::Insert),
-            (1, Op::Claim(0)),
-            (1, Op::ClaimRaw(Raw::Live(0))),
-            (
-                1,
-                Op::Intern {
-                    key: 0,
-                    fail: false,
-                },
-            ),
-            (
-                1,
-                Op::Intern {
-                    key: 1,
-                    fail: false,
-                },
-            ),
-            (
-                0,
-                Op::Intern {
-                    key: 1,
-                    fail: false,
-                },
-            ),
-            (0, Op::InsertProxy),
-            (2, Op::Shutdown),
-            (0, Op::Get(H::Mine(0))),
-            (0, Op::Shutdown),
-        ],
-        |_| {},
-    ));
+    // Objects, most recent first: B, K (key 0), A.
+    let (b, k, a) = (H::Obj(0), H::Obj(1), H::Obj(2));
+    #[rustfmt::skip]
+    let steps = [
+        (0, Op::Insert, "Ok"),
+        (0, intern(0), "Ok"),
+        (0, Op::Insert, "Ok"),
+        (0, Op::Transfer { h: b, raw: false }, "Ok"),
+        (0, Op::Transfer { h: a, raw: true }, "Ok"),
+        (1, Op::Close, "Ok"),
+        (1, Op::Insert, "Closed"),
+        (1, Op::Claim(0), "Closed"),               // B is queued home
+        (1, Op::ClaimRaw(Raw::Live(0)), "Closed"), // A is queued home
+        (1, intern(0), "Closed"),                  // no access
+        (0, intern(0), "Ok"),                      // held: a second reference
+        (0, Op::Pin(k), "Ok"),
+        (1, intern(0), "Ok"),                      // pinned: allowed
+        (2, intern(1), "Closed"),                  // before init
+        (0, Op::InsertProxy, "Closed"),
+        (2, Op::Shutdown, "Shutdown(Err"),         // K is live
+        (0, Op::Get(k), "Ok"),                     // drains A and B
+        (0, Op::Release(k), "Held(1)"),
+        (0, Op::Release(k), "Held(0)"),
+        (1, Op::Release(k), "Held(0)"),
+        (2, Op::Unpin(k), "Ok"),
+        (0, Op::Shutdown, "Shutdown(Ok"),
+    ];
+    check(&steps, |_| {});
 }
 
 /// Proxies through transfers, clones and drops on three threads; exits with
-/// proxies alive, under both thread-exit policies.
+/// proxies alive, under both thread-exit policies; a pinned object left for
+/// the leak report.
 #[test]
 fn proxies_travel_and_die_with_their_thread() {
+    #[rustfmt::skip]
     let steps = [
-        (0, Op::InsertProxy),
-        (
-            0,
-            Op::CloneProxy {
-                i: 0,
-                checked: false,
-            },
-        ),
-        (0, Op::ProxyTransfer(0)),
-        (1, Op::ClaimProxy(0)),
-        (
-            1,
-            Op::CloneProxy {
-                i: 0,
-                checked: true,
-            },
-        ),
-        (1, Op::ProxyTransfer(1)),
-        (2, Op::Claim(0)),
-        (0, Op::DropProxy(0)),
-        (1, Op::Exit),
-        (2, Op::Release(H::Mine(0))),
-        (0, Op::Pump),
-        (2, Op::InternProxy(1)),
-        (1, Op::InternProxy(1)),
-        (2, Op::Exit),
+        (0, Op::InsertProxy, "Ok"),
+        (0, clone(0), "Ok((0, 2))"),
+        (0, Op::ProxyTransfer(0), "Ok"),
+        (1, Op::ClaimProxy(0), "Ok((0, 1))"),
+        (1, try_clone(0), "Ok((0, 2))"),
+        (1, Op::ProxyTransfer(1), "Ok"),
+        (2, Op::Claim(0), "Ok"),
+        (0, Op::DropProxy(0), "Ok"),
+        (1, Op::Exit, "Exited"),             // with a proxy
+        (2, Op::Release(H::Mine(0)), "Queued"),
+        (0, Op::Pump, "Pumped(1)"),
+        (2, Op::InternProxy(1), "Ok"),
+        (1, Op::InternProxy(1), "Ok"),
+        (2, Op::Exit, "Exited"),             // with a proxy
+        (0, Op::Insert, "Ok"),
+        (0, Op::Pin(H::Obj(0)), "Ok"),       // the leak report names it
     ];
     for release in [true, false] {
-        check(&script(&steps, |s| s.thread_exit_release = release));
+        check(&steps, |s| s.thread_exit_release = release);
     }
 }

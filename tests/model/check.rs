@@ -176,12 +176,15 @@ impl Harness {
 
 /// Runs a script: every step on its worker and on the model, then every
 /// worker's exit, the drop of the last `Registry`, of the unclaimed
-/// transfers and of the table. `Err` says which step, or which check after
-/// it, disagreed.
-pub fn run(script: &Script) -> Result<(), String> {
+/// transfers and of the table. `Ok` has each step's outcome (`Debug`), for
+/// fixed scripts to check they reach what they mean to; `Err` says which
+/// step, or which check after it, disagreed.
+pub fn run(script: &Script) -> Result<Vec<String>, String> {
     let mut hx = Harness::new(script);
+    let mut outcomes = Vec::new();
     for (k, &step) in script.steps.iter().enumerate() {
         let (got, want, counts) = hx.step(step);
+        outcomes.push(format!("{got:?}"));
         if got != want {
             return Err(format!(
                 "step {k} ({step:?}): registry returned {got:?}, model expected {want:?}"
@@ -243,5 +246,5 @@ pub fn run(script: &Script) -> Result<(), String> {
             "after dropping the registry: values dropped {ids:?}, want each of 0..{inserted} once"
         ));
     }
-    Ok(())
+    Ok(outcomes)
 }
