@@ -214,6 +214,7 @@ fn every_way_past_max_count_overflows() {
         (0, Op::Proxy(a), "Ok"),
         (0, Op::ClaimRaw(Raw::Live(0)), "Overflow"), // the token is used up
         (0, Op::ClaimRaw(Raw::Issued(0)), "TransferClaimed"),
+        (0, Op::FromRawDrop(Raw::Issued(0)), "TransferClaimed"),
         (0, Op::ProxyTransfer(0), "Ok"),
         (0, Op::Proxy(a), "Ok"),
         (0, Op::ClaimProxy(0), "Overflow"), // the transfer is dropped

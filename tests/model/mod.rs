@@ -66,3 +66,6 @@ const DRAIN_BATCH: usize = 32;
 /// Slots in the registry's first page (`limits::PAGE_BASE`): a bigger
 /// capacity has slot pages that exist only once a fresh slot there was used.
 const FIRST_PAGE: usize = 32;
+
+// The big capacity must let a home have more values queued than one batch.
+const _: () = assert!(BIG_CAPACITY > DRAIN_BATCH + 1);
