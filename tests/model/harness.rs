@@ -1,20 +1,22 @@
-//! The harness: runs each step on a worker and on the model, then checks
-//! that they agree.
+//! The harness: runs each step on a worker and on the model. This file sets
+//! it up, resolves the ids a script names, and runs the explicit layer's
+//! steps; `raii.rs` runs proxies, the interner, batches and shutdown, and
+//! `check.rs` checks that registry and model agree.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, ThreadId};
 
-use tether::{Error, Handle, Registry, Released, ThreadExit, Transfer};
+use tether::{Error, Event, Handle, Interner, Registry, Released, ThreadExit, Transfer};
 
-use super::reference::{parts, MObj, MTransfer, Model, TState, TAG_SHIFT};
+use super::reference::{parts, Ev, Kind, MProxy, MTransfer, Model, TState, TAG_SHIFT};
 use super::script::{Forge, Op, Raw, Script, Step, H};
 use super::worker::{Job, Log, Outcome, Reply, Val, Worker};
-use super::{CAPACITY, DRAIN_BATCH, WORKERS};
+use super::{FIRST_PAGE, WORKERS};
 
 /// How a script's handle resolves.
 #[derive(Clone, Copy)]
-enum Target {
+pub(super) enum Target {
     /// An object of the model (live or finalized).
     Obj(usize),
     /// An id that names no object the model knows.
@@ -22,77 +24,114 @@ enum Target {
 }
 
 /// The registry under test, its workers, and the model beside them.
-struct Harness {
-    reg: Registry<Val>,
-    log: Log,
-    seen: usize,
-    tag: u64,
-    workers: Vec<Worker>,
+pub(super) struct Harness {
+    /// `None` once dropped at the end of a run.
+    pub(super) reg: Option<Registry<Val>>,
+    pub(super) interner: Option<Interner<u8, Val, u32>>,
+    pub(super) log: Log,
+    pub(super) seen: usize,
+    /// Every event the hook saw, not yet compared.
+    pub(super) events: Arc<Mutex<Vec<Event>>>,
+    pub(super) tag: u64,
+    pub(super) workers: Vec<Worker>,
     /// Thread id of each identity.
-    thread_of: Vec<ThreadId>,
+    pub(super) thread_of: Vec<ThreadId>,
+    pub(super) coordinator: ThreadId,
     /// Unclaimed transfers, by model index.
-    held: HashMap<usize, Transfer<Val>>,
-    m: Model,
+    pub(super) held: HashMap<usize, Transfer<Val>>,
+    pub(super) m: Model,
 }
 
+/// What a step produced: the registry's outcome, the model's, and the
+/// worker's `count()` of every handle.
+pub(super) type Stepped = (Outcome, Outcome, Vec<Result<u32, Error>>);
+
 impl Harness {
-    fn new(script: &Script) -> Harness {
+    pub(super) fn new(script: &Script) -> Harness {
+        let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+        let sink = Arc::clone(&events);
         let reg = Registry::builder()
-            .capacity(CAPACITY)
+            .capacity(script.capacity)
+            .max_count(script.max_count)
+            .generation_limit(script.generation_limit)
             .home_finalization(script.home_finalization)
             .thread_exit(if script.thread_exit_release {
                 ThreadExit::Release
             } else {
                 ThreadExit::Leak
             })
+            .on_event(move |e| sink.lock().unwrap().push(e.clone()))
             .build();
+        let interner = Interner::new(&reg);
         let log: Log = Arc::default();
         // Learn the tag (for forged ids) with a probe inserted and dropped by
         // a short-lived thread. (Not the coordinator: a thread that used a
         // registry keeps a weak exit hook to it, pruned only now and then;
         // under the fuzzer that allocation outliving the input would trigger
-        // libFuzzer's leak check on almost every input.)
-        let (tag, _, probe_slot) = thread::scope(|s| {
+        // libFuzzer's leak check on almost every input.) Beyond the first
+        // page, the probe fills every slot once, so every page is allocated
+        // and an id's error depends only on its slot (never on whether its
+        // page exists yet, which the model cannot know).
+        let probes = if script.capacity > FIRST_PAGE {
+            script.capacity
+        } else {
+            1
+        };
+        let probed: Vec<Handle> = thread::scope(|s| {
             s.spawn(|| {
-                let val = Val {
-                    id: u32::MAX,
-                    log: Arc::clone(&log),
-                };
-                let probe = reg.insert(val).unwrap();
-                assert_eq!(reg.release(probe), Ok(Released::Finalized));
-                parts(probe)
+                let handles: Vec<Handle> = (0..probes)
+                    .map(|_| {
+                        let log = Arc::clone(&log);
+                        reg.insert(Val { id: u32::MAX, log }).unwrap()
+                    })
+                    .collect();
+                for &h in &handles {
+                    assert_eq!(reg.release(h), Ok(Released::Finalized));
+                }
+                handles
             })
             .join()
             .unwrap()
         });
         log.lock().unwrap().clear();
-        let mut m = Model::new(script.home_finalization, script.thread_exit_release);
-        m.slot_gen[probe_slot] += 1;
+        events.lock().unwrap().clear();
+        let mut m = Model::new(script);
+        for &h in &probed {
+            m.free_slot(h);
+        }
         let workers: Vec<Worker> = (0..WORKERS).map(|i| Worker::spawn(&reg, i)).collect();
         let thread_of = workers.iter().map(|w| w.thread).collect();
         Harness {
-            reg,
+            reg: Some(reg),
+            interner: Some(interner),
             log,
             seen: 0,
-            tag,
+            events,
+            tag: parts(probed[0]).0,
             workers,
             thread_of,
+            coordinator: thread::current().id(),
             held: HashMap::new(),
             m,
         }
     }
 
+    pub(super) fn reg(&self) -> &Registry<Val> {
+        self.reg
+            .as_ref()
+            .expect("the registry is dropped only at the end")
+    }
+
     fn forged(&self, f: Forge) -> Handle {
+        let capacity = self.m.capacity as u64;
         let raw = match f {
             Forge::WrongTag(i) => {
                 let tag = self.tag % 255 + 1; // another valid tag
                 (tag << TAG_SHIFT) | u64::from(i % 8)
             }
             Forge::ZeroTag(i) => (1 << 24) | u64::from(i),
-            Forge::FutureGen(i) => {
-                (self.tag << TAG_SHIFT) | (1 << 44) | (u64::from(i) % CAPACITY as u64)
-            }
-            Forge::BigIndex(i) => (self.tag << TAG_SHIFT) | (CAPACITY as u64 + u64::from(i)),
+            Forge::FutureGen(i) => (self.tag << TAG_SHIFT) | (1 << 44) | (u64::from(i) % capacity),
+            Forge::BigIndex(i) => (self.tag << TAG_SHIFT) | (capacity + u64::from(i)),
         };
         Handle::from_raw(raw).unwrap()
     }
@@ -108,7 +147,7 @@ impl Harness {
             H::Obj(i) => Some(Target::Obj(self.m.objs.len() - 1 - i % self.m.objs.len())),
             H::Mine(i) => {
                 let mine: Vec<usize> = (0..self.m.objs.len())
-                    .filter(|&o| self.m.count(o, who) > 0)
+                    .filter(|&o| self.m.refs(o, who) > 0)
                     .collect();
                 if mine.is_empty() {
                     return self.target(H::Obj(i), who); // fall back to a recent one
@@ -148,11 +187,34 @@ impl Harness {
         }
     }
 
+    /// The model indices of the unclaimed `Transfer` objects, oldest first.
+    pub(super) fn transfer_objects(&self) -> Vec<usize> {
+        (0..self.m.transfers.len())
+            .filter(|&t| self.m.transfers[t].state == TState::Object)
+            .collect()
+    }
+
+    /// Keeps a new transfer of `o` (a `Transfer` object if the worker sent
+    /// one back) and returns its model index.
+    pub(super) fn keep_transfer(&mut self, o: usize, tr: Option<Transfer<Val>>) -> usize {
+        let t = self.m.transfers.len();
+        let state = match tr {
+            Some(tr) => {
+                self.held.insert(t, tr);
+                TState::Object
+            }
+            None => TState::Gone,
+        };
+        self.m.transfers.push(MTransfer { obj: o, state });
+        t
+    }
+
     /// Expected error of an id that names no object of the model, and whether
-    /// the call drains first (it does once the id passed the registry's range
-    /// checks: tag, then index below the capacity). Past them the slot's
-    /// generation decides: beyond it the id was never issued (`Invalid`);
-    /// at or below it, it names a free slot or a finalized object (`Stale`).
+    /// the call gets that far (drains, and registers the thread) first: it
+    /// does once the id passed the registry's range checks (tag, then index
+    /// below the capacity). Past them the slot's generation decides: beyond
+    /// it the id was never issued (`Invalid`); at or below it, it names a
+    /// free or retired slot or a finalized object (`Stale`).
     fn forged_error(&self, h: Handle) -> (Error, bool) {
         let (tag, generation, index) = parts(h);
         if tag != self.tag {
@@ -161,7 +223,7 @@ impl Harness {
                 _ => Error::ForeignRegistry(h),
             };
             (e, false)
-        } else if index >= CAPACITY {
+        } else if index >= self.m.capacity {
             (Error::Invalid(h.to_raw()), false)
         } else if generation > self.m.slot_gen[index] {
             (Error::Invalid(h.to_raw()), true)
@@ -172,14 +234,17 @@ impl Harness {
 
     /// Why the handle a successful `insert` returned is not a fresh one, if
     /// it is not: it must carry this registry's tag and name a free slot
-    /// below the capacity, under that slot's current generation (so it
-    /// differs from every handle issued before).
-    fn bad_new_handle(&self, h: Handle) -> Option<String> {
+    /// below the capacity, not retired, under that slot's current
+    /// generation (so it differs from every handle issued before).
+    pub(super) fn bad_new_handle(&self, h: Handle) -> Option<String> {
         let (tag, generation, index) = parts(h);
+        let capacity = self.m.capacity;
         let why = if tag != self.tag {
             format!("tag {tag}, registry's {}", self.tag)
-        } else if index >= CAPACITY {
-            format!("index {index} beyond the capacity {CAPACITY}")
+        } else if index >= capacity {
+            format!("index {index} beyond the capacity {capacity}")
+        } else if self.m.retired[index] {
+            format!("slot {index} was retired (generation limit)")
         } else if self.m.slot_live(index) {
             format!("slot {index} holds a live object")
         } else if generation != self.m.slot_gen[index] {
@@ -191,24 +256,52 @@ impl Harness {
         Some(format!("insert returned {h:?}: {why}"))
     }
 
-    fn handles(&self) -> Vec<Handle> {
+    /// The model's side of an insert by `who`: `Ok` if it succeeds (it
+    /// drains and registers the thread unless the registry is closed).
+    pub(super) fn expect_insert(&mut self, who: usize) -> Result<(), Error> {
+        if self.m.closed {
+            return Err(Error::Closed);
+        }
+        self.m.registered[who] = true;
+        self.m.drain_batch(who);
+        if self.m.full() {
+            Err(Error::Full)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Records the object a successful insert returned, if its handle is a
+    /// fresh one; else the violation. (What to expect if the registry did
+    /// not succeed: a placeholder that cannot match.)
+    pub(super) fn inserted(
+        &mut self,
+        got: Option<Handle>,
+        val: u32,
+        who: usize,
+        kind: Kind,
+    ) -> Result<usize, Outcome> {
+        let Some(h) = got else {
+            return Err(Outcome::Inserted(Ok(Handle::from_raw(1).unwrap())));
+        };
+        if let Some(why) = self.bad_new_handle(h) {
+            return Err(Outcome::Violation(why));
+        }
+        Ok(self.m.insert(val, h, who, kind))
+    }
+
+    pub(super) fn handles(&self) -> Vec<Handle> {
         self.m.objs.iter().map(|o| o.handle).collect()
     }
 
-    fn send(&self, pos: usize, job: Job) -> Reply {
+    pub(super) fn send(&self, pos: usize, job: Job) -> Reply {
         self.workers[pos].run(self.handles(), job)
     }
 
-    /// Runs one step on the registry and on the model; returns (actual,
-    /// expected) outcomes.
-    fn step(&mut self, step: Step) -> (Outcome, Outcome, Vec<Result<u32, Error>>) {
+    /// Runs one step on the registry and on the model.
+    pub(super) fn step(&mut self, step: Step) -> Stepped {
         let pos = step.thread;
         let who = self.m.ident[pos];
-        macro_rules! skip {
-            () => {
-                return (Outcome::Skipped, Outcome::Skipped, Vec::new())
-            };
-        }
         if let Some(H::Raw(x)) = step.op.handle() {
             // An arbitrary id is a handle iff it is neither 0 nor >= 2^53.
             let raw = self.relative(x);
@@ -218,426 +311,432 @@ impl Harness {
                 return (Outcome::NoHandle(got), Outcome::NoHandle(want), Vec::new());
             }
         }
-        let (reply, expected) = match step.op {
-            Op::Insert => {
-                let id = self.m.next_val;
-                self.m.next_val += 1;
-                let log = Arc::clone(&self.log);
-                let reply = self.send(
-                    pos,
-                    Box::new(move |reg| {
-                        Reply::of(Outcome::Inserted(
-                            reg.insert(Val { id, log })
-                                .map_err(|e| (e.error(), e.into_value().id)),
-                        ))
-                    }),
-                );
-                self.m.drain(who, DRAIN_BATCH);
-                let expected = if self.m.live() == CAPACITY {
-                    self.m.drops.push((id, who)); // the handed-back value
-                    Outcome::Inserted(Err((Error::Full, id)))
-                } else {
-                    match &reply.outcome {
-                        Outcome::Inserted(Ok(h)) => match self.bad_new_handle(*h) {
-                            Some(why) => Outcome::Violation(why),
-                            None => {
-                                self.m.objs.push(MObj {
-                                    val: id,
-                                    handle: *h,
-                                    home: who,
-                                    counts: HashMap::from([(who, 1)]),
-                                    pins: 0,
-                                    transfers: 0,
-                                    live: true,
-                                });
-                                Outcome::Inserted(Ok(*h))
-                            }
-                        },
-                        _ => Outcome::Inserted(Ok(Handle::from_raw(1).unwrap())),
-                    }
-                };
-                (reply, expected)
-            }
-            Op::Retain(h) | Op::Get(h) | Op::Pin(h) | Op::Unpin(h) | Op::Release(h) => {
-                let Some(target) = self.target(h, who) else {
-                    skip!()
-                };
-                let hh = match target {
-                    Target::Obj(o) => self.m.objs[o].handle,
-                    Target::Forged(f) => f,
-                };
-                let op = step.op;
-                let reply = self.send(
-                    pos,
-                    Box::new(move |reg| {
-                        Reply::of(match op {
-                            Op::Retain(_) => Outcome::Count(reg.retain(hh)),
-                            Op::Release(_) => Outcome::Released(reg.release(hh)),
-                            Op::Get(_) => Outcome::Got(
-                                reg.get(hh)
-                                    .map(|g| (g.id, reg.count(hh).unwrap_or(u32::MAX))),
-                            ),
-                            Op::Pin(_) => Outcome::Unit(reg.pin(hh)),
-                            _ => Outcome::Unit(reg.unpin(hh)),
-                        })
-                    }),
-                );
-                let err = match target {
-                    Target::Forged(_) => {
-                        let (e, drains) = self.forged_error(hh);
-                        if drains {
-                            self.m.drain(who, DRAIN_BATCH);
-                        }
-                        Some(e)
-                    }
-                    Target::Obj(o) => {
-                        self.m.drain(who, DRAIN_BATCH);
-                        if !self.m.objs[o].live {
-                            Some(Error::Stale(hh))
-                        } else if match op {
-                            // release needs an explicit reference; the others
-                            // the access rule.
-                            Op::Release(_) => self.m.count(o, who) == 0,
-                            _ => !self.m.may_access(o, who),
-                        } {
-                            Some(Error::NotHeld(hh))
-                        } else if matches!(op, Op::Unpin(_)) && self.m.objs[o].pins == 0 {
-                            Some(Error::NotPinned(hh))
-                        } else {
-                            None
-                        }
-                    }
-                };
-                let expected = match (op, err) {
-                    (Op::Retain(_), Some(e)) => Outcome::Count(Err(e)),
-                    (Op::Release(_), Some(e)) => Outcome::Released(Err(e)),
-                    (Op::Get(_), Some(e)) => Outcome::Got(Err(e)),
-                    (_, Some(e)) => Outcome::Unit(Err(e)),
-                    (_, None) => {
-                        let Target::Obj(o) = target else {
-                            unreachable!()
-                        };
-                        match op {
-                            Op::Retain(_) => {
-                                let c = self.m.objs[o].counts.entry(who).or_insert(0);
-                                *c += 1;
-                                Outcome::Count(Ok(*c))
-                            }
-                            Op::Release(_) => {
-                                let obj = &mut self.m.objs[o];
-                                let c = obj.counts.get_mut(&who).unwrap();
-                                *c -= 1;
-                                if *c == 0 {
-                                    obj.counts.remove(&who);
-                                }
-                                Outcome::Released(Ok(self.m.after_drop(o, who)))
-                            }
-                            Op::Get(_) => {
-                                Outcome::Got(Ok((self.m.objs[o].val, self.m.count(o, who) + 1)))
-                            }
-                            Op::Pin(_) => {
-                                self.m.objs[o].pins += 1;
-                                Outcome::Unit(Ok(()))
-                            }
-                            _ => {
-                                self.m.objs[o].pins -= 1;
-                                if self.m.objs[o].holds() == 0 {
-                                    self.m.finalize(o, who);
-                                }
-                                Outcome::Unit(Ok(()))
-                            }
-                        }
-                    }
-                };
-                (reply, expected)
-            }
-            Op::Transfer { h, raw } => {
-                let Some(target) = self.target(h, who) else {
-                    skip!()
-                };
-                let hh = match target {
-                    Target::Obj(o) => self.m.objs[o].handle,
-                    Target::Forged(f) => f,
-                };
-                let mut reply = self.send(
-                    pos,
-                    Box::new(move |reg| match reg.transfer(hh) {
-                        Ok(t) if raw => Reply {
-                            raw: Some(t.into_raw()),
-                            ..Reply::of(Outcome::Unit(Ok(())))
-                        },
-                        Ok(t) => Reply {
-                            transfer: Some(t),
-                            ..Reply::of(Outcome::Unit(Ok(())))
-                        },
-                        Err(e) => Reply::of(Outcome::Unit(Err(e))),
-                    }),
-                );
-                // transfer() does not drain.
-                let expected = match target {
-                    Target::Forged(_) => Outcome::Unit(Err(self.forged_error(hh).0)),
-                    Target::Obj(o) if !self.m.objs[o].live => Outcome::Unit(Err(Error::Stale(hh))),
-                    Target::Obj(o) if self.m.count(o, who) == 0 => {
-                        Outcome::Unit(Err(Error::NotHeld(hh)))
-                    }
-                    Target::Obj(o) => {
-                        let obj = &mut self.m.objs[o];
-                        let c = obj.counts.get_mut(&who).unwrap();
-                        *c -= 1;
-                        if *c == 0 {
-                            obj.counts.remove(&who);
-                        }
-                        obj.transfers += 1;
-                        let t = self.m.transfers.len();
-                        let state = match (reply.transfer.take(), reply.raw) {
-                            (Some(tr), _) => {
-                                self.held.insert(t, tr);
-                                TState::Object
-                            }
-                            (None, Some(token)) => {
-                                self.m.tokens.push(token);
-                                TState::Raw(token)
-                            }
-                            (None, None) => TState::Gone,
-                        };
-                        self.m.transfers.push(MTransfer { obj: o, state });
-                        Outcome::Unit(Ok(()))
-                    }
-                };
-                (reply, expected)
-            }
-            Op::Claim(i) | Op::DropTransfer(i) => {
-                let objects: Vec<usize> = (0..self.m.transfers.len())
-                    .filter(|&t| self.m.transfers[t].state == TState::Object)
-                    .collect();
-                if objects.is_empty() {
-                    skip!()
-                }
-                let t = objects[i % objects.len()];
-                let tr = self.held.remove(&t).unwrap();
-                let claim = matches!(step.op, Op::Claim(_));
-                let reply = self.send(
-                    pos,
-                    Box::new(move |reg| {
-                        if claim {
-                            Reply::of(Outcome::Claimed(reg.claim(tr)))
-                        } else {
-                            drop(tr);
-                            Reply::of(Outcome::Unit(Ok(())))
-                        }
-                    }),
-                );
-                self.m.transfers[t].state = TState::Gone;
-                let o = self.m.transfers[t].obj;
-                self.m.objs[o].transfers -= 1;
-                let expected = if claim {
-                    self.m.drain(who, DRAIN_BATCH);
-                    *self.m.objs[o].counts.entry(who).or_insert(0) += 1;
-                    Outcome::Claimed(Ok(self.m.objs[o].handle))
-                } else {
-                    // Dropping a transfer does not drain.
-                    self.m.after_drop(o, who);
-                    Outcome::Unit(Ok(()))
-                };
-                (reply, expected)
-            }
-            Op::ClaimRaw(r) | Op::FromRawDrop(r) => {
-                let Some(token) = self.raw(r) else { skip!() };
-                let claim = matches!(step.op, Op::ClaimRaw(_));
-                let reply = self.send(
-                    pos,
-                    Box::new(move |reg| {
-                        if claim {
-                            Reply::of(Outcome::Claimed(reg.claim_raw(token)))
-                        } else {
-                            Reply::of(Outcome::Unit(Transfer::from_raw(reg, token).map(drop)))
-                        }
-                    }),
-                );
-                let found = self
-                    .m
-                    .transfers
-                    .iter()
-                    .position(|t| t.state == TState::Raw(token));
-                let expected = match found {
-                    Some(t) => {
-                        self.m.transfers[t].state = TState::Gone;
-                        let o = self.m.transfers[t].obj;
-                        self.m.objs[o].transfers -= 1;
-                        if claim {
-                            self.m.drain(who, DRAIN_BATCH);
-                            *self.m.objs[o].counts.entry(who).or_insert(0) += 1;
-                            Outcome::Claimed(Ok(self.m.objs[o].handle))
-                        } else {
-                            self.m.after_drop(o, who);
-                            Outcome::Unit(Ok(()))
-                        }
-                    }
-                    None => {
-                        let e = if self.m.tokens.contains(&token) {
-                            Error::TransferClaimed
-                        } else {
-                            Error::Invalid(token)
-                        };
-                        if claim {
-                            Outcome::Claimed(Err(e))
-                        } else {
-                            Outcome::Unit(Err(e))
-                        }
-                    }
-                };
-                (reply, expected)
-            }
+        let done = match step.op {
+            Op::Insert => Some(self.insert(pos, who, Kind::Ref)),
+            Op::InsertProxy => Some(self.insert(pos, who, Kind::Root)),
+            Op::InsertMany(n) => Some(self.insert_many(pos, who, n)),
+            Op::Retain(h)
+            | Op::Get(h)
+            | Op::Proxy(h)
+            | Op::Pin(h)
+            | Op::Unpin(h)
+            | Op::Release(h) => self.on_handle(pos, who, step.op, h),
+            Op::Transfer { h, raw } => self.transfer(pos, who, h, raw),
+            Op::Claim(i) => self.claim(pos, who, i, Kind::Ref),
+            Op::ClaimProxy(i) => self.claim(pos, who, i, Kind::Root),
+            Op::DropTransfer(i) => self.drop_transfer(pos, who, Some(i)),
+            Op::DropTransfers => self.drop_transfer(pos, who, None),
+            Op::ClaimRaw(r) => self.claim_raw(pos, who, r, true),
+            Op::FromRawDrop(r) => self.claim_raw(pos, who, r, false),
+            Op::CloneProxy { i, checked } => self.clone_proxy(pos, who, i, checked),
+            Op::DropProxy(i) => self.drop_proxy(pos, who, i),
+            Op::ProxyTransfer(i) => self.proxy_transfer(pos, who, i),
+            Op::Intern { key, fail } => Some(self.intern(pos, who, key, fail, false)),
+            Op::InternProxy(key) => Some(self.intern(pos, who, key, false, true)),
             Op::Pump => {
-                let reply = self.send(pos, Box::new(|reg| Reply::of(Outcome::Pumped(reg.pump()))));
+                let reply = self.send(
+                    pos,
+                    Box::new(|ctx| Reply::of(Outcome::Pumped(ctx.reg.pump()))),
+                );
                 let n = self.m.drain(who, usize::MAX);
-                (reply, Outcome::Pumped(n))
+                Some((reply, Outcome::Pumped(n)))
             }
+            Op::Close => Some(self.close(pos, who, false)),
+            Op::Shutdown => Some(self.close(pos, who, true)),
             Op::Exit => {
                 self.workers[pos].exit();
                 self.m.exit(who);
-                let fresh = self.m.alive.len();
-                self.m.alive.push(true);
-                self.m.pending.push(VecDeque::new());
+                let fresh = self.m.spawn();
                 self.m.ident[pos] = fresh;
-                self.workers[pos] = Worker::spawn(&self.reg, fresh);
+                self.workers[pos] = Worker::spawn(self.reg(), fresh);
                 self.thread_of.push(self.workers[pos].thread);
-                (Reply::of(Outcome::Exited), Outcome::Exited)
+                Some((Reply::of(Outcome::Exited), Outcome::Exited))
             }
         };
-        (reply.outcome, expected, reply.counts)
+        match done {
+            Some((reply, expected)) => (reply.outcome, expected, reply.counts),
+            None => (Outcome::Skipped, Outcome::Skipped, Vec::new()),
+        }
     }
 
-    /// Everything the registry and the model must agree on after a step.
-    fn check(&mut self, pos: Option<usize>, counts: &[Result<u32, Error>]) -> Result<(), String> {
-        // Drops of this step: exactly the expected ones, on the right thread.
-        let mut got: Vec<(u32, usize)> = self.log.lock().unwrap()[self.seen..].to_vec();
-        self.seen += got.len();
-        let mut want = std::mem::take(&mut self.m.drops);
-        got.sort_unstable();
-        want.sort_unstable();
-        if got != want {
-            return Err(format!(
-                "drops (value, thread): registry {got:?}, model {want:?}"
-            ));
-        }
-        let all = self.log.lock().unwrap();
-        let mut once = HashSet::new();
-        if let Some((v, _)) = all.iter().find(|(v, _)| !once.insert(*v)) {
-            return Err(format!("value {v} dropped twice: {all:?}"));
-        }
-        drop(all);
-        if self.reg.len() != self.m.live() {
-            return Err(format!(
-                "len(): registry {}, model {}",
-                self.reg.len(),
-                self.m.live()
-            ));
-        }
-        // The acting thread's own counts.
-        if let Some(pos) = pos {
-            let who = self.m.ident[pos];
-            for (o, got) in counts.iter().enumerate() {
-                let obj = &self.m.objs[o];
-                let want = if obj.live {
-                    Ok(self.m.count(o, who))
-                } else {
-                    Err(Error::Stale(obj.handle))
+    /// `insert` or `insert_proxy`.
+    fn insert(&mut self, pos: usize, who: usize, kind: Kind) -> (Reply, Outcome) {
+        let id = self.m.next_val;
+        self.m.next_val += 1;
+        let log = Arc::clone(&self.log);
+        let proxy = self.m.proxies.len();
+        let reply = self.send(
+            pos,
+            Box::new(move |ctx| {
+                let val = Val { id, log };
+                let got = match kind {
+                    Kind::Ref => ctx.reg.insert(val),
+                    Kind::Root => ctx.reg.insert_proxy(val).map(|p| {
+                        let h = p.handle();
+                        ctx.proxies.insert(proxy, p);
+                        h
+                    }),
                 };
-                if *got != want {
-                    return Err(format!(
-                        "t{pos}: count(obj{o}): registry {got:?}, model {want:?}"
-                    ));
+                Reply::of(Outcome::Inserted(
+                    got.map_err(|e| (e.error(), e.into_value().id)),
+                ))
+            }),
+        );
+        let expected = match self.expect_insert(who) {
+            Err(e) => {
+                self.m.drops.push((id, who)); // the handed-back value
+                Outcome::Inserted(Err((e, id)))
+            }
+            Ok(()) => {
+                let got = match reply.outcome {
+                    Outcome::Inserted(Ok(h)) => Some(h),
+                    _ => None,
+                };
+                match self.inserted(got, id, who, kind) {
+                    Ok(o) => Outcome::Inserted(Ok(self.m.objs[o].handle)),
+                    Err(wrong) => wrong,
                 }
             }
-        }
-        // Every thread's counts, pins, transfers.
-        let snap = self.reg.snapshot();
-        for (o, obj) in self.m.objs.iter().enumerate() {
-            let got = self.reg.holders(obj.handle).map(|mut v| {
-                v.sort_unstable_by_key(|&(t, n)| (format!("{t:?}"), n));
-                v
-            });
-            let want = if obj.live {
-                let mut v: Vec<(ThreadId, u32)> = obj
-                    .counts
-                    .iter()
-                    .map(|(&who, &n)| (self.thread_of[who], n))
-                    .collect();
-                v.sort_unstable_by_key(|&(t, n)| (format!("{t:?}"), n));
-                Ok(v)
-            } else {
-                Err(Error::Stale(obj.handle))
-            };
-            if got != want {
-                return Err(format!("holders(obj{o}): registry {got:?}, model {want:?}"));
-            }
-            let got = snap.object(obj.handle).map(|s| (s.pins, s.transfers));
-            let want = obj.live.then_some((obj.pins, obj.transfers));
-            if got != want {
-                return Err(format!(
-                    "snapshot (pins, transfers) of obj{o}: registry {got:?}, model {want:?}"
-                ));
-            }
-        }
-        for (who, pending) in self.m.pending.iter().enumerate() {
-            if !self.m.alive[who] {
-                continue;
-            }
-            let got = snap
-                .threads
-                .iter()
-                .find(|t| t.thread == self.thread_of[who])
-                .map_or(0, |t| t.pending);
-            if got != pending.len() {
-                return Err(format!(
-                    "pending queue of thread {who}: registry {got}, model {}",
-                    pending.len()
-                ));
-            }
-        }
-        Ok(())
+        };
+        (reply, expected)
     }
-}
 
-/// Runs a script: every step on its worker and on the model, then every
-/// worker's exit and the registry's drop. `Err` says which step, or which
-/// check after it, disagreed.
-pub fn run(script: &Script) -> Result<(), String> {
-    let mut hx = Harness::new(script);
-    for (k, &step) in script.steps.iter().enumerate() {
-        let (got, want, counts) = hx.step(step);
-        if got != want {
-            return Err(format!(
-                "step {k} ({step:?}): registry returned {got:?}, model expected {want:?}"
-            ));
+    /// `retain`, `release`, `get`, `proxy`, `pin` and `unpin`.
+    fn on_handle(&mut self, pos: usize, who: usize, op: Op, h: H) -> Option<(Reply, Outcome)> {
+        let target = self.target(h, who)?;
+        let hh = match target {
+            Target::Obj(o) => self.m.objs[o].handle,
+            Target::Forged(f) => f,
+        };
+        let proxy = self.m.proxies.len();
+        let reply = self.send(
+            pos,
+            Box::new(move |ctx| {
+                let reg = &ctx.reg;
+                Reply::of(match op {
+                    Op::Retain(_) => Outcome::Count(reg.retain(hh)),
+                    Op::Release(_) => Outcome::Released(reg.release(hh)),
+                    Op::Get(_) => Outcome::Got(
+                        reg.get(hh)
+                            .map(|g| (g.id, reg.count(hh).unwrap_or(u32::MAX))),
+                    ),
+                    Op::Proxy(_) => {
+                        let p = reg.proxy(hh);
+                        Outcome::Proxied(p.map(|p| ctx.keep(proxy, p)))
+                    }
+                    Op::Pin(_) => Outcome::Unit(reg.pin(hh)),
+                    _ => Outcome::Unit(reg.unpin(hh)),
+                })
+            }),
+        );
+        let name = match op {
+            Op::Retain(_) => "retain",
+            Op::Release(_) => "release",
+            Op::Get(_) => "get",
+            Op::Proxy(_) => "proxy",
+            Op::Pin(_) => "pin",
+            _ => "unpin",
+        };
+        // All but `release` take the thread's table once the id passes the
+        // range checks (`release` gives up a reference: it needs one).
+        let registers = !matches!(op, Op::Release(_));
+        let err = match target {
+            Target::Forged(_) => {
+                let (e, drains) = self.forged_error(hh);
+                if drains {
+                    self.m.registered[who] |= registers;
+                    self.m.drain_batch(who);
+                }
+                Some(e)
+            }
+            Target::Obj(o) => {
+                self.m.registered[who] |= registers;
+                self.m.drain_batch(who);
+                self.handle_error(op, o, who)
+            }
+        };
+        let expected = match (op, err) {
+            (_, Some(e)) => {
+                self.m.failed(name, e, who);
+                match op {
+                    Op::Retain(_) => Outcome::Count(Err(e)),
+                    Op::Release(_) => Outcome::Released(Err(e)),
+                    Op::Get(_) => Outcome::Got(Err(e)),
+                    Op::Proxy(_) => Outcome::Proxied(Err(e)),
+                    _ => Outcome::Unit(Err(e)),
+                }
+            }
+            (_, None) => {
+                let Target::Obj(o) = target else {
+                    unreachable!("a forged id always fails")
+                };
+                self.on_object(op, o, who)
+            }
+        };
+        Some((reply, expected))
+    }
+
+    /// Why `op` on the model's object `o` fails, if it does.
+    fn handle_error(&self, op: Op, o: usize, who: usize) -> Option<Error> {
+        let h = self.m.objs[o].handle;
+        if !self.m.objs[o].live {
+            return Some(Error::Stale(h));
         }
-        let pos = (!matches!(
-            got,
-            Outcome::Skipped | Outcome::Exited | Outcome::NoHandle(_)
-        ))
-        .then_some(step.thread);
-        hx.check(pos, &counts)
-            .map_err(|e| format!("after step {k} ({step:?}): {e}"))?;
+        match op {
+            // release needs an explicit reference; the others the access rule.
+            Op::Release(_) if self.m.refs(o, who) == 0 => Some(Error::NotHeld(h)),
+            Op::Release(_) => None,
+            _ if !self.m.may_access(o, who) => Some(Error::NotHeld(h)),
+            Op::Unpin(_) if self.m.objs[o].pins == 0 => Some(Error::NotPinned(h)),
+            // One more reference of a thread that holds some: within
+            // `max_count`. (A first one is always 1.)
+            Op::Retain(_) | Op::Get(_) | Op::Proxy(_)
+                if self.m.total(o, who) > 0 && !self.m.has_room(o, who) =>
+            {
+                Some(Error::Overflow(h))
+            }
+            _ => None,
+        }
     }
-    // Every worker exits; then the leftovers (pins, unclaimed transfers and
-    // tokens, leaked references) go with the registry.
-    for pos in 0..WORKERS {
-        hx.workers[pos].exit();
-        let who = hx.m.ident[pos];
-        hx.m.exit(who);
-        hx.check(None, &[])
-            .map_err(|e| format!("after the final exit of t{pos}: {e}"))?;
+
+    /// The model's side of a successful `op` on live object `o`.
+    fn on_object(&mut self, op: Op, o: usize, who: usize) -> Outcome {
+        let val = self.m.objs[o].val;
+        match op {
+            Op::Retain(_) => Outcome::Count(Ok(self.m.take(o, who, Kind::Ref))),
+            Op::Release(_) => Outcome::Released(Ok(self.m.give_up(o, who, Kind::Ref))),
+            Op::Get(_) => {
+                // The guard is a reference while it lives.
+                let n = self.m.take(o, who, Kind::Root);
+                self.m.give_up(o, who, Kind::Root);
+                Outcome::Got(Ok((val, n)))
+            }
+            Op::Proxy(_) => {
+                let n = self.m.take(o, who, Kind::Root);
+                self.m.proxies.push(MProxy {
+                    obj: o,
+                    owner: who,
+                    live: true,
+                });
+                Outcome::Proxied(Ok((val, n)))
+            }
+            Op::Pin(_) => {
+                self.m.objs[o].pins += 1;
+                self.m.ev("pinned", o, who);
+                Outcome::Unit(Ok(()))
+            }
+            _ => {
+                self.m.objs[o].pins -= 1;
+                self.m.ev("unpinned", o, who);
+                self.m.after_drop(o, who);
+                Outcome::Unit(Ok(()))
+            }
+        }
     }
-    let inserted = hx.m.next_val;
-    let log = Arc::clone(&hx.log);
-    drop(hx);
-    let mut ids: Vec<u32> = log.lock().unwrap().iter().map(|&(v, _)| v).collect();
-    ids.sort_unstable();
-    if ids != (0..inserted).collect::<Vec<_>>() {
-        return Err(format!(
-            "after dropping the registry: values dropped {ids:?}, want each of 0..{inserted} once"
-        ));
+
+    /// `transfer`, and with `raw` `into_raw`.
+    fn transfer(&mut self, pos: usize, who: usize, h: H, raw: bool) -> Option<(Reply, Outcome)> {
+        let target = self.target(h, who)?;
+        let hh = match target {
+            Target::Obj(o) => self.m.objs[o].handle,
+            Target::Forged(f) => f,
+        };
+        let mut reply = self.send(
+            pos,
+            Box::new(move |ctx| match ctx.reg.transfer(hh) {
+                Ok(t) if raw => Reply {
+                    raw: Some(t.into_raw()),
+                    ..Reply::of(Outcome::Unit(Ok(())))
+                },
+                Ok(t) => Reply {
+                    transfers: vec![t],
+                    ..Reply::of(Outcome::Unit(Ok(())))
+                },
+                Err(e) => Reply::of(Outcome::Unit(Err(e))),
+            }),
+        );
+        // transfer() does not drain, nor register a thread.
+        let err = match target {
+            Target::Forged(_) => Some(self.forged_error(hh).0),
+            Target::Obj(o) if !self.m.objs[o].live => Some(Error::Stale(hh)),
+            Target::Obj(o) if self.m.refs(o, who) == 0 => Some(Error::NotHeld(hh)),
+            Target::Obj(_) => None,
+        };
+        if let Some(e) = err {
+            self.m.failed("transfer", e, who);
+            return Some((reply, Outcome::Unit(Err(e))));
+        }
+        let Target::Obj(o) = target else {
+            unreachable!("a forged id always fails")
+        };
+        self.m.transfer_out(o, who, Kind::Ref);
+        let t = self.keep_transfer(o, reply.transfers.pop());
+        if let (TState::Gone, Some(token)) = (self.m.transfers[t].state, reply.raw) {
+            self.m.tokens.push(token);
+            self.m.transfers[t].state = TState::Raw(token);
+        }
+        Some((reply, Outcome::Unit(Ok(()))))
     }
-    Ok(())
+
+    /// `Registry::claim` (`Ref`) or `Transfer::claim` (`Root`) of an
+    /// unclaimed `Transfer` object.
+    fn claim(&mut self, pos: usize, who: usize, i: usize, kind: Kind) -> Option<(Reply, Outcome)> {
+        let objects = self.transfer_objects();
+        if objects.is_empty() {
+            return None;
+        }
+        let t = objects[i % objects.len()];
+        let tr = self.held.remove(&t).unwrap();
+        let proxy = self.m.proxies.len();
+        let reply = self.send(
+            pos,
+            Box::new(move |ctx| {
+                Reply::of(match kind {
+                    Kind::Ref => Outcome::Claimed(ctx.reg.claim(tr)),
+                    Kind::Root => Outcome::Proxied(tr.claim().map(|p| ctx.keep(proxy, p))),
+                })
+            }),
+        );
+        self.m.transfers[t].state = TState::Gone;
+        let o = self.m.transfers[t].obj;
+        let (h, val) = (self.m.objs[o].handle, self.m.objs[o].val);
+        let claimed = self.m.claim(o, who, kind);
+        let expected = match kind {
+            Kind::Ref => Outcome::Claimed(claimed.map(|_| h)),
+            Kind::Root => {
+                if claimed.is_ok() {
+                    self.m.proxies.push(MProxy {
+                        obj: o,
+                        owner: who,
+                        live: true,
+                    });
+                }
+                Outcome::Proxied(claimed.map(|n| (val, n)))
+            }
+        };
+        Some((reply, expected))
+    }
+
+    /// Drop of one unclaimed `Transfer` object (`Some(i)`) or of all of them.
+    fn drop_transfer(
+        &mut self,
+        pos: usize,
+        who: usize,
+        i: Option<usize>,
+    ) -> Option<(Reply, Outcome)> {
+        let objects = self.transfer_objects();
+        if objects.is_empty() {
+            return None;
+        }
+        let chosen = match i {
+            Some(i) => vec![objects[i % objects.len()]],
+            None => objects,
+        };
+        let trs: Vec<Transfer<Val>> = chosen
+            .iter()
+            .map(|t| self.held.remove(t).unwrap())
+            .collect();
+        let reply = self.send(
+            pos,
+            Box::new(move |_| {
+                for tr in trs {
+                    drop(tr); // oldest first
+                }
+                Reply::of(Outcome::Unit(Ok(())))
+            }),
+        );
+        // Dropping a transfer does not drain.
+        for t in chosen {
+            self.m.transfers[t].state = TState::Gone;
+            let o = self.m.transfers[t].obj;
+            self.m.objs[o].transfers -= 1;
+            self.m.after_drop(o, who);
+        }
+        Some((reply, Outcome::Unit(Ok(()))))
+    }
+
+    /// `claim_raw` (`claim`), or `Transfer::from_raw` and drop.
+    fn claim_raw(
+        &mut self,
+        pos: usize,
+        who: usize,
+        r: Raw,
+        claim: bool,
+    ) -> Option<(Reply, Outcome)> {
+        let token = self.raw(r)?;
+        let reply = self.send(
+            pos,
+            Box::new(move |ctx| {
+                Reply::of(if claim {
+                    Outcome::Claimed(ctx.reg.claim_raw(token))
+                } else {
+                    Outcome::Unit(Transfer::from_raw(&ctx.reg, token).map(drop))
+                })
+            }),
+        );
+        let found = (self.m.transfers.iter()).position(|t| t.state == TState::Raw(token));
+        let expected = match found {
+            Some(t) => {
+                self.m.transfers[t].state = TState::Gone;
+                let o = self.m.transfers[t].obj;
+                if claim {
+                    let h = self.m.objs[o].handle;
+                    Outcome::Claimed(self.m.claim(o, who, Kind::Ref).map(|_| h))
+                } else {
+                    self.m.objs[o].transfers -= 1;
+                    self.m.after_drop(o, who);
+                    Outcome::Unit(Ok(()))
+                }
+            }
+            None => {
+                let e = if self.m.tokens.contains(&token) {
+                    Error::TransferClaimed
+                } else {
+                    Error::Invalid(token)
+                };
+                if claim {
+                    self.m.failed("claim_raw", e, who);
+                    Outcome::Claimed(Err(e))
+                } else {
+                    self.m.failed("from_raw", e, who);
+                    Outcome::Unit(Err(e))
+                }
+            }
+        };
+        Some((reply, expected))
+    }
+
+    /// The identity of the thread an event names.
+    pub(super) fn ident_of(&self, t: ThreadId) -> usize {
+        if t == self.coordinator {
+            return super::worker::COORDINATOR;
+        }
+        (self.thread_of.iter())
+            .position(|&x| x == t)
+            .unwrap_or(super::worker::UNKNOWN)
+    }
+
+    /// An event as the model describes it.
+    pub(super) fn ev_of(&self, e: &Event) -> Ev {
+        let who = self.ident_of(e.thread());
+        match e {
+            Event::Misuse {
+                operation, error, ..
+            } => Ev::misuse(who, operation, *error),
+            Event::ThreadExited { released, kept, .. } => Ev::exited(who, *released, *kept),
+            Event::Leaked { report, .. } => Ev::leaked(
+                who,
+                report.objects.iter().map(|o| o.handle.to_raw()).collect(),
+            ),
+            _ => Ev {
+                who,
+                kind: e.name(),
+                handle: e.handle().map(Handle::to_raw),
+                detail: match e {
+                    Event::Finalized { panicked: true, .. } => "panicked".to_owned(),
+                    _ => String::new(),
+                },
+            },
+        }
+    }
 }

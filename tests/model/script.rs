@@ -4,6 +4,8 @@
 //! most recent object", "an unclaimed token"), so a script stays meaningful
 //! when shrunk or mutated; forged and arbitrary ids are named relative to the
 //! registry's tag, so a script means the same whatever tag its registry drew.
+//! Proxies are named among the acting thread's live ones, interner keys
+//! among `0..KEYS`.
 
 use std::fmt;
 
@@ -52,10 +54,17 @@ pub enum Raw {
 #[derive(Clone, Copy)]
 pub enum Op {
     Insert,
+    /// `insert_proxy`: the thread's reference is a proxy it keeps.
+    InsertProxy,
+    /// `n` inserts, each followed by `transfer` into a `Transfer` object (so
+    /// a home can have more values in flight than a drain batch takes).
+    InsertMany(u8),
     Retain(H),
     Release(H),
     /// `get`, read the value and `count` while the guard lives, drop it.
     Get(H),
+    /// `proxy`: a proxy the thread keeps.
+    Proxy(H),
     Pin(H),
     Unpin(H),
     /// `transfer`; with `raw`, also `into_raw`.
@@ -63,14 +72,39 @@ pub enum Op {
         h: H,
         raw: bool,
     },
-    /// `claim` of the `i % n`-th unclaimed `Transfer` object.
+    /// `Registry::claim` of the `i % n`-th unclaimed `Transfer` object.
     Claim(usize),
+    /// `Transfer::claim` (a proxy) of the `i % n`-th unclaimed `Transfer`.
+    ClaimProxy(usize),
     /// Drop of the `i % n`-th unclaimed `Transfer` object.
     DropTransfer(usize),
+    /// Drop of every unclaimed `Transfer` object, oldest first.
+    DropTransfers,
     ClaimRaw(Raw),
     /// `Transfer::from_raw`, then drop it.
     FromRawDrop(Raw),
+    /// `try_clone` (`checked`) or `clone` of the thread's `i % n`-th live
+    /// proxy. `clone` past `max_count` is meant to abort the process, so a
+    /// `clone` the model says is over the limit is run as `try_clone`.
+    CloneProxy {
+        i: usize,
+        checked: bool,
+    },
+    /// Drop of the thread's `i % n`-th live proxy.
+    DropProxy(usize),
+    /// `Proxy::transfer` of the thread's `i % n`-th live proxy.
+    ProxyTransfer(usize),
+    /// `Interner::intern` of a key `0..KEYS`; `init` fails with `fail`.
+    Intern {
+        key: u8,
+        fail: bool,
+    },
+    /// `Interner::intern_proxy` of a key `0..KEYS`.
+    InternProxy(u8),
     Pump,
+    Close,
+    /// `shutdown` with a 1 ms timeout.
+    Shutdown,
     /// The worker thread ends; a fresh thread takes its place.
     Exit,
 }
@@ -79,7 +113,12 @@ impl Op {
     /// The handle the op names, if it names one.
     pub fn handle(self) -> Option<H> {
         match self {
-            Op::Retain(h) | Op::Release(h) | Op::Get(h) | Op::Pin(h) | Op::Unpin(h) => Some(h),
+            Op::Retain(h)
+            | Op::Release(h)
+            | Op::Get(h)
+            | Op::Proxy(h)
+            | Op::Pin(h)
+            | Op::Unpin(h) => Some(h),
             Op::Transfer { h, .. } => Some(h),
             _ => None,
         }
@@ -98,6 +137,13 @@ pub struct Step {
 pub struct Script {
     pub home_finalization: bool,
     pub thread_exit_release: bool,
+    /// `Builder::capacity`: small (`Full` and slot reuse are reached), or
+    /// [`BIG_CAPACITY`](super::BIG_CAPACITY), above the drain batch.
+    pub capacity: usize,
+    /// `Builder::max_count`: small, so `Overflow` is reached.
+    pub max_count: u32,
+    /// `Builder::generation_limit`: small, so slots retire.
+    pub generation_limit: u32,
     pub steps: Vec<Step>,
 }
 
@@ -127,18 +173,32 @@ impl fmt::Debug for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::Insert => write!(f, "insert"),
+            Op::InsertProxy => write!(f, "insert_proxy"),
+            Op::InsertMany(n) => write!(f, "{n} x (insert, transfer)"),
             Op::Retain(h) => write!(f, "retain({h:?})"),
             Op::Release(h) => write!(f, "release({h:?})"),
             Op::Get(h) => write!(f, "get({h:?})"),
+            Op::Proxy(h) => write!(f, "proxy({h:?})"),
             Op::Pin(h) => write!(f, "pin({h:?})"),
             Op::Unpin(h) => write!(f, "unpin({h:?})"),
             Op::Transfer { h, raw: false } => write!(f, "transfer({h:?})"),
             Op::Transfer { h, raw: true } => write!(f, "transfer({h:?}).into_raw()"),
             Op::Claim(i) => write!(f, "claim(transfer{i})"),
+            Op::ClaimProxy(i) => write!(f, "transfer{i}.claim()"),
             Op::DropTransfer(i) => write!(f, "drop(transfer{i})"),
+            Op::DropTransfers => write!(f, "drop(every transfer)"),
             Op::ClaimRaw(r) => write!(f, "claim_raw({r:?})"),
             Op::FromRawDrop(r) => write!(f, "drop(from_raw({r:?}))"),
+            Op::CloneProxy { i, checked: true } => write!(f, "proxy{i}.try_clone()"),
+            Op::CloneProxy { i, checked: false } => write!(f, "proxy{i}.clone()"),
+            Op::DropProxy(i) => write!(f, "drop(proxy{i})"),
+            Op::ProxyTransfer(i) => write!(f, "proxy{i}.transfer()"),
+            Op::Intern { key, fail: false } => write!(f, "intern({key})"),
+            Op::Intern { key, fail: true } => write!(f, "intern({key}, failing init)"),
+            Op::InternProxy(key) => write!(f, "intern_proxy({key})"),
             Op::Pump => write!(f, "pump"),
+            Op::Close => write!(f, "close"),
+            Op::Shutdown => write!(f, "shutdown(1 ms)"),
             Op::Exit => write!(f, "exit"),
         }
     }

@@ -1,11 +1,12 @@
 //! The stored values and the worker threads that run the steps.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, ThreadId};
 
-use tether::{Error, Handle, Registry, Released, Transfer};
+use tether::{Error, Handle, InternError, Proxy, Registry, Released, Transfer};
 
 /// Identity recorded by drops on the coordinator thread.
 pub const COORDINATOR: usize = usize::MAX;
@@ -39,13 +40,21 @@ impl Drop for Val {
 pub enum Outcome {
     Skipped,
     Inserted(Result<Handle, (Error, u32)>),
+    /// `InsertMany`: each insert's result.
+    InsertedMany(Vec<Result<Handle, (Error, u32)>>),
     Count(Result<u32, Error>),
     Released(Result<Released, Error>),
     /// `get`: the value's id and the thread's count while the guard lived.
     Got(Result<(u32, u32), Error>),
+    /// A new proxy: the value's id through it and the thread's count after.
+    Proxied(Result<(u32, u32), Error>),
     Unit(Result<(), Error>),
     Claimed(Result<Handle, Error>),
+    /// `intern`: the result, and whether `init` ran.
+    Interned(Result<Handle, InternError<u32>>, bool),
     Pumped(usize),
+    /// `shutdown`: `Err` with the leak report's handles, sorted.
+    Shutdown(Result<(), Vec<Handle>>),
     Exited,
     /// `Handle::from_raw(raw).map(to_raw)` of an `H::Raw` id that is not a
     /// handle (on the coordinator; no registry call follows).
@@ -54,12 +63,29 @@ pub enum Outcome {
     Violation(String),
 }
 
-pub type Job = Box<dyn FnOnce(&Registry<Val>) -> Reply + Send>;
+/// A worker's own state: its registry clone and the proxies it keeps, by
+/// the model's proxy index (`Proxy` is `!Send`: it never leaves the thread).
+pub struct Ctx {
+    pub reg: Registry<Val>,
+    pub proxies: HashMap<usize, Proxy<Val>>,
+}
+
+impl Ctx {
+    /// Keeps `p` as proxy `id`; returns the value's id and the thread's count.
+    pub fn keep(&mut self, id: usize, p: Proxy<Val>) -> (u32, u32) {
+        let seen = (p.id, self.reg.count(p.handle()).unwrap_or(u32::MAX));
+        self.proxies.insert(id, p);
+        seen
+    }
+}
+
+pub type Job = Box<dyn FnOnce(&mut Ctx) -> Reply + Send>;
 
 /// A worker's answer: the outcome, plus whatever the step produced.
 pub struct Reply {
     pub outcome: Outcome,
-    pub transfer: Option<Transfer<Val>>,
+    /// New `Transfer` objects, for the coordinator to keep.
+    pub transfers: Vec<Transfer<Val>>,
     pub raw: Option<u64>,
     /// `count()` of every handle passed along, after the step.
     pub counts: Vec<Result<u32, Error>>,
@@ -69,7 +95,7 @@ impl Reply {
     pub fn of(outcome: Outcome) -> Reply {
         Reply {
             outcome,
-            transfer: None,
+            transfers: Vec::new(),
             raw: None,
             counts: Vec::new(),
         }
@@ -91,13 +117,22 @@ impl Worker {
         let reg = reg.clone();
         let join = thread::spawn(move || {
             IDENT.with(|c| c.set(ident));
+            let mut ctx = Ctx {
+                reg,
+                proxies: HashMap::new(),
+            };
             while let Ok((job, handles)) = job_rx.recv() {
-                let mut reply = job(&reg);
-                reply.counts = handles.iter().map(|&h| reg.count(h)).collect();
+                let mut reply = job(&mut ctx);
+                reply.counts = handles.iter().map(|&h| ctx.reg.count(h)).collect();
                 if reply_tx.send(reply).is_err() {
                     break;
                 }
             }
+            // The proxies go first, in the model's order; then the registry
+            // clone; tether's exit hook runs after, with the thread-locals.
+            let mut proxies: Vec<_> = ctx.proxies.drain().collect();
+            proxies.sort_unstable_by_key(|&(id, _)| id);
+            drop(proxies);
         });
         let thread = join.thread().id();
         Worker {
