@@ -92,7 +92,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
         (
             prop::bool::weighted(0.8),
             prop::bool::weighted(0.8),
-            prop_oneof![1 => Just(1u32), 1 => Just(2), 2 => Just(3), 3 => Just(u32::MAX)],
+            prop_oneof![1 => Just(0u32), 1 => Just(1), 1 => Just(2), 2 => Just(3), 3 => Just(u32::MAX)],
             prop_oneof![1 => Just(0u32), 2 => Just(1), 2 => Just(2), 3 => Just(u32::MAX)],
             prop::collection::vec(
                 (0..WORKERS, op_strategy(batches)).prop_map(|(thread, op)| Step { thread, op }),

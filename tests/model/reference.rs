@@ -192,7 +192,7 @@ impl Model {
             home_finalization: s.home_finalization,
             exit_release: s.thread_exit_release,
             capacity: s.capacity,
-            max_count: s.max_count,
+            max_count: s.max_count.max(1), // `max_count(0)` is taken as 1
             generation_limit: s.generation_limit,
             objs: Vec::new(),
             ident: [0, 1, 2],
