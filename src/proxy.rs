@@ -128,6 +128,22 @@ impl<T: Send + Sync + 'static> Proxy<T> {
         Ok(self.add_root(e))
     }
 
+    /// `Drop`'s rare path: this thread's last reference to the object is
+    /// gone. Out of line, so the common drop stays a load and a store.
+    #[cold]
+    #[inline(never)]
+    fn last_root_gone(&self) {
+        if self
+            .home
+            .inner
+            .root_gone(self.slot(), self.handle, self.table())
+        {
+            // SAFETY: the table pointer is this proxy family's, and no
+            // reference into it is held any more.
+            unsafe { self.home.inner.late_hold_gone(self.home.table.as_ptr()) }
+        }
+    }
+
     #[inline]
     fn add_root(&self, e: u64) -> Proxy<T> {
         self.entry().store(e + ROOT_ONE, Ordering::Relaxed);
@@ -220,15 +236,8 @@ impl<T: Send + Sync + 'static> Drop for Proxy<T> {
     /// -1 for this thread; the last reference finalizes (or queues) the object.
     #[inline]
     fn drop(&mut self) {
-        if Inner::<T>::release_root(self.entry())
-            && self
-                .home
-                .inner
-                .root_gone(self.slot(), self.handle, self.table())
-        {
-            // SAFETY: the table pointer is this proxy family's, and no
-            // reference into it is held any more.
-            unsafe { self.home.inner.late_hold_gone(self.home.table.as_ptr()) }
+        if Inner::<T>::release_root(self.entry()) {
+            self.last_root_gone();
         }
     }
 }

@@ -1,0 +1,73 @@
+//! One operation in a loop, for instruction counts under callgrind
+//! (`scripts/callgrind.sh`): `ops <operation> <iterations>`.
+//!
+//! Not a timing benchmark: callgrind counts instructions, which do not
+//! depend on the machine's load. The script runs each operation twice (N
+//! and 2N iterations) and reports the difference per iteration, so set-up
+//! cost cancels out.
+
+use std::hint::black_box;
+
+use tether::Registry;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (Some(op), Some(n)) = (args.next(), args.next()) else {
+        // `cargo bench` runs every bench target with `--bench`: nothing to do.
+        return;
+    };
+    let Ok(n) = n.parse::<u64>() else {
+        eprintln!("usage: ops <operation> <iterations>");
+        std::process::exit(2);
+    };
+    let reg: Registry<[u64; 2]> = Registry::new();
+    let h = reg.insert([1, 2]).expect("insert");
+    match op.as_str() {
+        // Held handle: the fast paths.
+        "retain_release" => {
+            for _ in 0..n {
+                black_box(reg.retain(black_box(h)).expect("retain"));
+                black_box(reg.release(black_box(h)).expect("release"));
+            }
+        }
+        "get" => {
+            for _ in 0..n {
+                let g = reg.get(black_box(h)).expect("get");
+                black_box(&*g);
+            }
+        }
+        "proxy_clone_drop" => {
+            let p = reg.proxy(h).expect("proxy");
+            for _ in 0..n {
+                black_box(black_box(&p).clone());
+            }
+        }
+        // The home thread's 0 -> 1 -> 0 (the object is kept alive by a
+        // transfer in flight).
+        "zero_one_zero" => {
+            reg.retain(h).expect("retain");
+            let t = reg.transfer(h).expect("transfer");
+            reg.release(h).expect("release");
+            for _ in 0..n {
+                let g = reg.get(black_box(h)).expect("get");
+                black_box(&*g);
+            }
+            drop(t);
+        }
+        "insert_release" => {
+            for i in 0..n {
+                let x = reg.insert(black_box([i, i])).expect("insert");
+                black_box(reg.release(x).expect("release"));
+            }
+        }
+        "empty" => {
+            for i in 0..n {
+                black_box(i);
+            }
+        }
+        other => {
+            eprintln!("unknown operation {other}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Instructions per operation on the fast paths, counted by callgrind
+# (deterministic: independent of the machine's load).
+#
+#   scripts/callgrind.sh [operation ...]     (default: all)
+#
+# Each operation runs N and 2N times; the difference divided by N is the
+# cost of one iteration (loop and black_box included, set-up excluded).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${CALLGRIND_N:-200000}
+ops=("$@")
+[ ${#ops[@]} -eq 0 ] && ops=(retain_release get proxy_clone_drop zero_one_zero insert_release empty)
+cargo bench --bench ops --no-run >/dev/null 2>&1
+bin=$(ls -t target/release/deps/ops-* | grep -v '\.d$' | head -1)
+count() {
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 \
+        | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+printf '%-18s %s\n' operation "instructions per iteration"
+for op in "${ops[@]}"; do
+    a=$(count "$op" "$N")
+    b=$(count "$op" $((2 * N)))
+    awk -v a="$a" -v b="$b" -v n="$N" -v op="$op" 'BEGIN { printf "%-18s %.1f\n", op, (b - a) / n }'
+done
