@@ -225,9 +225,7 @@ fn reentrant_drop_racing_remote_release() {
 fn concurrent_first_use_installs_pages_once() {
     // Two registries' registrations and exit hooks on two threads are many
     // atomic operations (no spinning): above loom's default branch limit.
-    let mut model = loom::model::Builder::new();
-    model.max_branches = 20_000;
-    model.check(|| {
+    loom_tests::model_with_branches(20_000, || {
         let reg: Registry<u32> = Registry::builder().capacity(2).build();
         let other: Registry<u32> = Registry::builder().capacity(2).build();
         let threads: Vec<_> = (0..2u32)
@@ -235,9 +233,10 @@ fn concurrent_first_use_installs_pages_once() {
                 let (reg, other) = (reg.clone(), other.clone());
                 thread::spawn(move || {
                     let h = reg.insert(i).unwrap();
-                    other.insert(i).unwrap(); // now `other` is the cached one
-                                              // Found through the directory; a lost page would mean a
-                                              // fresh, empty table here and `NotHeld`.
+                    // Now `other` is the cached one: `reg`'s table is found
+                    // through the directory, and a lost page would mean a
+                    // fresh, empty table here and `NotHeld`.
+                    other.insert(i).unwrap();
                     assert_eq!(*reg.get(h).unwrap(), i);
                     // Thread exit releases both objects.
                 })
