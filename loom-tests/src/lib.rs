@@ -134,10 +134,59 @@ pub fn inserted_or_full(
 /// thread exit, so they need more. The limit still catches a spin that never
 /// ends (a stranded value waited for), just later. `LOOM_MAX_BRANCHES`
 /// overrides it.
+///
+/// Counts the executions it explores: a failure says how many passed before
+/// it (see [`model_with_branches`]).
 pub fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+    model_with_branches(10_000, f);
+}
+
+std::thread_local! {
+    /// Executions started by the model running on this OS thread (loom runs
+    /// a model's threads as coroutines on the test's own thread), or `None`
+    /// outside a model. A std thread-local: the harness runs tests in
+    /// parallel, and this must not be part of the model.
+    static STARTED: Cell<Option<u64>> = const { Cell::new(None) };
+    /// The execution whose failure was last reported.
+    static REPORTED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// [`model`] with a branch limit of `max_branches` per execution (unless
+/// `LOOM_MAX_BRANCHES` is set).
+///
+/// A failing execution ends loom's search, so the executions started before
+/// it all passed. On the first panic inside a model (an assertion, or loom's
+/// own report of a deadlock, a data race or the branch limit) this prints
+/// `loom-tests: execution N failed, after P passing` to stderr, before the
+/// panic message: `P == 0` means the first execution loom explores already
+/// fails. (A panic caught inside the model would print it too; no model
+/// catches one.) A passing model prints how many executions it explored (shown
+/// with `--nocapture`). `mutants.sh` reads both.
+pub fn model_with_branches<F: Fn() + Sync + Send + 'static>(max_branches: usize, f: F) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // Once per execution: loom panics again while unwinding a
+            // failure.
+            if let Some(n) = STARTED.with(Cell::get) {
+                if REPORTED.with(|r| r.replace(n)) != n {
+                    eprintln!("loom-tests: execution {n} failed, after {} passing", n - 1);
+                }
+            }
+            previous(info);
+        }));
+    });
     let mut builder = loom::model::Builder::new();
     if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
-        builder.max_branches = 10_000;
+        builder.max_branches = max_branches;
     }
-    builder.check(f);
+    STARTED.with(|s| s.set(Some(0)));
+    builder.check(move || {
+        STARTED.with(|s| s.set(s.get().map(|n| n + 1)));
+        f();
+    });
+    if let Some(n) = STARTED.with(|s| s.take()) {
+        eprintln!("loom-tests: {n} executions, all passed");
+    }
 }

@@ -132,10 +132,13 @@ fn remote_release_racing_home_exit_is_never_lost() {
     });
 }
 
-/// Invariants 5, 13: a live `get` guard on the home thread keeps the object
-/// alive while a worker drops the last other reference: no finalization until
-/// the guard is gone, and the guard blocks nobody (the worker's release
-/// completes while the guard lives).
+/// Invariants 5, 13: the home thread, holding no reference, takes a `get`
+/// guard (its access as home) while a worker drops the object's last other
+/// reference. Either the guard comes first — then it keeps the object alive:
+/// the worker's release is not the last, the worker is not blocked (it is
+/// joined while the guard lives), and dropping the guard finalizes here — or
+/// the release comes first and the guard is refused (`Stale`), never handed
+/// out on a dying object.
 #[test]
 fn guard_blocks_finalization_not_threads() {
     loom_tests::model(|| {
@@ -143,33 +146,37 @@ fn guard_blocks_finalization_not_threads() {
         drops.set_home();
         let reg: Registry<Tracked> = Registry::builder().capacity(1).build();
         let h = reg.insert(drops.value(7)).unwrap();
-        let t = reg.transfer(h).unwrap();
-        let (claimed_tx, claimed_rx) = mpsc::channel();
-        let (guarded_tx, guarded_rx) = mpsc::channel();
+        let t = reg.transfer(h).unwrap(); // the home keeps nothing
         let worker = {
             let reg = reg.clone();
             thread::spawn(move || {
                 let h = reg.claim(t).unwrap();
-                claimed_tx.send(()).unwrap();
-                guarded_rx.recv().unwrap();
                 reg.release(h).unwrap()
             })
         };
-        claimed_rx.recv().unwrap();
-        // The home may `get` with count 0; the guard is its reference.
-        let g = reg.get(h).unwrap();
-        guarded_tx.send(()).unwrap();
-        let released = worker.join().unwrap();
-        assert_eq!(released, Released::Held(0), "the guard still holds it");
-        assert_eq!(g.id, 7, "still alive under the guard");
-        assert_eq!(drops.total(), 0);
-        drop(g);
-        assert_eq!(
-            drops.total(),
-            1,
-            "the guard was the last reference: finalized here"
-        );
-        assert_eq!(drops.at_home(), 1);
+        match reg.get(h) {
+            Ok(g) => {
+                assert_eq!(g.id, 7);
+                let released = worker.join().unwrap();
+                assert_eq!(released, Released::Held(0), "the guard still holds it");
+                assert_eq!(g.id, 7, "still alive under the guard");
+                assert_eq!(drops.total(), 0);
+                drop(g);
+                assert_eq!(
+                    drops.total(),
+                    1,
+                    "the guard was the last reference: finalized here"
+                );
+            }
+            Err(e) => {
+                assert_eq!(e, Error::Stale(h), "refused only once it died");
+                assert_eq!(worker.join().unwrap(), Released::Queued);
+                reg.pump();
+                assert_eq!(drops.total(), 1);
+            }
+        }
+        assert_eq!(drops.at_home(), 1, "finalized on the home thread");
+        assert!(reg.is_empty());
     });
 }
 
