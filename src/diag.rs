@@ -490,7 +490,7 @@ impl Diag {
     #[inline(never)]
     #[track_caller]
     pub(crate) fn failed(&self, operation: &'static str, error: Error) -> Error {
-        if !error.is_misuse() || crate::sync::forked() {
+        if !error.is_misuse() || crate::fork::forked() {
             return error;
         }
         let thread = crate::sync::current_thread();

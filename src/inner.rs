@@ -146,7 +146,7 @@ impl Kind {
 
 impl<T: Send + Sync + 'static> Inner<T> {
     pub(crate) fn new(config: Config) -> Arc<Self> {
-        sync::install_fork_handler();
+        crate::fork::install_fork_handler();
         let serial = sync::next_registry_serial() + 1;
         // Distinct among the registries alive (see `crate::tag`).
         let tag = crate::tag::alloc();
@@ -247,7 +247,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     #[cold]
     fn my_table_slow(&self) -> Option<&ThreadTable<T>> {
-        if sync::forked() {
+        if crate::fork::forked() {
             return None; // and never cache a table in a child (see `my_table`)
         }
         let tid = tid::current()?;
@@ -275,7 +275,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     #[cold]
     fn register(&self) -> Result<&ThreadTable<T>, Error> {
-        if sync::forked() {
+        if crate::fork::forked() {
             return Err(Error::Forked);
         }
         let tid = tid::current().ok_or(Error::ThreadExited)?;
@@ -323,7 +323,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     /// `pump()`: every queued finalization of the calling thread.
     pub(crate) fn pump(&self) -> usize {
-        if sync::forked() {
+        if crate::fork::forked() {
             return 0;
         }
         tid::drop_leftovers();
@@ -343,7 +343,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         value: T,
         kind: Kind,
     ) -> Result<(Handle, &Slot<T>, &ThreadTable<T>, &AtomicU64), InsertError<T>> {
-        if sync::forked() {
+        if crate::fork::forked() {
             return Err(InsertError::new(Error::Forked, value));
         }
         if self.is_closed() {
@@ -596,7 +596,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         kind: Kind,
         granted: bool,
     ) -> Result<(&Slot<T>, &ThreadTable<T>, &AtomicU64, u32), Error> {
-        if sync::forked() {
+        if crate::fork::forked() {
             return Err(Error::Forked);
         }
         let slot = self.slot(h)?;
@@ -693,7 +693,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// The general path of `release`.
     #[inline(never)]
     fn release_slow(&self, h: Handle) -> Result<Released, Error> {
-        if sync::forked() {
+        if crate::fork::forked() {
             return Err(Error::Forked);
         }
         let slot = self.slot(h)?;
@@ -738,7 +738,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     pub(crate) fn root_gone(&self, slot: &Slot<T>, h: Handle, table: &ThreadTable<T>) -> bool {
         // In a forked child the thread-local store was harmless, but
         // finalizing may take locks that a vanished thread held: leak instead.
-        if sync::forked() {
+        if crate::fork::forked() {
             return false;
         }
         self.let_go(h, slot, table);
@@ -873,7 +873,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// `transfer`: moves one explicit reference of the calling thread into a
     /// new in-flight transfer.
     pub(crate) fn transfer_out(&self, h: Handle) -> Result<(), Error> {
-        if sync::forked() {
+        if crate::fork::forked() {
             return Err(Error::Forked);
         }
         let slot = self.slot(h)?;
@@ -957,7 +957,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         h: Handle,
         kind: Kind,
     ) -> Result<(&Slot<T>, &ThreadTable<T>, &AtomicU64), Error> {
-        if sync::forked() {
+        if crate::fork::forked() {
             return Err(Error::Forked);
         }
         if self.is_closed() {
@@ -995,7 +995,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     /// Releases an in-flight transfer that is dropped unclaimed.
     pub(crate) fn drop_transfer(&self, h: Handle) -> Released {
-        if sync::forked() {
+        if crate::fork::forked() {
             return Released::Held(0);
         }
         let Ok(slot) = self.slot(h) else {
@@ -1083,7 +1083,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// operation: `temporary == true` if a hold was taken just for it (by the
     /// access rule) and must be given back or handed on.
     fn hold_for_op(&self, h: Handle) -> Result<(&Slot<T>, &ThreadTable<T>, bool), Error> {
-        if sync::forked() {
+        if crate::fork::forked() {
             return Err(Error::Forked);
         }
         let slot = self.slot(h)?;
@@ -1099,7 +1099,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     /// `count`: the calling thread's own count.
     pub(crate) fn count(&self, h: Handle) -> Result<u32, Error> {
-        if sync::forked() {
+        if crate::fork::forked() {
             return Err(Error::Forked);
         }
         let slot = self.slot(h)?;
@@ -1114,7 +1114,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     /// `holders`: every thread's count, exited threads included.
     pub(crate) fn holders(&self, h: Handle) -> Result<Vec<(sync::ThreadId, u32, bool)>, Error> {
-        if sync::forked() {
+        if crate::fork::forked() {
             return Err(Error::Forked);
         }
         let slot = self.slot(h)?;
@@ -1144,7 +1144,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// 0 in a child process after `fork()`, without taking the lock: a
     /// parent thread that does not exist in the child may have held it.
     pub(crate) fn len(&self) -> usize {
-        if sync::forked() {
+        if crate::fork::forked() {
             return 0;
         }
         let tables = self.tables.lock();
@@ -1171,7 +1171,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// as `sent > received`. Threads without a table count in the `loose_*`
     /// read-modify-writes instead.
     pub(crate) fn quiescent(&self) -> bool {
-        if sync::forked() {
+        if crate::fork::forked() {
             return false; // and no lock in a child, see `len`
         }
         let tables = self.tables.lock();

@@ -309,6 +309,7 @@
 mod builder;
 mod diag;
 mod error;
+mod fork;
 mod free;
 mod guard;
 mod handle;

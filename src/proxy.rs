@@ -118,7 +118,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
     /// [`Error::Overflow`] at the limit (the count is unchanged),
     /// [`Error::Forked`] in a forked child.
     pub fn try_clone(&self) -> Result<Proxy<T>, Error> {
-        if crate::sync::forked() {
+        if crate::fork::forked() {
             return Err(Error::Forked);
         }
         let e = self.entry().load(Ordering::Relaxed);

@@ -461,7 +461,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// [`LeakReport::forked`] set.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), LeakReport> {
         self.close();
-        if crate::sync::forked() {
+        if crate::fork::forked() {
             // Nothing can be waited for in a child: fail fast.
             return Err(self.leak_report());
         }
@@ -517,7 +517,7 @@ impl<T: Send + Sync + 'static> Drop for Registry<T> {
     /// [`Proxy::registry`] later lends out and drops a `Registry` again.
     fn drop(&mut self) {
         if !self.inner.registry_dropped()
-            || crate::sync::forked()
+            || crate::fork::forked()
             || self.inner.len() == 0
             || !self.inner.diag.listening()
             || !self.inner.diag.first_leak_report()

@@ -110,7 +110,7 @@ impl Snapshot {
             live: 0,
             drop_panics: inner.drop_panics(),
             retired_slots: 0,
-            forked: crate::sync::forked(),
+            forked: crate::fork::forked(),
         };
         if s.forked {
             // No lock may be taken in a child (see `Inner::len`).

@@ -5,6 +5,8 @@
 //! version (or, where loom cannot see inside a crate — parking_lot and
 //! crossbeam-channel — for a small equivalent built on loom's primitives), so
 //! the loom suite in `loom-tests/` explores the real protocol code.
+//!
+//! This file imports nothing from the crate: everything else builds on it.
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{
@@ -192,17 +194,13 @@ pub(crate) mod channel {
     }
 }
 
-/// Process-wide, lock-free counters and flags that loom does not need to
-/// model (they are not part of any inter-thread protocol): the registry tag
-/// counter and the fork flag.
+/// Process-wide, lock-free counters that loom does not need to model (they
+/// are not part of any inter-thread protocol): registry and interner
+/// serials.
 mod process {
-    #[cfg(not(loom))]
-    use std::sync::atomic::AtomicBool;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     static REGISTRY_SERIAL: AtomicU64 = AtomicU64::new(0);
-    #[cfg(not(loom))]
-    pub(super) static FORKED: AtomicBool = AtomicBool::new(false);
 
     pub(crate) fn next_registry_serial() -> u64 {
         REGISTRY_SERIAL.fetch_add(1, Ordering::Relaxed)
@@ -217,116 +215,6 @@ mod process {
 }
 
 pub(crate) use process::{next_interner_serial, next_registry_serial};
-
-/// `true` in a child process created by `fork()` after tether was used.
-///
-/// One relaxed load of a flag that a `pthread_atfork` child handler sets
-/// (no `getpid()` system call). The fast paths do not even load it: the
-/// same handler clears the forking thread's table cache, so a cache hit
-/// already means "not forked" (see `Inner::my_table`).
-#[cfg(not(loom))]
-#[inline(always)]
-pub(crate) fn forked() -> bool {
-    process::FORKED.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// loom models never fork.
-#[cfg(loom)]
-#[inline(always)]
-pub(crate) fn forked() -> bool {
-    false
-}
-
-/// Installs the `pthread_atfork` child handler once per process.
-#[cfg(all(unix, not(loom)))]
-pub(crate) fn install_fork_handler() {
-    use std::os::raw::c_int;
-    use std::sync::Once;
-
-    extern "C" {
-        fn pthread_atfork(
-            prepare: Option<extern "C" fn()>,
-            parent: Option<extern "C" fn()>,
-            child: Option<extern "C" fn()>,
-        ) -> c_int;
-    }
-
-    extern "C" fn in_child() {
-        process::FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
-        crate::tid::forget_cache_after_fork();
-    }
-
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: `pthread_atfork` is declared with its POSIX signature; the
-        // handler is an `extern "C" fn()` with 'static lifetime that only does
-        // one atomic store and one store to a `const`-initialised thread-local
-        // of the calling thread (no allocation, no lock), as a child handler
-        // must. If
-        // registration fails (ENOMEM) fork detection is lost, not soundness:
-        // nothing else depends on the flag being set.
-        unsafe {
-            pthread_atfork(None, None, Some(in_child));
-        }
-    });
-}
-
-/// No `fork()` to detect on this platform / under loom.
-#[cfg(any(not(unix), loom))]
-pub(crate) fn install_fork_handler() {}
-
-/// The process-wide thread-index allocator.
-#[cfg(not(loom))]
-static TIDS: Mutex<crate::tid::TidAlloc> = Mutex::new(crate::tid::TidAlloc::new());
-
-/// A thread index for a thread starting to use tether.
-#[cfg(not(loom))]
-pub(crate) fn tid_alloc() -> Option<u32> {
-    TIDS.lock().alloc()
-}
-
-/// Returns an exiting thread's index for reuse.
-#[cfg(not(loom))]
-pub(crate) fn tid_free(tid: u32) {
-    TIDS.lock().free(tid);
-}
-
-/// Under loom, thread indices are never reused within one execution, and
-/// restart from 0 in each execution (so every execution is deterministic).
-///
-/// Reuse is ordered in production by the allocator's mutex (the exiting
-/// thread nulls its directory cells before freeing its index). A loom-visible
-/// mutex cannot be used — loom tears its statics down before the main model
-/// thread's thread-locals, whose destructor frees the index — and with an
-/// invisible one loom would explore a reuse without that ordering, which no
-/// real execution can produce.
-///
-/// The counter is a *std* thread-local: loom runs all threads of one model as
-/// coroutines on the test's OS thread, while the test harness runs several
-/// models in parallel on different OS threads.
-#[cfg(loom)]
-pub(crate) fn tid_alloc() -> Option<u32> {
-    use std::cell::Cell;
-    use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
-    static EXECUTIONS: StdAtomicU64 = StdAtomicU64::new(0);
-    std::thread_local! {
-        static NEXT: Cell<(u64, u32)> = const { Cell::new((u64::MAX, 0)) };
-    }
-    loom::lazy_static! {
-        static ref EXECUTION: u64 = EXECUTIONS.fetch_add(1, StdOrdering::Relaxed);
-    }
-    let execution = *EXECUTION;
-    NEXT.with(|next| {
-        let (seen, n) = next.get();
-        let n = if seen == execution { n } else { 0 };
-        next.set((execution, n + 1));
-        Some(n)
-    })
-}
-
-/// Under loom indices are not reused (see `tid_alloc`).
-#[cfg(loom)]
-pub(crate) fn tid_free(_tid: u32) {}
 
 /// Waits a little while polling (`shutdown`): sleeps, or under loom lets
 /// the model's other threads run.

@@ -93,7 +93,7 @@ impl TagAlloc {
 /// by a parent thread that does not exist here: the child gets tag 1 without
 /// locking (every call on a registry fails with `Forked` there anyway).
 pub(crate) fn alloc() -> u64 {
-    if crate::sync::forked() {
+    if crate::fork::forked() {
         return 1;
     }
     let mut tags = TAGS.lock().unwrap_or_else(|e| e.into_inner());
@@ -103,7 +103,7 @@ pub(crate) fn alloc() -> u64 {
 /// Gives a dropped registry's tag back (never in a forked child: see
 /// [`alloc`]).
 pub(crate) fn free(tag: u64) {
-    if crate::sync::forked() {
+    if crate::fork::forked() {
         return;
     }
     let Ok(tag) = u8::try_from(tag) else {

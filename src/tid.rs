@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Weak};
 
-use crate::sync::{thread_locals, tid_alloc, tid_free};
+use crate::sync::thread_locals;
 
 /// `TID` value of a thread that has not used tether yet.
 const UNASSIGNED: u32 = 0;
@@ -78,6 +78,59 @@ impl TidAlloc {
         self.free.push(Reverse(tid));
     }
 }
+
+/// The process-wide thread-index allocator.
+#[cfg(not(loom))]
+static TIDS: crate::sync::Mutex<TidAlloc> = crate::sync::Mutex::new(TidAlloc::new());
+
+/// A thread index for a thread starting to use tether.
+#[cfg(not(loom))]
+fn tid_alloc() -> Option<u32> {
+    TIDS.lock().alloc()
+}
+
+/// Returns an exiting thread's index for reuse.
+#[cfg(not(loom))]
+fn tid_free(tid: u32) {
+    TIDS.lock().free(tid);
+}
+
+/// Under loom, thread indices are never reused within one execution, and
+/// restart from 0 in each execution (so every execution is deterministic).
+///
+/// Reuse is ordered in production by the allocator's mutex (the exiting
+/// thread nulls its directory cells before freeing its index). A loom-visible
+/// mutex cannot be used — loom tears its statics down before the main model
+/// thread's thread-locals, whose destructor frees the index — and with an
+/// invisible one loom would explore a reuse without that ordering, which no
+/// real execution can produce.
+///
+/// The counter is a *std* thread-local: loom runs all threads of one model as
+/// coroutines on the test's OS thread, while the test harness runs several
+/// models in parallel on different OS threads.
+#[cfg(loom)]
+fn tid_alloc() -> Option<u32> {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
+    static EXECUTIONS: StdAtomicU64 = StdAtomicU64::new(0);
+    std::thread_local! {
+        static NEXT: Cell<(u64, u32)> = const { Cell::new((u64::MAX, 0)) };
+    }
+    loom::lazy_static! {
+        static ref EXECUTION: u64 = EXECUTIONS.fetch_add(1, StdOrdering::Relaxed);
+    }
+    let execution = *EXECUTION;
+    NEXT.with(|next| {
+        let (seen, n) = next.get();
+        let n = if seen == execution { n } else { 0 };
+        next.set((execution, n + 1));
+        Some(n)
+    })
+}
+
+/// Under loom indices are not reused (see `tid_alloc`).
+#[cfg(loom)]
+fn tid_free(_tid: u32) {}
 
 /// Per-thread record whose destructor runs the exit hooks.
 struct ThreadState {

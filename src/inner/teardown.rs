@@ -71,7 +71,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// In a child process after `fork()`: 0, never a valid token, without
     /// taking the lock (a parent thread may have held it at the fork).
     pub(crate) fn raw_out(&self, h: Handle) -> u64 {
-        if sync::forked() {
+        if crate::fork::forked() {
             return 0;
         }
         self.raw.lock().issue(self.tag, h)
@@ -79,7 +79,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     /// Takes a raw token's hold back; the caller owns it after `Ok`.
     pub(crate) fn raw_in(&self, token: u64) -> Result<Handle, Error> {
-        if sync::forked() {
+        if crate::fork::forked() {
             return Err(Error::Forked);
         }
         self.raw.lock().redeem(self.tag, token)
@@ -176,7 +176,7 @@ impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
     /// exist may outlive the hook (in thread-locals destroyed later): each
     /// is a late hold, and the last one gone frees the table.
     fn thread_exit(&self, tid: u32) {
-        if sync::forked() {
+        if crate::fork::forked() {
             return;
         }
         let Some(cell) = self.threads.get(tid as usize) else {
@@ -213,7 +213,7 @@ impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
 
 impl<T> Drop for Inner<T> {
     fn drop(&mut self) {
-        if sync::forked() {
+        if crate::fork::forked() {
             // Another process's threads may have held our locks at fork():
             // leak the values rather than touch anything.
             return;
