@@ -65,4 +65,3 @@ pub(crate) fn install_fork_handler() {
 /// No `fork()` to detect on this platform / under loom.
 #[cfg(any(not(unix), loom))]
 pub(crate) fn install_fork_handler() {}
-

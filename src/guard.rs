@@ -4,7 +4,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
 
-use crate::inner::Inner;
+use crate::inner::{Held, Inner};
 use crate::local::ThreadTable;
 use crate::slot::Slot;
 use crate::sync::AtomicU64;
@@ -40,19 +40,13 @@ pub struct Guard<'a, T: Send + Sync + 'static> {
 
 impl<'a, T: Send + Sync + 'static> Guard<'a, T> {
     /// Wraps one root the caller has just added to `entry`.
-    pub(crate) fn new(
-        inner: &'a Inner<T>,
-        slot: &'a Slot<T>,
-        table: &'a ThreadTable<T>,
-        entry: &'a AtomicU64,
-        handle: Handle,
-    ) -> Self {
+    pub(crate) fn new(inner: &'a Inner<T>, held: Held<'a, T>) -> Self {
         Guard {
             inner,
-            slot,
-            table,
-            entry,
-            handle,
+            slot: held.slot,
+            table: held.table,
+            entry: held.entry,
+            handle: held.h,
             _thread_bound: PhantomData,
         }
     }

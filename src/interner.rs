@@ -69,17 +69,12 @@ use std::sync::Arc;
 mod cache;
 mod keys;
 
-pub(crate) use cache::forget_cached;
 use keys::{drop_keys, ByKey, Place, Prehashed, Probe, Stored};
 
+use crate::inner::deaths::Deaths;
 use crate::inner::{Inner, Kind};
 use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
 use crate::{Error, Handle, Proxy, Registry};
-
-/// Told by the registry when an object dies.
-pub(crate) trait Forget: Send + Sync {
-    fn forget(&self, h: Handle);
-}
 
 /// Why [`Interner::intern`] failed.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -228,8 +223,11 @@ where
                 next_id: 1,
             }),
         });
-        let forget: Arc<dyn Forget> = shared.clone();
-        registry.inner.add_forgetter(Arc::downgrade(&forget));
+        let forget: Arc<dyn Deaths> = shared.clone();
+        registry
+            .inner
+            .deaths
+            .add(Arc::downgrade(&forget), cache::forget_cached);
         Interner { shared }
     }
 
@@ -339,7 +337,7 @@ where
                     match taken {
                         Ok(_) => return Ok(h),
                         // Dying: forget it and create a fresh one.
-                        Err(Error::Stale(_)) => self.shared.forget(h),
+                        Err(Error::Stale(_)) => self.shared.died(h),
                         Err(e) => return Err(InternError::Registry(e)),
                     }
                 }
@@ -406,7 +404,7 @@ where
         let inner = &self.shared.inner;
         let proxy = inner
             .acquire(h, Kind::Root)
-            .map(|(slot, table, entry, _)| Proxy::new(inner, slot, table, entry, h));
+            .map(|held| Proxy::new(inner, held));
         // The explicit reference was only a step: the proxy holds the object
         // (or, on error, the reference is given back).
         let _ = inner.release(h);
@@ -488,7 +486,7 @@ where
         let made = init();
         let result = match made {
             Ok(value) => match self.shared.inner.insert(value, Kind::Ref) {
-                Ok((h, ..)) => Ok(h),
+                Ok(held) => Ok(held.h),
                 Err(e) => Err(InternError::Registry(e.error())),
             },
             Err(e) => Err(InternError::Init(Arc::new(e))),
@@ -612,7 +610,7 @@ impl<K: Eq, T: Send + Sync + 'static, E> Drop for Unwinding<'_, K, T, E> {
     }
 }
 
-impl<K, T, E> Forget for Shared<K, T, E>
+impl<K, T, E> Deaths for Shared<K, T, E>
 where
     K: Hash + Eq + Send + Sync,
     T: Send + Sync + 'static,
@@ -621,7 +619,7 @@ where
     /// Runs inside the release that freed `h`: no key code under the lock
     /// (the entry is found by its place), and the key's `Drop` caught, so
     /// the release never unwinds and its value still goes home.
-    fn forget(&self, h: Handle) {
+    fn died(&self, h: Handle) {
         let removed = {
             let mut map = self.map.lock();
             let map = &mut *map;

@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::inner::{Inner, Kind};
+use crate::inner::{Held, Inner, Kind};
 use crate::local::{ThreadTable, ROOT_ONE};
 use crate::slot::Slot;
 use crate::sync::{AtomicU64, Ordering};
@@ -57,23 +57,17 @@ struct ProxyHome<T> {
 }
 
 impl<T: Send + Sync + 'static> Proxy<T> {
-    /// Wraps one root the caller has just added to `entry`.
-    pub(crate) fn new(
-        inner: &Arc<Inner<T>>,
-        slot: &Slot<T>,
-        table: &ThreadTable<T>,
-        entry: &AtomicU64,
-        handle: Handle,
-    ) -> Self {
+    /// Wraps one root the caller has just added to `held`'s entry.
+    pub(crate) fn new(inner: &Arc<Inner<T>>, held: Held<'_, T>) -> Self {
         Proxy {
             home: Rc::new(ProxyHome {
                 inner: Arc::clone(inner),
-                table: NonNull::from(table),
+                table: NonNull::from(held.table),
                 count_limit: inner.count_limit(),
             }),
-            slot: NonNull::from(slot),
-            entry: NonNull::from(entry),
-            handle,
+            slot: NonNull::from(held.slot),
+            entry: NonNull::from(held.entry),
+            handle: held.h,
             _thread_bound: PhantomData,
         }
     }
@@ -174,14 +168,14 @@ impl<T: Send + Sync + 'static> Proxy<T> {
     /// pass 2^30 - 1 (only reachable by leaking a billion transfers).
     pub fn transfer(self) -> Transfer<T> {
         let e = self.entry().load(Ordering::Relaxed);
-        let moved = self.home.inner.hand_to_transfer(
-            self.slot(),
-            self.handle,
-            self.table(),
-            self.entry(),
+        let held = Held {
+            slot: self.slot(),
+            table: self.table(),
+            entry: self.entry(),
+            h: self.handle,
             e,
-            Kind::Root,
-        );
+        };
+        let moved = self.home.inner.hand_off(held, Kind::Root);
         match moved {
             Ok(false) => {}
             // SAFETY: the table pointer is this proxy family's, and no

@@ -71,7 +71,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// [`Error::ThreadExited`] from a late thread-local destructor. The
     /// [`InsertError`] hands the value back.
     pub fn insert(&self, value: T) -> Result<Handle, InsertError<T>> {
-        self.inner.insert(value, Kind::Ref).map(|(h, ..)| h)
+        self.inner.insert(value, Kind::Ref).map(|held| held.h)
     }
 
     /// Stores `value` and returns a [`Proxy`] holding this thread's reference.
@@ -89,8 +89,8 @@ impl<T: Send + Sync + 'static> Registry<T> {
     ///
     /// As [`insert`](Registry::insert).
     pub fn insert_proxy(&self, value: T) -> Result<Proxy<T>, InsertError<T>> {
-        let (h, slot, table, entry) = self.inner.insert(value, Kind::Root)?;
-        Ok(Proxy::new(&self.inner, slot, table, entry, h))
+        let held = self.inner.insert(value, Kind::Root)?;
+        Ok(Proxy::new(&self.inner, held))
     }
 
     /// Adds one reference of the calling thread; returns its count after.
@@ -157,11 +157,10 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// As [`retain`](Registry::retain).
     #[inline]
     pub fn get(&self, h: Handle) -> Result<Guard<'_, T>, Error> {
-        let (slot, table, entry, _) = self
-            .inner
-            .acquire(h, Kind::Root)
-            .map_err(|e| self.failed("get", e))?;
-        Ok(Guard::new(&self.inner, slot, table, entry, h))
+        match self.inner.add_fast(h, Kind::Root) {
+            Some(held) => Ok(Guard::new(&self.inner, held)),
+            None => self.get_cold(h),
+        }
     }
 
     /// The calling thread's count for `h`: explicit references plus live
@@ -331,11 +330,10 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// As [`retain`](Registry::retain).
     #[inline]
     pub fn proxy(&self, h: Handle) -> Result<Proxy<T>, Error> {
-        let (slot, table, entry, _) = self
-            .inner
-            .acquire(h, Kind::Root)
-            .map_err(|e| self.failed("proxy", e))?;
-        Ok(Proxy::new(&self.inner, slot, table, entry, h))
+        match self.inner.add_fast(h, Kind::Root) {
+            Some(held) => Ok(Proxy::new(&self.inner, held)),
+            None => self.proxy_cold(h),
+        }
     }
 
     /// Runs every finalization queued for the calling (home) thread; returns
@@ -488,6 +486,26 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// Panics caught in the event hook so far (they never reach the registry).
     pub fn hook_panics(&self) -> u64 {
         self.inner.diag.hook_panics()
+    }
+
+    /// `get` past its fast path.
+    #[inline(never)]
+    fn get_cold(&self, h: Handle) -> Result<Guard<'_, T>, Error> {
+        let held = self
+            .inner
+            .acquire_cold(h, Kind::Root)
+            .map_err(|e| self.failed("get", e))?;
+        Ok(Guard::new(&self.inner, held))
+    }
+
+    /// `proxy` past its fast path.
+    #[inline(never)]
+    fn proxy_cold(&self, h: Handle) -> Result<Proxy<T>, Error> {
+        let held = self
+            .inner
+            .acquire_cold(h, Kind::Root)
+            .map_err(|e| self.failed("proxy", e))?;
+        Ok(Proxy::new(&self.inner, held))
     }
 
     /// Applies the misuse policy to a failed call.

@@ -52,11 +52,11 @@ impl<T: Send + Sync + 'static> Transfer<T> {
     /// [`Error::Overflow`] at the count limit, [`Error::Forked`] in a forked
     /// child; on error the transfer is dropped, releasing its reference.
     pub fn claim(self) -> Result<Proxy<T>, Error> {
-        let (slot, table, entry) = self
+        let held = self
             .inner
             .claim_in(self.handle, Kind::Root)
             .map_err(|e| self.inner.diag.failed("claim", e))?;
-        let proxy = Proxy::new(&self.inner, slot, table, entry, self.handle);
+        let proxy = Proxy::new(&self.inner, held);
         self.consume();
         Ok(proxy)
     }

@@ -280,14 +280,20 @@ impl Harness {
         if !shutdown {
             return (reply, Outcome::Unit(Ok(())));
         }
-        // It pumps this thread's queue; `Ok` once nothing is live.
+        // It pumps this thread's queue; `Ok` once nothing is live and no
+        // value waits in another home's queue (those homes are idle here).
         self.m.drain(who, usize::MAX);
         let mut live: Vec<Handle> = (self.m.objs.iter())
             .filter(|o| o.live)
             .map(|o| o.handle)
             .collect();
         live.sort_unstable();
-        let done = if live.is_empty() { Ok(()) } else { Err(live) };
+        let queued = self.m.pending.iter().any(|q| !q.is_empty());
+        let done = if live.is_empty() && !queued {
+            Ok(())
+        } else {
+            Err(live)
+        };
         (reply, Outcome::Shutdown(done))
     }
 }

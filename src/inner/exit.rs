@@ -1,90 +1,18 @@
-//! Lifecycle of the shared state: interners told of deaths, closing, counting
-//! `Registry` values, raw transfer tokens, a thread's exit, and the
-//! registry's own drop.
+//! A thread's exit (invariant 7) and the registry's own drop: the two
+//! teardowns, and an exited thread's table freed with its last late hold.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use super::Inner;
 use crate::inbox::Sent;
-use crate::interner::Forget;
 use crate::local::ThreadTable;
 use crate::local::{refs, roots_only};
 use crate::slot::{generation, holds};
-use crate::sync::{self, Ordering};
+use crate::sync::Ordering;
 use crate::tid::{self, ExitHook};
-use crate::{Error, Handle, ThreadExit};
-
-impl<T: Send + Sync + 'static> Inner<T> {
-    pub(super) fn tell_forgetters(&self, h: Handle) {
-        if !self.has_forgetters.load(Ordering::Acquire) {
-            return;
-        }
-        let live: Vec<_> = self
-            .forgetters
-            .lock()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for f in live {
-            f.forget(h);
-        }
-    }
-
-    /// Registers an interner to be told when objects die.
-    pub(crate) fn add_forgetter(&self, f: Weak<dyn Forget>) {
-        let mut list = self.forgetters.lock();
-        list.retain(|w| w.strong_count() > 0);
-        list.push(f);
-        self.has_forgetters.store(true, Ordering::Release);
-    }
-
-    /// `close()`: no new inserts or claims from now on.
-    ///
-    /// The fence pairs with the one in `insert` (see there): a `quiescent`
-    /// check after `close` sees every insert that did not see `closed`.
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-        sync::fence(Ordering::SeqCst);
-    }
-
-    /// Whether `close()` was called.
-    #[inline]
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    /// One more `Registry` value.
-    pub(crate) fn registry_cloned(&self) {
-        self.registries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// One `Registry` value fewer; `true` if it was the last.
-    pub(crate) fn registry_dropped(&self) -> bool {
-        self.registries.fetch_sub(1, Ordering::AcqRel) == 1
-    }
-
-    /// Registers a transfer's hold under a fresh raw token (see
-    /// [`crate::token`]).
-    ///
-    /// In a child process after `fork()`: 0, never a valid token, without
-    /// taking the lock (a parent thread may have held it at the fork).
-    pub(crate) fn raw_out(&self, h: Handle) -> u64 {
-        if crate::fork::forked() {
-            return 0;
-        }
-        self.raw.lock().issue(self.tag, h)
-    }
-
-    /// Takes a raw token's hold back; the caller owns it after `Ok`.
-    pub(crate) fn raw_in(&self, token: u64) -> Result<Handle, Error> {
-        if crate::fork::forked() {
-            return Err(Error::Forked);
-        }
-        self.raw.lock().redeem(self.tag, token)
-    }
-}
+use crate::{Handle, ThreadExit};
 
 impl<T: Send + Sync + 'static> Inner<T> {
     /// Thread exit, phase one, with the table still attached: drains the

@@ -1,0 +1,303 @@
+//! Taking references: `insert`, `retain`, `get`/`proxy` (roots), a
+//! transfer's claim, and the access rule (invariant 5) on a thread's first
+//! reference.
+
+use std::ptr;
+use std::sync::Arc;
+
+use super::resolve::{Held, Resolved, Unheld};
+use super::{Inner, Kind};
+use crate::local::total;
+use crate::slot::is_pinned;
+use crate::sync::{self, Ordering};
+use crate::{Error, Handle, InsertError};
+
+impl<T: Send + Sync + 'static> Inner<T> {
+    /// Inserts `value`; the calling thread becomes its home and holds one
+    /// reference of `kind`.
+    pub(crate) fn insert(&self, value: T, kind: Kind) -> Result<Held<'_, T>, InsertError<T>> {
+        if crate::fork::forked() {
+            return Err(InsertError::new(Error::Forked, value));
+        }
+        if self.is_closed() {
+            return Err(InsertError::new(Error::Closed, value));
+        }
+        let table = match self.table() {
+            Ok(t) => t,
+            Err(e) => return Err(InsertError::new(e, value)),
+        };
+        self.maybe_drain(table);
+        let Some((index, slot)) = self.claim_slot(table) else {
+            return Err(InsertError::new(Error::Full, value));
+        };
+        let Some(entry) = table.entry_or_alloc(index) else {
+            // Unreachable: the index is below MAX_CAPACITY. Give the slot
+            // back, lose nothing.
+            slot.unclaim();
+            self.give_back(table, index);
+            return Err(InsertError::new(Error::Full, value));
+        };
+        // Counted before it is published, so any finalization of it (on any
+        // thread) happens after the count: see `len` and `quiescent`. And
+        // counted before `closed` is checked again, with a fence between (a
+        // Dekker handshake with `close`): either `shutdown`, reading the
+        // counts after closing, sees this insert (and waits for its object),
+        // or this insert sees `closed` and gives its slot back. So `shutdown`
+        // never says `Ok` while an insert can still complete.
+        table.inserted.bump();
+        sync::fence(Ordering::SeqCst);
+        if self.closed.load(Ordering::Relaxed) {
+            slot.unclaim();
+            self.give_back(table, index);
+            table.finalized.bump(); // balances `inserted`: nothing was live
+            return Err(InsertError::new(Error::Closed, value));
+        }
+        // The claim stored the inbox's address in the slot; this is the
+        // count that goes with it (given back by `take`'s `Arc::from_raw`).
+        let home = table.lend_home();
+        debug_assert!(ptr::eq(home, slot.home_addr()));
+        let generation = slot.fill(value);
+        let e = kind.one();
+        entry.store(e, Ordering::Relaxed);
+        let h = Handle::new(self.tag, generation, index);
+        self.diag.inserted(h, table.thread);
+        Ok(Held {
+            slot,
+            table,
+            entry,
+            h,
+            e,
+        })
+    }
+
+    /// Whether a thread's entry `e` can take one more reference: its total
+    /// stays within `max_count`.
+    ///
+    /// Either kind fits the entry then: `refs(e) <= total(e) < max_count
+    /// <= u32::MAX`, so neither half carries over.
+    #[inline]
+    pub(crate) fn has_room(&self, e: u64) -> bool {
+        // total(e) < max_count, compared on the whole entry: the low half
+        // (refs) is below 2^32.
+        e < self.count_limit
+    }
+
+    /// `retain`: +1 explicit reference for the calling thread; its new
+    /// count.
+    #[inline]
+    pub(crate) fn retain(&self, h: Handle) -> Result<u32, Error> {
+        match self.add_fast(h, Kind::Ref) {
+            Some(held) => Ok(held.count()),
+            None => self.acquire_cold(h, Kind::Ref).map(|held| held.count()),
+        }
+    }
+
+    /// `retain`'s fast path alone: +1 if the calling thread already holds
+    /// `h` (and has room), else `false` and nothing changes.
+    #[inline]
+    pub(crate) fn retain_held(&self, h: Handle) -> bool {
+        self.add_fast(h, Kind::Ref).is_some()
+    }
+
+    /// One more reference of `kind` for the calling thread. Access rule
+    /// (invariant 5): the thread already holds the object, is its home
+    /// thread, or the object is pinned.
+    ///
+    /// Callers that wrap the result (a guard, a proxy) call
+    /// [`Inner::add_fast`] and [`Inner::acquire_cold`] themselves, so the
+    /// fast path's result stays in registers.
+    #[inline]
+    pub(crate) fn acquire(&self, h: Handle, kind: Kind) -> Result<Held<'_, T>, Error> {
+        match self.add_fast(h, kind) {
+            Some(held) => Ok(held),
+            None => self.acquire_cold(h, kind),
+        }
+    }
+
+    /// The fast path of every acquire ([`Inner::lookup`] spelled out, so
+    /// that nothing but the entry's new value is computed on the way): one
+    /// more reference of `kind` if the calling thread already holds `h` and
+    /// has room. `None`: nothing changed; take [`Inner::acquire_cold`].
+    #[inline(always)]
+    pub(crate) fn add_fast(&self, h: Handle, kind: Kind) -> Option<Held<'_, T>> {
+        let (table, loc, entry, e) = self.my_entry(h)?;
+        if e == 0 || !self.has_room(e) {
+            return None;
+        }
+        let slot = self.held_slot(h, loc)?;
+        let e = e + kind.one();
+        entry.store(e, Ordering::Relaxed);
+        Some(Held {
+            slot,
+            table,
+            entry,
+            h,
+            e,
+        })
+    }
+
+    /// Every other acquire: a thread's first reference (its 0→1
+    /// transition, whose access rule runs here), a count at its limit
+    /// (`Overflow`), and the general path.
+    #[inline(never)]
+    pub(crate) fn acquire_cold(&self, h: Handle, kind: Kind) -> Result<Held<'_, T>, Error> {
+        if let Some((table, loc, entry, 0)) = self.my_entry(h) {
+            if let (Some(slot), true) = (self.slots.at(loc), h.index() < self.capacity) {
+                let u = Unheld {
+                    slot,
+                    table,
+                    entry: Some(entry),
+                    h,
+                };
+                return self.first_reference(u, kind, false);
+            }
+        }
+        self.acquire_slow(h, kind, false)
+    }
+
+    /// `acquire` without the access rule, for interners (knowing the key is
+    /// the capability): any thread may take a reference to the key's object
+    /// while it lives. A dead object is `Err(Stale)`, never resurrected.
+    pub(crate) fn acquire_granted(&self, h: Handle, kind: Kind) -> Result<Held<'_, T>, Error> {
+        self.acquire_slow(h, kind, true)
+    }
+
+    /// The general path of `acquire` (`granted`: skip the access rule).
+    fn acquire_slow(&self, h: Handle, kind: Kind, granted: bool) -> Result<Held<'_, T>, Error> {
+        match self.resolve(h)? {
+            Resolved::Held(held) => self.add(held, kind).ok_or(Error::Overflow(h)),
+            Resolved::Unheld(u) => self.first_reference(u, kind, granted),
+        }
+    }
+
+    /// One more reference of `kind` in a held entry, if it has room: the
+    /// hold with its new entry; `None` (nothing stored) at the limit.
+    #[inline(always)]
+    pub(crate) fn add<'a>(&self, held: Held<'a, T>, kind: Kind) -> Option<Held<'a, T>> {
+        // Not a method of `Held`: the limit is the registry's.
+        if !self.has_room(held.e) {
+            return None;
+        }
+        let e = held.e + kind.one();
+        held.entry.store(e, Ordering::Relaxed);
+        Some(Held { e, ..held })
+    }
+
+    /// A thread's first reference (its 0→1 transition): the access check
+    /// and the slot's hold, then the entry (its page allocated only once
+    /// access is granted, so probing guessed ids does not grow the table).
+    #[inline]
+    fn first_reference<'a>(
+        &'a self,
+        u: Unheld<'a, T>,
+        kind: Kind,
+        granted: bool,
+    ) -> Result<Held<'a, T>, Error> {
+        self.first_hold(&u, granted)?;
+        let Some(entry) = u.entry.or_else(|| u.table.entry_or_alloc(u.h.index())) else {
+            // Unreachable: the index is below the capacity. Give the hold back.
+            self.drop_hold(u.slot, u.h, Some(u.table));
+            return Err(Error::Invalid(u.h.to_raw()));
+        };
+        let e = kind.one();
+        entry.store(e, Ordering::Relaxed);
+        self.diag.first_reference(u.h, u.table.thread);
+        Ok(Held {
+            slot: u.slot,
+            table: u.table,
+            entry,
+            h: u.h,
+            e,
+        })
+    }
+
+    /// The access check of a thread's first reference, and the slot's hold
+    /// that goes with it (the caller then stores the entry, or hands the
+    /// hold on).
+    ///
+    /// The access rule (invariant 5) is decided about the object the hold
+    /// actually lands on. A check before the hold reads the slot's occupant
+    /// *then*, which may die and be replaced by the object a successor id
+    /// names (same index, next generation) before `try_hold`'s CAS: so the
+    /// rule is checked again on the state word the CAS replaced and the
+    /// home of the object now held, and a refused hold is given back.
+    #[inline]
+    pub(crate) fn first_hold(&self, u: &Unheld<'_, T>, granted: bool) -> Result<(), Error> {
+        let (slot, h) = (u.slot, u.h);
+        let mine = Arc::as_ptr(&u.table.inbox);
+        if granted {
+            // The object may die any time: `try_hold` refuses a dead or
+            // reused slot.
+            slot.try_hold(h)?;
+            return Ok(());
+        }
+        // A stranger is refused without writing the shared state word (and
+        // a dead or never-issued `h` says so rather than "not held").
+        if !ptr::eq(slot.home_addr(), mine) && !slot.pinned() {
+            slot.check(h)?;
+            return Err(Error::NotHeld(h));
+        }
+        let state = slot.try_hold(h)?;
+        // Now `h`'s object is held: its home is stable, and `state` says
+        // whether it was pinned when the hold was added.
+        if is_pinned(state) || ptr::eq(slot.home_addr(), mine) {
+            return Ok(());
+        }
+        self.drop_hold(slot, h, Some(u.table));
+        Err(Error::NotHeld(h))
+    }
+
+    /// A transfer claimed: its in-flight hold becomes a reference of `kind`
+    /// of the calling thread. On error the caller still owns the transfer's
+    /// hold.
+    pub(crate) fn claim_in(&self, h: Handle, kind: Kind) -> Result<Held<'_, T>, Error> {
+        if crate::fork::forked() {
+            return Err(Error::Forked);
+        }
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let slot = self.slot(h)?;
+        let table = self.table()?;
+        self.maybe_drain(table);
+        let entry = table
+            .entry_or_alloc(h.index())
+            .ok_or(Error::Invalid(h.to_raw()))?;
+        let e = entry.load(Ordering::Relaxed);
+        let claimed = || {
+            self.diag.emit(|| crate::Event::Claimed {
+                handle: h,
+                thread: table.thread,
+            })
+        };
+        if e == 0 {
+            // The transfer's hold becomes the thread's.
+            let e = kind.one();
+            entry.store(e, Ordering::Relaxed);
+            claimed();
+            self.diag.first_reference(h, table.thread);
+            return Ok(Held {
+                slot,
+                table,
+                entry,
+                h,
+                e,
+            });
+        }
+        let held = Held {
+            slot,
+            table,
+            entry,
+            h,
+            e,
+        };
+        let held = self.add(held, kind).ok_or(Error::Overflow(h))?;
+        // The thread already had a hold: the transfer's is surplus. Not the
+        // last.
+        let last = slot.drop_hold();
+        debug_assert!(!last, "a claiming holder cannot drop the last hold");
+        claimed();
+        debug_assert!(total(held.e) >= 1);
+        Ok(held)
+    }
+}

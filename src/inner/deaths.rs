@@ -1,0 +1,74 @@
+//! Observers of deaths: how an upper layer (the interner) hears that an
+//! object died or that a thread let go of one, without the core knowing it.
+//!
+//! The core calls out through this small interface (as crossbeam-channel's
+//! `counter.rs` takes the upper layer's action as a closure); nothing here
+//! names the interner.
+
+use std::sync::{OnceLock, Weak};
+
+use crate::sync::{AtomicBool, Mutex, Ordering};
+use crate::Handle;
+
+/// Told when an object dies.
+pub(crate) trait Deaths: Send + Sync {
+    /// `h`'s object was finalized (its slot is already free). Runs inside
+    /// the release that finalized it: it must not unwind.
+    fn died(&self, h: Handle);
+}
+
+/// The observers of one registry.
+pub(crate) struct Observers {
+    list: Mutex<Vec<Weak<dyn Deaths>>>,
+    /// Any observer was added: the hot 1→0 path checks only this.
+    any: AtomicBool,
+    /// Called on a thread whose count for a handle went to 0 (per-thread
+    /// caches forget it). One function for all observers.
+    on_let_go: OnceLock<fn(Handle)>,
+}
+
+impl Observers {
+    pub(crate) fn new() -> Self {
+        Observers {
+            list: Mutex::new(Vec::new()),
+            any: AtomicBool::new(false),
+            on_let_go: OnceLock::new(),
+        }
+    }
+
+    /// Adds an observer of deaths, and the function that tells per-thread
+    /// state that the calling thread let go of a handle.
+    pub(crate) fn add(&self, o: Weak<dyn Deaths>, on_let_go: fn(Handle)) {
+        let _ = self.on_let_go.set(on_let_go);
+        let mut list = self.list.lock();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(o);
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// The calling thread's count for `h` went to 0.
+    #[inline]
+    pub(crate) fn let_go(&self, h: Handle) {
+        if self.any.load(Ordering::Relaxed) {
+            self.let_go_slow(h);
+        }
+    }
+
+    #[cold]
+    fn let_go_slow(&self, h: Handle) {
+        if let Some(f) = self.on_let_go.get() {
+            f(h);
+        }
+    }
+
+    /// `h`'s object died: tells every live observer (never under the lock).
+    pub(crate) fn died(&self, h: Handle) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        let live: Vec<_> = self.list.lock().iter().filter_map(Weak::upgrade).collect();
+        for o in live {
+            o.died(h);
+        }
+    }
+}

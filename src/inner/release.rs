@@ -1,0 +1,117 @@
+//! Giving references up: `release` (explicit references), the drop of a
+//! proxy or guard (roots), a thread's 1→0 transition and the last hold.
+
+use super::resolve::Held;
+use super::{Inner, Kind};
+use crate::local::{refs, total, ThreadTable, ROOT_ONE};
+use crate::slot::Slot;
+use crate::sync::{AtomicU64, Ordering};
+use crate::{Error, Handle, Released};
+
+impl<T: Send + Sync + 'static> Inner<T> {
+    /// `release`: gives up one explicit reference of the calling thread.
+    #[inline]
+    pub(crate) fn release(&self, h: Handle) -> Result<Released, Error> {
+        // The entry first: only a thread with an explicit reference goes on
+        // (and reads the slot).
+        let Some((table, loc, entry, e)) = self.my_entry(h) else {
+            return self.release_slow(h);
+        };
+        if refs(e) == 0 {
+            return self.release_slow(h);
+        }
+        let Some(slot) = self.held_slot(h, loc) else {
+            return self.release_slow(h);
+        };
+        Ok(self.remove(
+            Held {
+                slot,
+                table,
+                entry,
+                h,
+                e,
+            },
+            Kind::Ref,
+        ))
+    }
+
+    /// The general path of `release`.
+    #[inline(never)]
+    fn release_slow(&self, h: Handle) -> Result<Released, Error> {
+        let held = self.resolve_explicit(h, true)?;
+        Ok(self.remove(held, Kind::Ref))
+    }
+
+    /// One reference of `kind` less in a held entry (which has one); the
+    /// thread's last one lets go of its hold.
+    #[inline(always)]
+    fn remove(&self, held: Held<'_, T>, kind: Kind) -> Released {
+        let left = held.e - kind.one();
+        held.entry.store(left, Ordering::Relaxed);
+        if left != 0 {
+            // Not the thread's last reference: nothing shared changes.
+            return Released::Held(total(left));
+        }
+        self.let_go(held.h, held.slot, held.table)
+    }
+
+    /// The calling thread's count for `h` just went 1 → 0 (its entry is
+    /// stored): its hold goes.
+    #[inline(never)]
+    pub(crate) fn let_go(&self, h: Handle, slot: &Slot<T>, table: &ThreadTable<T>) -> Released {
+        self.lost(h, table);
+        self.drop_hold(slot, h, Some(table))
+    }
+
+    /// Drops a root (proxy or guard) of the calling thread from its
+    /// `entry`; `true` if that was the thread's last reference to the
+    /// object; the caller must then call [`Inner::root_gone`]. Touches
+    /// nothing but the entry, so a proxy's drop stays a few instructions.
+    #[inline(always)]
+    pub(crate) fn release_root(entry: &AtomicU64) -> bool {
+        let left = entry.load(Ordering::Relaxed).wrapping_sub(ROOT_ONE);
+        entry.store(left, Ordering::Relaxed);
+        left == 0
+    }
+
+    /// The calling thread's last reference to `h`, a root, is gone (its
+    /// entry is zero): its hold goes. `true` if `table` belongs to an exited
+    /// thread and that was its last late hold: the caller must then call
+    /// [`Inner::late_hold_gone`] once it holds no reference into the table.
+    #[cold]
+    #[inline(never)]
+    #[must_use]
+    pub(crate) fn root_gone(&self, slot: &Slot<T>, h: Handle, table: &ThreadTable<T>) -> bool {
+        // In a forked child the thread-local store was harmless, but
+        // finalizing may take locks that a vanished thread held: leak instead.
+        if crate::fork::forked() {
+            return false;
+        }
+        self.let_go(h, slot, table);
+        table.exited.load(Ordering::Relaxed)
+    }
+
+    /// The calling thread's count for `h` just went 1 → 0: tell the
+    /// diagnostics and the death observers (interners drop `h` from this
+    /// thread's caches: an entry is kept only while the thread holds its
+    /// object, so no cache keeps a key alive after its object died).
+    #[inline]
+    pub(crate) fn lost(&self, h: Handle, table: &ThreadTable<T>) {
+        self.diag.last_reference(h, table.thread);
+        self.deaths.let_go(h);
+    }
+
+    /// Drops one hold; finalizes if it was the last.
+    pub(crate) fn drop_hold(
+        &self,
+        slot: &Slot<T>,
+        h: Handle,
+        table: Option<&ThreadTable<T>>,
+    ) -> Released {
+        if slot.drop_hold() {
+            self.finalize(slot, h, table)
+        } else {
+            Released::Held(0)
+        }
+    }
+}
