@@ -88,7 +88,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     pub(crate) fn retain(&self, h: Handle) -> Result<u32, Error> {
         match self.add_fast(h, Kind::Ref) {
             Some(held) => Ok(held.count()),
-            None => self.acquire_cold(h, Kind::Ref).map(|held| held.count()),
+            None => self.acquire_cold_out(h, Kind::Ref).map(|held| held.count()),
         }
     }
 
@@ -110,8 +110,13 @@ impl<T: Send + Sync + 'static> Inner<T> {
     pub(crate) fn acquire(&self, h: Handle, kind: Kind) -> Result<Held<'_, T>, Error> {
         match self.add_fast(h, kind) {
             Some(held) => Ok(held),
-            None => self.acquire_cold(h, kind),
+            None => self.acquire_cold_out(h, kind),
         }
+    }
+
+    #[inline(never)]
+    fn acquire_cold_out(&self, h: Handle, kind: Kind) -> Result<Held<'_, T>, Error> {
+        self.acquire_cold(h, kind)
     }
 
     /// The fast path of every acquire ([`Inner::lookup`] spelled out, so
@@ -138,8 +143,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     /// Every other acquire: a thread's first reference (its 0→1
     /// transition, whose access rule runs here), a count at its limit
-    /// (`Overflow`), and the general path.
-    #[inline(never)]
+    /// (`Overflow`), and the general path. Inlined into each caller's own
+    /// out-of-line cold path (`Registry::get_cold`, ...).
+    #[inline(always)]
     pub(crate) fn acquire_cold(&self, h: Handle, kind: Kind) -> Result<Held<'_, T>, Error> {
         if let Some((table, loc, entry, 0)) = self.my_entry(h) {
             if let (Some(slot), true) = (self.slots.at(loc), h.index() < self.capacity) {
@@ -186,7 +192,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// A thread's first reference (its 0→1 transition): the access check
     /// and the slot's hold, then the entry (its page allocated only once
     /// access is granted, so probing guessed ids does not grow the table).
-    #[inline]
+    #[inline(always)]
     fn first_reference<'a>(
         &'a self,
         u: Unheld<'a, T>,

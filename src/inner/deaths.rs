@@ -62,10 +62,15 @@ impl Observers {
     }
 
     /// `h`'s object died: tells every live observer (never under the lock).
+    #[inline]
     pub(crate) fn died(&self, h: Handle) {
-        if !self.any.load(Ordering::Acquire) {
-            return;
+        if self.any.load(Ordering::Acquire) {
+            self.died_slow(h);
         }
+    }
+
+    #[cold]
+    fn died_slow(&self, h: Handle) {
         let live: Vec<_> = self.list.lock().iter().filter_map(Weak::upgrade).collect();
         for o in live {
             o.died(h);
