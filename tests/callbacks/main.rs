@@ -300,3 +300,44 @@ fn bug_registry_drop_on_a_worker_drops_values_off_their_home() {
 fn bug_shutdown_in_a_drop_run_by_shutdown_says_ok_with_a_value_queued() {
     run_bug(Point::Drop(Path::Shutdown));
 }
+
+// ----- the checks themselves -----
+
+/// Every check a scenario ends with reports what it names: a scenario
+/// that leaves a pin behind, drops a value off its living home, keeps a
+/// value alive, miscounts a panic and never reaches its point fails with
+/// each of these problems.
+#[test]
+fn the_checks_fail_on_what_they_check() {
+    let sc = harness::Scenario::new(Point::Drop(Path::Release), Action::Pin);
+    let reg = sc.registry();
+    // A pin left behind: one object still live.
+    let h = reg.insert(sc.val()).expect("insert");
+    reg.pin(h).expect("pin");
+    assert_eq!(reg.release(h), Ok(tether::Released::Held(0)));
+    // A value made on a thread that is still running, dropped here.
+    let actor = harness::Actor::spawn(&sc, Role::Worker, &reg);
+    let elsewhere = actor.run("make a value", |l| l.sc.val());
+    drop(elsewhere);
+    // A value still alive when the drops are checked.
+    let alive = sc.val();
+    sc.check_registry(&reg, 0, 1, 0); // no hook panicked, one expected
+    sc.check_drops();
+    let failed = catch_unwind(AssertUnwindSafe(|| sc.assert_clean()));
+    let msg = panic_message(&*failed.expect_err("the checks passed a broken scenario"));
+    for problem in [
+        "len() is 1, expected 0",
+        "hook_panics() is 0, expected 1",
+        "off its home",
+        &format!("value #{} dropped 0 times", alive.id),
+        "the point was never reached",
+    ] {
+        assert!(msg.contains(problem), "no {problem:?} in:\n{msg}");
+    }
+    // Clean up: the pin, the actor, the scenario's registry.
+    reg.unpin(h).expect("unpin");
+    drop(alive);
+    actor.exit();
+    *sc.slot.lock().unwrap() = None;
+    assert!(reg.is_empty());
+}
