@@ -12,17 +12,20 @@ use crate::common;
 use crate::harness::{spare, Actor, Local, Path, Point, Reg, Role, Scenario};
 
 /// Every path to a `Drop`.
-pub const PATHS: [Path; 11] = [
+pub const PATHS: [Path; 14] = [
     Path::Release,
     Path::ProxyDrop,
     Path::GuardDrop,
     Path::Pump,
     Path::Drain,
     Path::ThreadExit,
+    Path::LateProxy,
     Path::HomeExit,
     Path::Orphan,
     Path::RegistryDrop,
     Path::RegistryDropOnWorker,
+    Path::LastProxyDrop,
+    Path::LastTransferDrop,
     Path::Shutdown,
 ];
 
@@ -35,7 +38,12 @@ pub fn run(path: Path, action: Action) {
     // registry drops, and keep `shutdown` from ever seeing it empty.
     let lend = !matches!(
         path,
-        Path::RegistryDrop | Path::RegistryDropOnWorker | Path::Shutdown
+        Path::RegistryDrop
+            | Path::RegistryDropOnWorker
+            | Path::LastProxyDrop
+            | Path::LastTransferDrop
+            | Path::Shutdown
+            | Path::LateProxy
     );
     let home = Actor::spawn(&sc, Role::Home, &reg);
     let worker = Actor::spawn(&sc, Role::Worker, &reg);
@@ -91,6 +99,15 @@ pub fn run(path: Path, action: Action) {
             home.exit();
             return finish(&sc, &reg, 0, drop_panics);
         }
+        Path::LateProxy => {
+            worker.run("insert_proxy into the late thread-local", |l| {
+                l.lend(l.sc.armed_val());
+            });
+            worker.exit();
+            expect_dropped(&sc, armed, "by the late proxy's drop at the worker's exit");
+            home.exit();
+            return finish(&sc, &reg, 0, drop_panics);
+        }
         Path::HomeExit => {
             queue_home(&sc, &home, &worker, 1);
             home.exit();
@@ -112,7 +129,10 @@ pub fn run(path: Path, action: Action) {
             worker.exit();
             return finish(&sc, &reg, 0, drop_panics);
         }
-        Path::RegistryDrop | Path::RegistryDropOnWorker => {
+        Path::RegistryDrop
+        | Path::RegistryDropOnWorker
+        | Path::LastProxyDrop
+        | Path::LastTransferDrop => {
             return registry_drop(&sc, reg, home, worker, path);
         }
         Path::Shutdown => {
@@ -162,11 +182,13 @@ fn queue_home(sc: &Arc<Scenario>, home: &Actor, worker: &Actor, n: usize) {
     );
 }
 
-/// The armed value is pinned when the last `Registry` goes: with its home
-/// gone (`RegistryDrop`, the last one dropped by a new thread) or alive
-/// (`RegistryDropOnWorker`, the worker drops the last one). User code
-/// there can only reach another registry, in which that thread holds a
-/// spare.
+/// The armed value is pinned when the table goes (every `Registry`,
+/// proxy and transfer gone): the last `Registry` dropped by a new thread
+/// after its home exited (`RegistryDrop`) or by a worker while its home
+/// runs (`RegistryDropOnWorker`), the last proxy dropped on its home
+/// (`LastProxyDrop`), the last transfer dropped on a worker after its home
+/// exited (`LastTransferDrop`). User code there can only reach another
+/// registry, in which that thread holds a spare.
 fn registry_drop(sc: &Arc<Scenario>, reg: Reg, home: Actor, worker: Actor, path: Path) {
     let other: Reg = Registry::new();
     let armed = sc.next_id();
@@ -174,28 +196,65 @@ fn registry_drop(sc: &Arc<Scenario>, reg: Reg, home: Actor, worker: Actor, path:
         let reg = l.reg();
         let h = reg.insert(l.sc.armed_val()).expect("insert");
         reg.pin(h).expect("pin");
-        reg.release(h)
+        let r = reg.release(h);
+        // The proxy that will hold the table last.
+        l.keep.push(reg.proxy(h).expect("proxy"));
+        r
     });
     expect(sc, r == Ok(Released::Held(0)), format!("release: {r:?}"));
     *sc.slot.lock().unwrap() = None;
-    if path == Path::RegistryDrop {
-        worker.exit();
-        home.exit();
-        sc.check_registry(&reg, 1, 0, 0);
-        let (sc2, other2) = (Arc::clone(sc), other.clone());
-        common::join(common::spawn("dropper", move || {
-            drop_last(&sc2, &other2, move || drop(reg));
-        }));
-    } else {
-        drop(reg);
-        home.run("drop the registry", |l| l.reg = None);
-        let other2 = other.clone();
-        worker.run("drop the last registry", move |l| {
-            let sc = Arc::clone(&l.sc);
-            drop_last(&sc, &other2, || l.reg = None);
-        });
-        worker.exit();
-        home.exit();
+    let other2 = other.clone();
+    match path {
+        Path::RegistryDrop => {
+            home.run("drop the proxy", |l| l.keep.clear());
+            worker.exit();
+            home.exit();
+            sc.check_registry(&reg, 1, 0, 0);
+            let sc2 = Arc::clone(sc);
+            common::join(common::spawn("dropper", move || {
+                drop_last(&sc2, &other2, move || drop(reg));
+            }));
+        }
+        Path::RegistryDropOnWorker => {
+            home.run("drop the proxy", |l| l.keep.clear());
+            drop(reg);
+            home.run("drop the registry", |l| l.reg = None);
+            worker.run("drop the last registry", move |l| {
+                let sc = Arc::clone(&l.sc);
+                drop_last(&sc, &other2, || l.reg = None);
+            });
+            worker.exit();
+            home.exit();
+        }
+        Path::LastProxyDrop => {
+            drop(reg);
+            worker.run("drop the registry", |l| l.reg = None);
+            worker.exit();
+            home.run("drop the last registry, then the last proxy", move |l| {
+                let sc = Arc::clone(&l.sc);
+                l.reg = None; // `Leaked`: the proxy still holds the table
+                drop_last(&sc, &other2, || l.keep.clear());
+            });
+            home.exit();
+        }
+        Path::LastTransferDrop => {
+            let t = home.run("drop the proxy; insert, transfer", |l| {
+                l.keep.clear();
+                let reg = l.reg();
+                reg.transfer(reg.insert(l.sc.val()).expect("insert"))
+                    .expect("transfer")
+            });
+            drop(reg);
+            home.run("drop the registry", |l| l.reg = None);
+            home.exit();
+            worker.run("drop the last registry, then the last transfer", move |l| {
+                let sc = Arc::clone(&l.sc);
+                l.reg = None;
+                drop_last(&sc, &other2, move || drop(t));
+            });
+            worker.exit();
+        }
+        _ => unreachable!(),
     }
     expect_dropped(sc, armed, "by the registry's teardown");
     // The other registry: whatever the action did there, it is consistent.

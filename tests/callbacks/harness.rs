@@ -66,6 +66,16 @@ pub enum Path {
     /// Pinned when the last `Registry` is dropped on a worker while its
     /// home thread still runs.
     RegistryDropOnWorker,
+    /// Held by a proxy in a thread-local of its home thread that is
+    /// destroyed after tether's exit hook (a late proxy): dropped there,
+    /// the thread's table already detached.
+    LateProxy,
+    /// Pinned when the last handle to the table, a proxy on its home thread
+    /// (every `Registry` gone), is dropped there.
+    LastProxyDrop,
+    /// Pinned when the last handle to the table, an unclaimed transfer on a
+    /// worker (every `Registry` gone, its home exited), is dropped there.
+    LastTransferDrop,
     /// Queued home (with a second value behind it); the home's `shutdown`
     /// pumps it.
     Shutdown,
@@ -488,9 +498,11 @@ impl Drop for Val {
     }
 }
 
-/// What an actor's steps share: its registry and the scenario.
+/// What an actor's steps share: its registry, proxies it keeps, the
+/// scenario.
 pub struct Local {
     pub reg: Option<Reg>,
+    pub keep: Vec<Proxy<Val>>,
     pub sc: Arc<Scenario>,
 }
 
@@ -507,12 +519,16 @@ impl Local {
         let h = reg.insert(self.sc.val()).expect("insert the spare");
         SPARE.with(|s| s.set(Some(h)));
         if lend {
-            let p = reg
-                .insert_proxy(self.sc.val())
-                .expect("insert the lend object");
-            LENDER.with(|l| *l.borrow_mut() = Some(p));
+            self.lend(self.sc.val());
         }
         h
+    }
+
+    /// Inserts `v` as the actor's lend object: its proxy goes into the
+    /// actor's late thread-local.
+    pub fn lend(&self, v: Val) {
+        let p = self.reg().insert_proxy(v).expect("insert the lend object");
+        LENDER.with(|l| *l.borrow_mut() = Some(p));
     }
 }
 
@@ -567,6 +583,7 @@ impl Actor {
             let _ = id_tx.send(thread::current().id());
             let mut local = Local {
                 reg: Some(reg),
+                keep: Vec::new(),
                 sc: sc2,
             };
             for job in rx {
