@@ -261,7 +261,24 @@ pub fn perform(sc: &Arc<Scenario>, subject: Option<Handle>) {
                 op.expect(r.is_ok(), format!("re-pin after unpin: {r:?}"));
             }
         }),
-        Action::Pump => sc.note(format!("pump: {}", reg.pump())),
+        Action::Pump => {
+            // `pump` runs every finalization queued for this thread: none
+            // may be left behind (nothing else queues meanwhile here).
+            let n = reg.pump();
+            let me = std::thread::current().id();
+            let left: usize = reg
+                .snapshot()
+                .threads
+                .iter()
+                .filter(|t| t.thread == me)
+                .map(|t| t.pending)
+                .sum();
+            sc.note(format!("pump: {n}, {left} left"));
+            op.expect(
+                left == 0,
+                format!("pump() ran {n} and left {left} queued for this thread"),
+            );
+        }
         Action::Snapshot => {
             let s = reg.snapshot();
             op.expect(!s.forked, "snapshot says forked");

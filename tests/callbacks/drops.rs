@@ -79,12 +79,12 @@ pub fn run(path: Path, action: Action) {
             expect(&sc, r == Ok(Released::Held(1)), format!("release: {r:?}"));
         }
         Path::Pump => {
-            queue_home(&sc, &home, &worker, 1);
+            queue_home(&sc, &home, &worker, 2);
             let n = home.run("pump", |l| l.reg().pump());
-            expect(&sc, n >= 1, format!("pump() ran {n}"));
+            expect(&sc, n >= 2, format!("pump() ran {n}"));
         }
         Path::Drain => {
-            queue_home(&sc, &home, &worker, 1);
+            queue_home(&sc, &home, &worker, 2);
             home.run("retain, release (drains)", move |l| {
                 let _ = l.reg().retain(spare_h);
                 let _ = l.reg().release(spare_h);
@@ -109,7 +109,7 @@ pub fn run(path: Path, action: Action) {
             return finish(&sc, &reg, 0, drop_panics);
         }
         Path::HomeExit => {
-            queue_home(&sc, &home, &worker, 1);
+            queue_home(&sc, &home, &worker, 2);
             home.exit();
             expect_dropped(&sc, armed, "at the home thread's exit");
             worker.exit();

@@ -205,8 +205,8 @@ pub struct Scenario {
     /// The registry of the scenario, for user code (cleared before the
     /// last `Registry` is meant to go).
     pub slot: Mutex<Option<Reg>>,
-    /// Another registry and a handle its driver thread holds, for user code
-    /// that runs while the scenario's registry is torn down.
+    /// Another registry and a handle held by the thread that tears the
+    /// scenario's registry down, for user code that runs then.
     pub other: Mutex<Option<(Reg, Handle)>>,
     /// The object an interner point is about, if it exists yet.
     pub key_object: Mutex<Option<Handle>>,
