@@ -132,8 +132,13 @@ impl KeyPoint {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Point {
     /// The event hook, for the first event of this kind (its
-    /// [`Event::name`]) on a thread in this role.
+    /// [`Event::name`]) on a thread in this role; the subject of the
+    /// action is the event's object (the thread's spare if it has none).
     Hook(&'static str, Role),
+    /// As `Hook`, with the thread's spare as the subject (for events whose
+    /// object is dead or not the thread's: there, `Hook` tries to reach a
+    /// dead object, this one re-enters with a live one).
+    HookOnSpare(&'static str, Role),
     /// The `Drop` of a stored value reached this way.
     Drop(Path),
     /// Interner user code.
@@ -325,6 +330,11 @@ impl Scenario {
                     _ => e.handle(),
                 };
                 self.fire(subject);
+            }
+            Point::HookOnSpare(kind, role)
+                if e.name() == kind && self.role_here() == Some(role) =>
+            {
+                self.fire(None);
             }
             Point::Key(KeyPoint::MintHook) if e.name() == "transferred" => self.fire(e.handle()),
             _ => {}

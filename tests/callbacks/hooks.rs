@@ -43,9 +43,28 @@ pub const HOOK_POINTS: &[(&str, Role)] = &[
     ("leaked", Role::Worker),
 ];
 
-/// Runs the script with `action` armed at `(kind, role)`.
-pub fn run(kind: &'static str, role: Role, action: Action) {
-    let sc = Scenario::new(Point::Hook(kind, role), action);
+/// The points whose event's object is dead (`finalized`, `queued_home`)
+/// or not the thread's to use (`misuse`): rows again with the thread's
+/// spare as the subject.
+pub const SPARE_HOOK_POINTS: &[(&str, Role)] = &[
+    ("queued_home", Role::Home),
+    ("queued_home", Role::Worker),
+    ("queued_home", Role::WorkerExiting),
+    ("finalized", Role::Home),
+    ("finalized", Role::Worker),
+    ("finalized", Role::HomeExiting),
+    ("finalized", Role::WorkerExiting),
+    ("misuse", Role::Home),
+    ("misuse", Role::Worker),
+];
+
+/// Runs the script with `action` armed at `point` (a `Hook` or a
+/// `HookOnSpare`).
+pub fn run(point: Point, action: Action) {
+    let (Point::Hook(kind, role) | Point::HookOnSpare(kind, role)) = point else {
+        unreachable!("not a hook point: {point:?}");
+    };
+    let sc = Scenario::new(point, action);
     let reg = sc.registry();
     // The driver's witness keeps the table alive (and lends a registry for
     // the checks) once the actors have dropped every `Registry`.

@@ -119,7 +119,7 @@ fn known_bug(point: Point, action: Action) -> bool {
 fn run(point: Point, action: Action) {
     let what = format!("{point:?} x {action:?}");
     common::with_watchdog(&what, move || match point {
-        Point::Hook(kind, role) => hooks::run(kind, role, action),
+        Point::Hook(..) | Point::HookOnSpare(..) => hooks::run(point, action),
         Point::Drop(path) => drops::run(path, action),
         Point::Key(k) => keys::run(k, action),
     });
@@ -224,6 +224,15 @@ rows! {
     hook_misuse_on_worker: Point::Hook("misuse", Role::Worker),
     hook_leaked_on_home: Point::Hook("leaked", Role::Home),
     hook_leaked_on_worker: Point::Hook("leaked", Role::Worker),
+    spare_in_hook_queued_home_on_home: Point::HookOnSpare("queued_home", Role::Home),
+    spare_in_hook_queued_home_on_worker: Point::HookOnSpare("queued_home", Role::Worker),
+    spare_in_hook_queued_home_at_worker_exit: Point::HookOnSpare("queued_home", Role::WorkerExiting),
+    spare_in_hook_finalized_on_home: Point::HookOnSpare("finalized", Role::Home),
+    spare_in_hook_finalized_on_worker: Point::HookOnSpare("finalized", Role::Worker),
+    spare_in_hook_finalized_at_home_exit: Point::HookOnSpare("finalized", Role::HomeExiting),
+    spare_in_hook_finalized_at_worker_exit: Point::HookOnSpare("finalized", Role::WorkerExiting),
+    spare_in_hook_misuse_on_home: Point::HookOnSpare("misuse", Role::Home),
+    spare_in_hook_misuse_on_worker: Point::HookOnSpare("misuse", Role::Worker),
     drop_by_release: Point::Drop(Path::Release),
     drop_by_proxy_drop: Point::Drop(Path::ProxyDrop),
     drop_by_guard_drop: Point::Drop(Path::GuardDrop),
@@ -253,6 +262,11 @@ fn the_matrix_has_a_row_for_every_point() {
     let points = hooks::HOOK_POINTS
         .iter()
         .map(|&(kind, role)| Point::Hook(kind, role))
+        .chain(
+            hooks::SPARE_HOOK_POINTS
+                .iter()
+                .map(|&(kind, role)| Point::HookOnSpare(kind, role)),
+        )
         .chain(drops::PATHS.map(Point::Drop))
         .chain(keys::KEY_POINTS.map(Point::Key));
     for point in points {
