@@ -97,7 +97,7 @@ pub fn run(path: Path, action: Action) {
             worker.exit();
             expect_dropped(&sc, armed, "at the worker's exit");
             home.exit();
-            return finish(&sc, &reg, 0, drop_panics);
+            return finish(&sc, &reg, drop_panics);
         }
         Path::LateProxy => {
             worker.run("insert_proxy into the late thread-local", |l| {
@@ -106,14 +106,14 @@ pub fn run(path: Path, action: Action) {
             worker.exit();
             expect_dropped(&sc, armed, "by the late proxy's drop at the worker's exit");
             home.exit();
-            return finish(&sc, &reg, 0, drop_panics);
+            return finish(&sc, &reg, drop_panics);
         }
         Path::HomeExit => {
             queue_home(&sc, &home, &worker, 2);
             home.exit();
             expect_dropped(&sc, armed, "at the home thread's exit");
             worker.exit();
-            return finish(&sc, &reg, 0, drop_panics);
+            return finish(&sc, &reg, drop_panics);
         }
         Path::Orphan => {
             let t = home.run("insert, transfer", |l| {
@@ -127,7 +127,7 @@ pub fn run(path: Path, action: Action) {
             expect(&sc, r == Ok(Released::Finalized), format!("release: {r:?}"));
             expect_dropped(&sc, armed, "by the worker's release");
             worker.exit();
-            return finish(&sc, &reg, 0, drop_panics);
+            return finish(&sc, &reg, drop_panics);
         }
         Path::RegistryDrop
         | Path::RegistryDropOnWorker
@@ -151,7 +151,7 @@ pub fn run(path: Path, action: Action) {
     expect_dropped(&sc, armed, "by the path");
     worker.exit();
     home.exit();
-    finish(&sc, &reg, 0, drop_panics);
+    finish(&sc, &reg, drop_panics);
 }
 
 /// The home thread inserts `n` values (the first one armed) and transfers
@@ -277,10 +277,11 @@ fn drop_last(sc: &Arc<Scenario>, other: &Reg, drop_last: impl FnOnce()) {
     let _ = other.release(spare);
 }
 
-fn finish(sc: &Arc<Scenario>, reg: &Reg, live: usize, drop_panics: u64) {
+/// The checks, with every actor gone: nothing live, the panic counted.
+fn finish(sc: &Arc<Scenario>, reg: &Reg, drop_panics: u64) {
     sc.disable();
     *sc.slot.lock().unwrap() = None;
-    sc.check_registry(reg, live, 0, drop_panics);
+    sc.check_registry(reg, 0, 0, drop_panics);
     sc.check_fresh_call(reg);
     sc.check_drops();
     sc.assert_clean();

@@ -2,12 +2,14 @@
 //!
 //! User code runs at many points of the registry's life: the event hook
 //! (every [`tether::Event`] kind, on a home thread, on a worker, and
-//! during their exits), the `Drop` of a stored value on every path that
-//! reaches it (a release, a proxy's or guard's drop, `pump`, the
-//! opportunistic drain, a thread's exit, the home's exit, a release after
-//! the home exited, the registry's teardown, `shutdown`), and the
-//! interner's `init` and its key's `Hash`, `Eq`, `Clone` and `Drop`. At
-//! each point ([`harness::Point`]) this suite runs each action
+//! during their exits; `hooks.rs`), the `Drop` of a stored value on every
+//! path that reaches it (a release, a proxy's or guard's drop, `pump`, the
+//! opportunistic drain, a thread's exit, a late proxy after tether's exit
+//! hook, the home's exit, a release after the home exited, the table's
+//! teardown by its last `Registry`, proxy or transfer, `shutdown`;
+//! `drops.rs`), and the interner's `init`, its key's `Hash`, `Eq`,
+//! `Clone` and `Drop`, and the hook while an intern publishes (`keys.rs`).
+//! At each point ([`harness::Point`]) this suite runs each action
 //! ([`actions::Action`]): a panic, or one registry operation (insert,
 //! insert_proxy, retain, release, get, proxy, transfer, claim, claim_raw,
 //! pin, unpin, pump, snapshot, leak_report, close, shutdown, and parking a
@@ -24,8 +26,13 @@
 //! One test per point runs every action there and reports every failing
 //! one. A library bug keeps its scenario asserting the correct behaviour:
 //! it is listed in [`KNOWN_BUGS`], skipped by its row, and run by an
-//! ignored test of its own (`cargo test --test callbacks -- --ignored`).
-//! Intentional panics are not printed.
+//! ignored test of its own (`cargo test --test callbacks -- --ignored
+//! bug_`; one of them aborts the process, so run them by name). Two
+//! deadlock bugs make their tests wait for the step deadline.
+//!
+//! Intentional panics are not printed. To debug: `CALLBACKS_ACTIONS=Panic,Insert`
+//! runs only those actions in each row, `CALLBACKS_VERBOSE=1` prints what
+//! each action did (with `--nocapture`).
 
 #[path = "../common/mod.rs"]
 mod common;
