@@ -175,6 +175,9 @@ struct Shared<K, T: Send + Sync + 'static, E> {
     /// Panics of `K`'s `Drop` caught by this interner and its caches.
     key_panics: Arc<AtomicU64>,
     map: Mutex<Map<K, E>>,
+    /// Deaths told while the map lock was taken (perhaps by the very thread
+    /// that is told, from a key's `Eq`): forgotten at the next intern.
+    dead: Mutex<Vec<Handle>>,
 }
 
 struct Map<K, E> {
@@ -217,6 +220,7 @@ where
             serial: crate::sync::next_interner_serial(),
             hasher: RandomState::new(),
             key_panics: Arc::new(AtomicU64::new(0)),
+            dead: Mutex::new(Vec::new()),
             map: Mutex::new(Map {
                 by_key: HashMap::default(),
                 by_handle: HashMap::new(),
@@ -312,6 +316,7 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let inner = &self.shared.inner;
+        self.shared.forget_deferred();
         // `K`'s `Hash`: once, with no lock held.
         let probe = ByKey {
             hash: self.shared.hasher.hash_one(key),
@@ -491,9 +496,14 @@ where
             },
             Err(e) => Err(InternError::Init(Arc::new(e))),
         };
-        let leftover = self.publish(place, flight, &result);
+        let (leftover, minted) = self.publish(place, flight, &result);
         std::mem::forget(guard); // settled
         flight.done.notify_all();
+        // The hook is user code: told of the minted transfers only now,
+        // with no interner lock held.
+        if let Ok(h) = &result {
+            self.shared.inner.transferred(*h, minted);
+        }
         // A failed flight's key, dropped with no lock held; the waiters
         // already have their outcome.
         drop_keys(leftover, &self.shared.key_panics);
@@ -509,7 +519,7 @@ where
         place: Place,
         flight: &Arc<Flight<E>>,
         result: &Result<Handle, InternError<E>>,
-    ) -> Option<K> {
+    ) -> (Option<K>, u32) {
         let mut map = self.shared.map.lock();
         let mut state = flight.state.lock();
         let waiters = match &*state {
@@ -517,9 +527,11 @@ where
             FlightState::Done(_) => 0,
         };
         let mut leftover = None;
+        let mut minted = 0;
         let outcome = match result {
             Ok(h) => match self.shared.inner.mint_transfers(*h, waiters) {
                 Ok(()) => {
+                    minted = waiters;
                     let at: &dyn Probe<K> = &place;
                     if let Some(entry) = map.by_key.get_mut(at) {
                         *entry = Entry::Ready(*h);
@@ -540,7 +552,7 @@ where
             }
         };
         *state = FlightState::Done(outcome);
-        leftover
+        (leftover, minted)
     }
 
     /// Waits for another thread's `init`, then claims the reference it
@@ -619,22 +631,52 @@ where
     /// Runs inside the release that freed `h`: no key code under the lock
     /// (the entry is found by its place), and the key's `Drop` caught, so
     /// the release never unwinds and its value still goes home.
+    ///
+    /// Never waits for the map lock: a key's `Eq` runs under it and may
+    /// finalize an object (this call then comes from the lock's holder), so
+    /// a busy map defers the forgetting to the next intern (a `Ready` entry
+    /// of a dead handle is also handled there: its hold is refused).
     fn died(&self, h: Handle) {
-        let removed = {
-            let mut map = self.map.lock();
-            let map = &mut *map;
-            map.by_handle.remove(&h).and_then(|place| {
-                let at: &dyn Probe<K> = &place;
-                match map.by_key.get(at) {
-                    Some(Entry::Ready(x)) if *x == h => {
-                        map.by_key.remove_entry(at).map(|(stored, _)| stored.key)
-                    }
-                    _ => None,
-                }
-            })
-        };
-        drop_keys(removed, &self.key_panics); // with no lock held
+        match self.map.try_lock() {
+            Some(map) => {
+                let removed = forget_in(map, h);
+                drop_keys(removed, &self.key_panics); // with no lock held
+            }
+            None => self.dead.lock().push(h),
+        }
     }
+}
+
+impl<K, T: Send + Sync + 'static, E> Shared<K, T, E>
+where
+    K: Hash + Eq + Send + Sync,
+{
+    /// Forgets the deaths deferred by `died` (no lock held on entry).
+    fn forget_deferred(&self) {
+        let dead = std::mem::take(&mut *self.dead.lock());
+        for h in dead {
+            let removed = forget_in(self.map.lock(), h);
+            drop_keys(removed, &self.key_panics);
+        }
+    }
+}
+
+/// Removes the entry of the dead handle `h` (found by its place: no key
+/// code runs) and returns its key, to be dropped after the lock.
+fn forget_in<K: Hash + Eq, E>(
+    mut map: crate::sync::MutexGuard<'_, Map<K, E>>,
+    h: Handle,
+) -> Option<K> {
+    let map = &mut *map;
+    map.by_handle.remove(&h).and_then(|place| {
+        let at: &dyn Probe<K> = &place;
+        match map.by_key.get(at) {
+            Some(Entry::Ready(x)) if *x == h => {
+                map.by_key.remove_entry(at).map(|(stored, _)| stored.key)
+            }
+            _ => None,
+        }
+    })
 }
 
 impl<K, T: Send + Sync + 'static, E> Drop for Shared<K, T, E> {

@@ -51,6 +51,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     /// Adds `n` in-flight transfer holds to the live object `h`, which the
     /// caller holds (an interner handing its waiters their references).
+    /// Runs no user code (the caller may hold its own locks): it tells the
+    /// event hook afterwards, with [`Inner::transferred`].
     pub(crate) fn mint_transfers(&self, h: Handle, n: u32) -> Result<(), Error> {
         let slot = self.slot(h)?;
         for minted in 0..n {
@@ -61,17 +63,23 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 return Err(e);
             }
         }
-        if n > 0 {
-            if let Some(table) = self.my_table() {
-                for _ in 0..n {
-                    self.diag.emit(|| crate::Event::Transferred {
-                        handle: h,
-                        thread: table.thread,
-                    });
-                }
+        Ok(())
+    }
+
+    /// Tells the event hook of `n` transfers of `h` minted by the calling
+    /// thread.
+    pub(crate) fn transferred(&self, h: Handle, n: u32) {
+        if n == 0 {
+            return;
+        }
+        if let Some(table) = self.my_table() {
+            for _ in 0..n {
+                self.diag.emit(|| crate::Event::Transferred {
+                    handle: h,
+                    thread: table.thread,
+                });
             }
         }
-        Ok(())
     }
 
     /// Releases an in-flight transfer that is dropped unclaimed.

@@ -57,9 +57,17 @@ impl Caches {
 }
 
 impl Drop for Caches {
-    /// The thread is exiting: `HOT` must not outlive the boxes it points into.
+    /// The thread is exiting: `HOT` must not outlive the boxes it points
+    /// into, and the cached keys' `Drop` is user code: each key is dropped
+    /// with its panic caught and counted (a panic escaping a thread-local
+    /// destructor aborts the process).
     fn drop(&mut self) {
         set_hot(0, std::ptr::null());
+        for (_, cache) in self.list.drain(..) {
+            for key in cache.take_all() {
+                drop_keys(key, cache.key_panics());
+            }
+        }
     }
 }
 
@@ -103,6 +111,8 @@ trait AnyCache {
     fn forget(&self, h: Handle) -> Vec<Box<dyn Any>>;
     /// Where panics of its keys' `Drop` are counted.
     fn key_panics(&self) -> &Arc<AtomicU64>;
+    /// Removes every entry; returns their keys to be dropped.
+    fn take_all(&self) -> Vec<Box<dyn Any>>;
 }
 
 impl<K: 'static> AnyCache for Cache<K> {
@@ -131,6 +141,16 @@ impl<K: 'static> AnyCache for Cache<K> {
 
     fn key_panics(&self) -> &Arc<AtomicU64> {
         &self.key_panics
+    }
+
+    fn take_all(&self) -> Vec<Box<dyn Any>> {
+        let Ok(mut slots) = self.slots.try_borrow_mut() else {
+            return Vec::new();
+        };
+        slots
+            .iter_mut()
+            .filter_map(|slot| slot.take().map(|(_, k, _)| Box::new(k) as Box<dyn Any>))
+            .collect()
     }
 }
 

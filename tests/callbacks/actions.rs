@@ -14,7 +14,7 @@ use std::time::Duration;
 use tether::{Error, Handle, Proxy, Released};
 
 use crate::common;
-use crate::harness::{ParkedGuard, Reg, Scenario, Val};
+use crate::harness::{ParkedGuard, Path, Point, Reg, Scenario, Val};
 
 /// One thing user code does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,8 +274,16 @@ pub fn perform(sc: &Arc<Scenario>, subject: Option<Handle>) {
                 .map(|t| t.pending)
                 .sum();
             sc.note(format!("pump: {n}, {left} left"));
+            // Inside a `Drop` that a drain of this thread's queue runs, a
+            // nested pump returns 0 by design (documented on `pump`): the
+            // running drain drops the rest when the `Drop` returns (the
+            // end-of-scenario checks see every value dropped once).
+            let in_a_drain = matches!(
+                sc.point,
+                Point::Drop(Path::Pump | Path::Drain | Path::HomeExit | Path::Shutdown)
+            );
             op.expect(
-                left == 0,
+                left == 0 || (in_a_drain && n == 0),
                 format!("pump() ran {n} and left {left} queued for this thread"),
             );
         }

@@ -216,12 +216,31 @@ fn registry_drop(sc: &Arc<Scenario>, reg: Reg, home: Actor, worker: Actor, path:
             }));
         }
         Path::RegistryDropOnWorker => {
+            // The home's first use of `other` is now, so that its pump
+            // below (not a first use) is what drops the values left to it.
+            let o = other2.clone();
+            home.run("use the other registry", move |l| {
+                let h = o
+                    .insert(l.sc.val())
+                    .expect("insert into the other registry");
+                let _ = o.release(h);
+            });
             home.run("drop the proxy", |l| l.keep.clear());
             drop(reg);
             home.run("drop the registry", |l| l.reg = None);
+            let other3 = other2.clone();
             worker.run("drop the last registry", move |l| {
                 let sc = Arc::clone(&l.sc);
                 drop_last(&sc, &other2, || l.reg = None);
+            });
+            // The home lives: its values wait for it (issue 16, item 4),
+            // and its next pump of any registry drops them, there.
+            home.run("pump another registry", move |l| {
+                let sc = Arc::clone(&l.sc);
+                let o = other3.clone();
+                drop_last(&sc, &other3, move || {
+                    o.pump();
+                });
             });
             worker.exit();
             home.exit();

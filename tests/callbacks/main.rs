@@ -50,7 +50,8 @@ use harness::{KeyPoint, Path, Point, Role};
 
 /// A library bug the suite found, at one point: its scenarios assert the
 /// correct behaviour, are skipped by their row and run by the ignored
-/// test that names the bug.
+/// test that names the bug (through `run_bug`). None is open now.
+#[allow(dead_code)]
 struct Bug {
     /// Names the bug (its ignored test runs every entry with this name).
     name: &'static str,
@@ -59,62 +60,10 @@ struct Bug {
     actions: &'static [Action],
 }
 
-const EQ_UNDER_LOCK: &str = "a key's Eq that finalizes deadlocks";
-const HOOK_UNDER_LOCK: &str = "the hook runs under the interner's locks";
-const CACHE_DROP_ABORTS: &str = "a key's Drop panic in the cache's destructor aborts";
-const TEARDOWN_OFF_HOME: &str = "teardown drops values off their living home";
-const NESTED_SHUTDOWN: &str = "a nested shutdown says Ok with a value queued";
-const NESTED_PUMP: &str = "a nested pump leaves this thread's queue behind";
-
-/// Every known bug (see the ignored tests at the end for each one's
-/// reproduction and diagnosis).
-const KNOWN_BUGS: &[Bug] = &[
-    Bug {
-        name: EQ_UNDER_LOCK,
-        point: Point::Key(KeyPoint::EqMap),
-        actions: &[Action::Insert, Action::InsertProxy],
-    },
-    Bug {
-        name: HOOK_UNDER_LOCK,
-        point: Point::Key(KeyPoint::MintHook),
-        actions: &[Action::Insert, Action::InsertProxy],
-    },
-    Bug {
-        name: CACHE_DROP_ABORTS,
-        point: Point::Key(KeyPoint::DropAtExit),
-        actions: &[Action::Panic],
-    },
-    Bug {
-        name: TEARDOWN_OFF_HOME,
-        point: Point::Drop(Path::RegistryDropOnWorker),
-        actions: &[],
-    },
-    Bug {
-        name: NESTED_SHUTDOWN,
-        point: Point::Drop(Path::Shutdown),
-        actions: &[Action::Shutdown],
-    },
-    Bug {
-        name: NESTED_PUMP,
-        point: Point::Drop(Path::Pump),
-        actions: &[Action::Pump],
-    },
-    Bug {
-        name: NESTED_PUMP,
-        point: Point::Drop(Path::Drain),
-        actions: &[Action::Pump],
-    },
-    Bug {
-        name: NESTED_PUMP,
-        point: Point::Drop(Path::HomeExit),
-        actions: &[Action::Pump],
-    },
-    Bug {
-        name: NESTED_PUMP,
-        point: Point::Drop(Path::Shutdown),
-        actions: &[Action::Pump],
-    },
-];
+/// Every known bug: none open. (A row's action that exposes a library bug
+/// is listed here with the bug's name, skipped by its row and run by an
+/// ignored test of its own until the fix lands.)
+const KNOWN_BUGS: &[Bug] = &[];
 
 fn known_bug(point: Point, action: Action) -> bool {
     KNOWN_BUGS
@@ -169,6 +118,7 @@ fn run_row(point: Point) {
 }
 
 /// A known bug's scenarios: every entry named `name`.
+#[allow(dead_code)]
 fn run_bug(name: &str) {
     assert!(
         KNOWN_BUGS.iter().any(|b| b.name == name),
@@ -302,71 +252,6 @@ fn the_matrix_has_a_row_for_every_point() {
     }
 }
 
-// ----- known bugs: each asserts the correct behaviour and fails today -----
-
-/// An interner key's `Eq` runs under the interner's map lock
-/// (`Interner::intern_slow`: `map.by_key.get(probe)`). If it calls the
-/// registry in a way that finalizes *any* object (here: `insert` then
-/// `release`), the release tells every interner (`Inner::tell_forgetters`
-/// → `Shared::forget`), which locks that same map: the thread deadlocks on
-/// itself (parking_lot mutexes are not re-entrant). The docs only forbid
-/// calling the interner from `Eq`. Repro: thread A interns `k`; armed, a
-/// thread B interns `k` (cache miss, map lookup): B never returns.
-#[test]
-#[ignore = "BUG: a key's Eq that finalizes an object deadlocks in Shared::forget (map lock held)"]
-fn bug_key_eq_in_map_that_finalizes_deadlocks() {
-    run_bug(EQ_UNDER_LOCK);
-}
-
-/// `Interner::publish` holds the map lock and the flight's state lock
-/// while `Inner::mint_transfers` emits one `Event::Transferred` per
-/// waiter: the event hook runs under two interner locks, against
-/// `Builder::on_event`'s promise ("no registry lock held; it may call the
-/// registry"). A hook that finalizes an object deadlocks in
-/// `Shared::forget`; the waiter hangs with it. Repro: thread A's `init`
-/// waits until `waiting() == 1` while thread B interns the same key; the
-/// hook inserts and releases an object at `Transferred`: neither returns.
-#[test]
-#[ignore = "BUG: the Transferred event of an intern's waiters runs the hook under the interner locks (deadlock)"]
-fn bug_hook_during_intern_publish_that_finalizes_deadlocks() {
-    run_bug(HOOK_UNDER_LOCK);
-}
-
-/// A thread that used the registry before it interned has the interner's
-/// cache thread-local destroyed *before* tether's exit hook. `Caches`'s
-/// `Drop` (src/interner/cache.rs) only clears `HOT`; its caches and the
-/// keys in them are dropped by the field drop with no `catch_unwind`, so
-/// a panicking key `Drop` unwinds out of a thread-local destructor and the
-/// runtime aborts the process ("thread local panicked on drop"), though
-/// the module docs promise that keys let go at a thread's exit are
-/// dropped with their panic caught and counted in `key_panics`. Repro:
-/// on a thread, `insert`, then `intern` a key whose `Drop` panics, exit.
-/// (This test aborts the test process.)
-#[test]
-#[ignore = "BUG: a key's Drop panicking in the interner cache's thread-local destructor aborts the process"]
-fn bug_key_drop_panic_at_thread_exit_aborts() {
-    run_bug(CACHE_DROP_ABORTS);
-}
-
-/// Known (issue 16, item 4): the last `Registry` dropped on a worker while
-/// the values' home thread runs: `Inner::drop` drops every held value
-/// (here a pinned one, and the home's spare) on the worker.
-#[test]
-#[ignore = "BUG: the last Registry dropped on a worker drops values off their living home (issue 16, item 4)"]
-fn bug_registry_drop_on_a_worker_drops_values_off_their_home() {
-    run_bug(TEARDOWN_OFF_HOME);
-}
-
-/// Known (issue 16, item 8): a `shutdown` inside a value's `Drop` run by
-/// `shutdown`'s own pump says `Ok` (the nested pump drains nothing, and
-/// `quiescent` reads counters) while the next value still waits in the
-/// home's inbox.
-#[test]
-#[ignore = "BUG: a nested shutdown says Ok while a value still waits in the inbox (issue 16, item 8)"]
-fn bug_shutdown_in_a_drop_run_by_shutdown_says_ok_with_a_value_queued() {
-    run_bug(NESTED_SHUTDOWN);
-}
-
 // ----- the checks themselves -----
 
 /// Every check a scenario ends with reports what it names: a scenario
@@ -406,16 +291,4 @@ fn the_checks_fail_on_what_they_check() {
     actor.exit();
     *sc.slot.lock().unwrap() = None;
     assert!(reg.is_empty());
-}
-
-/// Known (issue 16, item 8): `pump()` inside a value's `Drop` run by a
-/// drain on the same thread (`pump`, the opportunistic drain, the home's
-/// exit, `shutdown`) returns 0 (`ThreadTable::begin_drain` refuses a
-/// nested drain) while the next value still waits in this thread's inbox,
-/// with nothing telling the caller why. (The outer drain does run it; if
-/// the fix is to document this rather than drain, this check must change.)
-#[test]
-#[ignore = "BUG: a pump inside a Drop run by a drain returns 0 with values still queued (issue 16, item 8)"]
-fn bug_pump_in_a_drop_run_by_a_drain_leaves_the_queue() {
-    run_bug(NESTED_PUMP);
 }
