@@ -261,6 +261,27 @@
 //!
 //! # Implementation notes
 //!
+//! **Vocabulary**, used the same way in the code:
+//!
+//! * A thread's **count** for an object: everything that thread holds on
+//!   it — its **explicit references** (`insert`, `retain`, `claim`,
+//!   given up with `release` or `transfer`) plus its **RAII references**
+//!   (live [`Proxy`]s and [`Guard`]s, which give themselves up on drop;
+//!   `Kind::Root` and "roots" in the code). It lives in the thread's own
+//!   table **entry** (`total << 32 | explicit`).
+//! * A **hold** is what keeps an object alive in its slot's state word:
+//!   one per thread whose count is non-zero, one per pin, one per
+//!   transfer in flight. A thread's 0→1 transition (its **first
+//!   reference**, where the access rule applies) takes a hold; its 1→0
+//!   transition (**letting go**) drops it; the **last hold** finalizes.
+//! * `Held` (in `inner/resolve.rs`) is one thread's hold on one object as
+//!   a value — slot, table, entry, handle — made by the one resolve path
+//!   every operation starts from (`lookup` fast, `resolve` general).
+//! * A **slot claim** takes a free slot for an insert (a CAS on its `home`);
+//!   a **transfer claim** turns a transfer's hold into a reference of the
+//!   claiming thread. A **late hold** is a proxy or guard that outlives its
+//!   thread's exit hook.
+//!
 //! * **Slots** live in pages of geometrically growing size that never move:
 //!   a lookup is one leading-zero count (the page), one bit cleared (the
 //!   offset) and one load. Each slot has one

@@ -70,6 +70,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// [`Error::Full`] at capacity, [`Error::Forked`] in a forked child,
     /// [`Error::ThreadExited`] from a late thread-local destructor. The
     /// [`InsertError`] hands the value back.
+    #[track_caller]
     pub fn insert(&self, value: T) -> Result<Handle, InsertError<T>> {
         self.inner.insert(value, Kind::Ref).map(|held| held.h)
     }
@@ -88,6 +89,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// # Errors
     ///
     /// As [`insert`](Registry::insert).
+    #[track_caller]
     pub fn insert_proxy(&self, value: T) -> Result<Proxy<T>, InsertError<T>> {
         let held = self.inner.insert(value, Kind::Root)?;
         Ok(Proxy::new(&self.inner, held))
@@ -119,8 +121,12 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// ids that do not name a live object of this registry,
     /// [`Error::Overflow`] at the count limit (nothing changes).
     #[inline]
+    #[track_caller]
     pub fn retain(&self, h: Handle) -> Result<u32, Error> {
-        self.inner.retain(h).map_err(|e| self.failed("retain", e))
+        match self.inner.retain(h) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.failed("retain", e)),
+        }
     }
 
     /// Gives up one explicit reference of the calling thread.
@@ -144,8 +150,12 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// per thread: one thread can never release another's; proxies and guards
     /// release themselves on drop). Nothing changes on error.
     #[inline]
+    #[track_caller]
     pub fn release(&self, h: Handle) -> Result<Released, Error> {
-        self.inner.release(h).map_err(|e| self.failed("release", e))
+        match self.inner.release(h) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.failed("release", e)),
+        }
     }
 
     /// Borrows the object. The [`Guard`] counts as a reference of this thread
@@ -156,6 +166,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     ///
     /// As [`retain`](Registry::retain).
     #[inline]
+    #[track_caller]
     pub fn get(&self, h: Handle) -> Result<Guard<'_, T>, Error> {
         match self.inner.add_fast(h, Kind::Root) {
             Some(held) => Ok(Guard::new(&self.inner, held)),
@@ -180,8 +191,12 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// # Errors
     ///
     /// [`Error::Stale`] and friends for ids that do not name a live object.
+    #[track_caller]
     pub fn count(&self, h: Handle) -> Result<u32, Error> {
-        self.inner.count(h).map_err(|e| self.failed("count", e))
+        match self.inner.count(h) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.failed("count", e)),
+        }
     }
 
     /// Every thread holding `h`, with its count (exited threads whose
@@ -200,14 +215,13 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// # Errors
     ///
     /// [`Error::Stale`] and friends for ids that do not name a live object.
+    #[track_caller]
     pub fn holders(&self, h: Handle) -> Result<Vec<(std::thread::ThreadId, u32)>, Error> {
-        Ok(self
-            .inner
-            .holders(h)
-            .map_err(|e| self.failed("holders", e))?
-            .into_iter()
-            .map(|(t, n, _)| (t, n))
-            .collect())
+        let holders = match self.inner.holders(h) {
+            Ok(v) => v,
+            Err(e) => return Err(self.failed("holders", e)),
+        };
+        Ok(holders.into_iter().map(|(t, n, _)| (t, n)).collect())
     }
 
     /// Pins the object: the registry itself holds a reference, so the object
@@ -232,8 +246,12 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// # Errors
     ///
     /// The access rule of [`retain`](Registry::retain).
+    #[track_caller]
     pub fn pin(&self, h: Handle) -> Result<(), Error> {
-        self.inner.pin(h).map_err(|e| self.failed("pin", e))
+        match self.inner.pin(h) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.failed("pin", e)),
+        }
     }
 
     /// Removes one pin. If nothing else holds the object it is finalized
@@ -243,8 +261,12 @@ impl<T: Send + Sync + 'static> Registry<T> {
     ///
     /// [`Error::NotPinned`] if the object has no pin; the access rule of
     /// [`retain`](Registry::retain).
+    #[track_caller]
     pub fn unpin(&self, h: Handle) -> Result<(), Error> {
-        self.inner.unpin(h).map_err(|e| self.failed("unpin", e))
+        match self.inner.unpin(h) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.failed("unpin", e)),
+        }
     }
 
     /// Moves one of the calling thread's explicit references into a
@@ -270,10 +292,11 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// # Errors
     ///
     /// [`Error::NotHeld`] if the thread has no explicit reference to give.
+    #[track_caller]
     pub fn transfer(&self, h: Handle) -> Result<Transfer<T>, Error> {
-        self.inner
-            .transfer_out(h)
-            .map_err(|e| self.failed("transfer", e))?;
+        if let Err(e) = self.inner.transfer_out(h) {
+            return Err(self.failed("transfer", e));
+        }
         Ok(Transfer::new(Arc::clone(&self.inner), h))
     }
 
@@ -285,13 +308,14 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// [`Error::Overflow`] at the count limit, [`Error::Closed`] after
     /// [`close`](Registry::close). On error the transfer is dropped, which
     /// releases its reference normally: nothing leaks.
+    #[track_caller]
     pub fn claim(&self, t: Transfer<T>) -> Result<Handle, Error> {
         if !Arc::ptr_eq(&t.inner, &self.inner) {
             return Err(self.failed("claim", Error::ForeignRegistry(t.handle())));
         }
-        self.inner
-            .claim_in(t.handle(), Kind::Ref)
-            .map_err(|e| self.failed("claim", e))?;
+        if let Err(e) = self.inner.claim_in(t.handle(), Kind::Ref) {
+            return Err(self.failed("claim", e));
+        }
         Ok(t.consume())
     }
 
@@ -315,11 +339,12 @@ impl<T: Send + Sync + 'static> Registry<T> {
     ///
     /// [`Error::TransferClaimed`] for a token already claimed,
     /// [`Error::Invalid`] for a value this registry never issued.
+    #[track_caller]
     pub fn claim_raw(&self, raw: u64) -> Result<Handle, Error> {
-        let t = self
-            .inner
-            .raw_in(raw)
-            .map_err(|e| self.failed("claim_raw", e))?;
+        let t = match self.inner.raw_in(raw) {
+            Ok(t) => t,
+            Err(e) => return Err(self.failed("claim_raw", e)),
+        };
         self.claim(Transfer::new(Arc::clone(&self.inner), t))
     }
 
@@ -329,6 +354,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     ///
     /// As [`retain`](Registry::retain).
     #[inline]
+    #[track_caller]
     pub fn proxy(&self, h: Handle) -> Result<Proxy<T>, Error> {
         match self.inner.add_fast(h, Kind::Root) {
             Some(held) => Ok(Proxy::new(&self.inner, held)),
@@ -490,27 +516,30 @@ impl<T: Send + Sync + 'static> Registry<T> {
 
     /// `get` past its fast path.
     #[inline(never)]
+    #[track_caller]
     fn get_cold(&self, h: Handle) -> Result<Guard<'_, T>, Error> {
-        let held = self
-            .inner
-            .acquire_cold(h, Kind::Root)
-            .map_err(|e| self.failed("get", e))?;
+        let held = match self.inner.acquire_cold(h, Kind::Root) {
+            Ok(held) => held,
+            Err(e) => return Err(self.failed("get", e)),
+        };
         Ok(Guard::new(&self.inner, held))
     }
 
     /// `proxy` past its fast path.
     #[inline(never)]
+    #[track_caller]
     fn proxy_cold(&self, h: Handle) -> Result<Proxy<T>, Error> {
-        let held = self
-            .inner
-            .acquire_cold(h, Kind::Root)
-            .map_err(|e| self.failed("proxy", e))?;
+        let held = match self.inner.acquire_cold(h, Kind::Root) {
+            Ok(held) => held,
+            Err(e) => return Err(self.failed("proxy", e)),
+        };
         Ok(Proxy::new(&self.inner, held))
     }
 
     /// Applies the misuse policy to a failed call.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn failed(&self, operation: &'static str, e: Error) -> Error {
         self.inner.diag.failed(operation, e)
     }

@@ -51,11 +51,12 @@ impl<T: Send + Sync + 'static> Transfer<T> {
     ///
     /// [`Error::Overflow`] at the count limit, [`Error::Forked`] in a forked
     /// child; on error the transfer is dropped, releasing its reference.
+    #[track_caller]
     pub fn claim(self) -> Result<Proxy<T>, Error> {
-        let held = self
-            .inner
-            .claim_in(self.handle, Kind::Root)
-            .map_err(|e| self.inner.diag.failed("claim", e))?;
+        let held = match self.inner.claim_in(self.handle, Kind::Root) {
+            Ok(held) => held,
+            Err(e) => return Err(self.inner.diag.failed("claim", e)),
+        };
         let proxy = Proxy::new(&self.inner, held);
         self.consume();
         Ok(proxy)
@@ -99,11 +100,12 @@ impl<T: Send + Sync + 'static> Transfer<T> {
     ///
     /// [`Error::TransferClaimed`] if the token was already claimed or taken
     /// back, [`Error::Invalid`] if `reg` never issued it.
+    #[track_caller]
     pub fn from_raw(reg: &Registry<T>, raw: u64) -> Result<Transfer<T>, Error> {
-        let h = reg
-            .inner
-            .raw_in(raw)
-            .map_err(|e| reg.inner.diag.failed("from_raw", e))?;
+        let h = match reg.inner.raw_in(raw) {
+            Ok(h) => h,
+            Err(e) => return Err(reg.inner.diag.failed("from_raw", e)),
+        };
         Ok(Transfer::new(Arc::clone(&reg.inner), h))
     }
 }

@@ -388,3 +388,56 @@ fn a_raw_token_never_issued_is_invalid_and_one_already_claimed_is_transfer_claim
     assert_eq!(reg.claim_raw(raw), Err(Error::TransferClaimed));
     assert_eq!(reg.count(h), Ok(2), "no refused token changed a count");
 }
+
+/// Issue 17: `#[track_caller]` through the public API: a `Misuse::Panic`
+/// points at the caller's line, not into tether.
+#[test]
+fn a_misuse_panic_points_at_the_callers_line() {
+    let reg: Registry<u8> = Registry::builder().on_misuse(Misuse::Panic).build();
+    let h = reg.insert(1).expect("insert");
+    reg.release(h).expect("release");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(l) = info.location() {
+            s.lock().unwrap().push(l.file().to_owned());
+        }
+    }));
+    type Call<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let calls: [Call<'_>; 5] = [
+        (
+            "retain",
+            Box::new(|| {
+                let _ = reg.retain(h);
+            }),
+        ),
+        (
+            "release",
+            Box::new(|| {
+                let _ = reg.release(h);
+            }),
+        ),
+        ("get", Box::new(|| drop(reg.get(h)))),
+        ("proxy", Box::new(|| drop(reg.proxy(h)))),
+        (
+            "claim_raw",
+            Box::new(|| {
+                let _ = reg.claim_raw(1);
+            }),
+        ),
+    ];
+    for (name, call) in &calls {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+        assert!(r.is_err(), "{name}: Misuse::Panic must panic");
+    }
+    std::panic::set_hook(prev);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), calls.len());
+    for file in seen {
+        assert!(
+            file.ends_with("misuse.rs"),
+            "a misuse panic located at {file}"
+        );
+    }
+}
