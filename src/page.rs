@@ -177,7 +177,7 @@ impl<E: PageEntry> Pages<E> {
         // SAFETY: a non-null page pointer was installed by `get_or_alloc`
         // from a `Box<[E]>` of `page_len(p)` entries (the acquire load pairs
         // with its release CAS, so the entries are initialised), `off <
-        // page_len(p)` by construction of `locate`, and pages are freed only
+        // page_len(p)` by construction of `Loc::of`, and pages are freed only
         // in `Drop`, which cannot run while `&self` is borrowed.
         Some(unsafe { &*page.add(off) })
     }
@@ -244,7 +244,7 @@ mod tests {
     use crate::sync::AtomicU64;
 
     #[test]
-    fn locate_is_dense_and_contiguous() {
+    fn loc_of_is_dense_and_contiguous() {
         let mut expect = (0, 0);
         for i in 0..10_000 {
             let loc = Loc::of(i);
