@@ -365,7 +365,12 @@ impl Diag {
         !self.leak_reported.swap(true, Ordering::Relaxed)
     }
 
-    /// Panics caught in the event hook.
+    /// Counts a panic caught in another callback (a home's notifier).
+    pub(crate) fn count_hook_panic(&self) {
+        self.hook_panics.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Panics caught in the event hook and the notifiers.
     pub(crate) fn hook_panics(&self) -> u64 {
         self.hook_panics.load(Ordering::Relaxed)
     }

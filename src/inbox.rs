@@ -15,12 +15,30 @@
 //! fence between their write and their read (Dekker), so either the home's
 //! last drain sees the value, or the sender sees `closed` and drains the value
 //! itself: a value is never stranded in an inbox nobody reads.
+//!
+//! # Waking the home (DESIGN §8)
+//!
+//! A home thread that sleeps in its event loop sets a *notifier*; a `pending()`
+//! future registers a *waker*. Both hear of the **idle → pending edge** only:
+//! `armed` is set when the home's drain empties the inbox and swapped off by
+//! the first sender after that, which alone calls the notifier and wakes the
+//! waker. No wake-up is lost (a Dekker handshake again, on `pending` and
+//! `armed`): the sender sets `pending` and then, after a SeqCst fence, takes
+//! the edge; the draining home re-arms and then, after a SeqCst fence, the
+//! home's next `has_pending()` reads `pending`. So a value queued after the
+//! home's last drain either finds the edge armed (and notifies) or is seen by
+//! the home's next `has_pending()` / `pending()`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::task::Waker;
 
 use crate::sync::channel::{self, Receiver, Sender};
-use crate::sync::{fence, AtomicBool, Ordering};
+use crate::sync::{fence, AtomicBool, Mutex, Ordering};
 use crate::Handle;
+
+/// A home thread's notifier (see [`Registry::set_notify`](crate::Registry::set_notify)).
+pub(crate) type Notifier = Arc<dyn Fn() + Send + Sync>;
 
 /// See the module docs.
 pub(crate) struct Inbox<T> {
@@ -31,6 +49,31 @@ pub(crate) struct Inbox<T> {
     pending: AtomicBool,
     /// The home thread has exited: send nothing more.
     closed: AtomicBool,
+    /// The idle → pending edge is open: the next sender notifies (see the
+    /// module docs). Set at creation and by a drain that empties the inbox.
+    armed: AtomicBool,
+    /// A notifier or a waker is set: senders look at `armed` only then.
+    listening: AtomicBool,
+    /// What to call on the edge, and what to wake. Locked only to set them
+    /// and by the one sender that takes an edge; never while user code runs.
+    listeners: Mutex<Listeners>,
+}
+
+/// See [`Inbox::listeners`].
+#[derive(Default)]
+struct Listeners {
+    notifier: Option<Notifier>,
+    waker: Option<Waker>,
+}
+
+/// What happened when a sender took the idle → pending edge.
+pub(crate) enum Edge {
+    /// Nobody to tell, or not this sender's edge.
+    Quiet,
+    /// The notifier ran (and the waker, if any, was woken).
+    Notified,
+    /// The notifier panicked (caught); the value stays queued.
+    NotifierPanicked,
 }
 
 /// What became of a value sent home.
@@ -52,7 +95,79 @@ impl<T> Inbox<T> {
             rx,
             pending: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            armed: AtomicBool::new(true),
+            listening: AtomicBool::new(false),
+            listeners: Mutex::new(Listeners::default()),
         }
+    }
+
+    /// Sets (or, with `None`, clears) the notifier.
+    pub(crate) fn set_notifier(&self, f: Option<Notifier>) {
+        let mut l = self.listeners.lock();
+        let old = std::mem::replace(&mut l.notifier, f);
+        self.listening
+            .store(l.notifier.is_some() || l.waker.is_some(), Ordering::SeqCst);
+        drop(l);
+        drop(old); // the user's closure, dropped with no lock held
+    }
+
+    /// Forgets the notifier and the waker (the home thread is exiting).
+    pub(crate) fn clear_listeners(&self) {
+        let old = std::mem::take(&mut *self.listeners.lock());
+        self.listening.store(false, Ordering::SeqCst);
+        drop(old);
+    }
+
+    /// Registers `waker` for the next edge; then, after a fence paired with
+    /// the senders', whether a value is pending already (`true`: ready, do
+    /// not wait).
+    pub(crate) fn register_waker(&self, waker: &Waker) -> bool {
+        {
+            let mut l = self.listeners.lock();
+            match &l.waker {
+                Some(w) if w.will_wake(waker) => {}
+                _ => l.waker = Some(waker.clone()),
+            }
+            self.listening.store(true, Ordering::SeqCst);
+        }
+        fence(Ordering::SeqCst);
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Takes the idle → pending edge if it is open: calls the notifier and
+    /// wakes the waker (outside the lock). Called by a sender after `send`
+    /// queued its value (which set `pending`, then fenced).
+    pub(crate) fn take_edge(&self) -> Edge {
+        if !self.listening.load(Ordering::Relaxed)
+            || !self.armed.load(Ordering::Relaxed)
+            || !self.armed.swap(false, Ordering::AcqRel)
+        {
+            return Edge::Quiet;
+        }
+        let (notifier, waker) = {
+            let mut l = self.listeners.lock();
+            (l.notifier.clone(), l.waker.take())
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        match notifier {
+            None => Edge::Quiet,
+            Some(f) => match catch_unwind(AssertUnwindSafe(|| f())) {
+                Ok(()) => Edge::Notified,
+                Err(payload) => {
+                    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+                    Edge::NotifierPanicked
+                }
+            },
+        }
+    }
+
+    /// The drain emptied the inbox: re-opens the edge, then a fence paired
+    /// with the senders' (see the module docs).
+    fn rearm(&self) {
+        self.armed.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
     }
 
     /// One relaxed load: is anything waiting?
@@ -66,7 +181,8 @@ impl<T> Inbox<T> {
         self.rx.len()
     }
 
-    /// Sends `value` home. Never blocks.
+    /// Sends `value` home. Never blocks. After `Sent::Queued` the sender
+    /// calls [`Inbox::take_edge`] (the home's notifier may be due).
     pub(crate) fn send(&self, h: Handle, value: T) -> Sent<T> {
         if self.closed.load(Ordering::Acquire) {
             return Sent::Closed(value);
@@ -108,7 +224,10 @@ impl<T> Inbox<T> {
                     finalize(h, v);
                     n += 1;
                 }
-                Err(_) => return n,
+                Err(_) => {
+                    self.rearm();
+                    return n;
+                }
             }
         }
         // Stopped at the limit: leave the rest flagged for the next call.

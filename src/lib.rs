@@ -341,6 +341,7 @@ mod leak;
 mod limits;
 mod local;
 mod page;
+mod pending;
 mod proxy;
 mod registry;
 #[cfg(feature = "serde")]
@@ -360,6 +361,7 @@ pub use guard::Guard;
 pub use handle::Handle;
 pub use interner::{InternError, Interner};
 pub use leak::{LeakHolder, LeakReport, LeakedObject};
+pub use pending::Pending;
 pub use proxy::Proxy;
 pub use registry::{Registry, Released};
 pub use snapshot::{HolderSnapshot, ObjectSnapshot, Snapshot, ThreadSnapshot};

@@ -118,6 +118,8 @@ impl<T: Send + Sync + 'static> ExitHook for Inner<T> {
         let table = unsafe { &*p };
         let mut released = self.settle_exiting(table);
         table.inbox.close();
+        // Nobody is to be woken here any more (DESIGN §8).
+        table.inbox.clear_listeners();
         released += self.settle_exiting(table);
         // Detach. From here on this thread frees slots to the global list.
         table.exited.store(true, Ordering::Relaxed);
@@ -180,7 +182,12 @@ impl<T> Drop for Inner<T> {
                     if self.config.home_finalization && mine != Some(Arc::as_ptr(inbox)) =>
                 {
                     match inbox.send(h, value) {
-                        Sent::Queued => continue,
+                        Sent::Queued => {
+                            // Wake the home if it sleeps (a panic of its
+                            // notifier is caught; nobody is left to count it).
+                            let _ = inbox.take_edge();
+                            continue;
+                        }
                         // The home thread has exited: dropped here.
                         Sent::Closed(value) => Some(value),
                         Sent::Orphaned => {

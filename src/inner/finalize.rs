@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::Inner;
-use crate::inbox::Sent;
+use crate::inbox::{Edge, Sent};
 use crate::limits::DRAIN_BATCH;
 use crate::local::ThreadTable;
 use crate::slot::Slot;
@@ -109,6 +109,11 @@ impl<T: Send + Sync + 'static> Inner<T> {
                     handle: h,
                     thread: thread_of(table),
                 });
+                // Right after queueing, never under a lock: the home's
+                // notifier, on its idle → pending edge (DESIGN §8).
+                if let Edge::NotifierPanicked = home.take_edge() {
+                    self.diag.count_hook_panic();
+                }
                 Released::Queued
             }
             Sent::Closed(value) => {

@@ -35,6 +35,7 @@ mod release;
 pub(crate) mod resolve;
 mod stats;
 mod transfer;
+mod wake;
 
 pub(crate) use resolve::Held;
 
