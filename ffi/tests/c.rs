@@ -1,0 +1,98 @@
+//! The C suite: each `tests/c/*.c` is compiled with the system C compiler
+//! (`$CC`, else `cc`) against `include/tether.h`, linked with the static
+//! library that this `cargo test` just built, and run. Each program prints
+//! a line per C test and "N passed, N failed"; any failure fails the Rust
+//! test, with the program's output.
+//!
+//! `TETHER_FFI_C_RUNNER` runs the programs under a wrapper, e.g.
+//! `TETHER_FFI_C_RUNNER="valgrind --error-exitcode=1"` (see
+//! `ffi/valgrind.sh`); `TETHER_FFI_C_SCALE` scales the threaded tests'
+//! iteration counts (a percentage, default 100).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The directory cargo put this test binary's profile in (`target/debug`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<this test>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary is in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// `libtether_ffi.a`, built with this test (the crate's `staticlib` output).
+fn static_lib() -> PathBuf {
+    let profile = profile_dir();
+    for dir in [profile.clone(), profile.join("deps")] {
+        let lib = dir.join("libtether_ffi.a");
+        if lib.exists() {
+            return lib;
+        }
+    }
+    panic!("libtether_ffi.a not found in {}", profile.display());
+}
+
+/// Compiles `tests/c/<name>.c` and returns the program's path.
+fn compile(name: &str) -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tether-ffi-c-{name}"));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let status = Command::new(&cc)
+        .args(["-std=c11", "-D_GNU_SOURCE", "-g", "-O1"])
+        .args(["-Wall", "-Wextra", "-Wpedantic", "-Werror"])
+        .arg("-I")
+        .arg(manifest.join("include"))
+        .arg(manifest.join(format!("tests/c/{name}.c")))
+        .arg(static_lib())
+        .args(["-lpthread", "-ldl", "-lm"])
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    assert!(status.success(), "compiling tests/c/{name}.c failed");
+    out
+}
+
+/// Compiles and runs `tests/c/<name>.c`; panics with its output on failure.
+fn run_c(name: &str) {
+    let program = compile(name);
+    let runner = std::env::var("TETHER_FFI_C_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(wrapper) => {
+            let mut c = Command::new(wrapper);
+            c.args(words).arg(&program);
+            c
+        }
+        None => Command::new(&program),
+    };
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    print!("{stdout}");
+    eprint!("{stderr}");
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.ends_with(" failed") && l.contains(" passed, "))
+        .unwrap_or_else(|| panic!("tests/c/{name}.c printed no summary ({})", output.status));
+    assert!(
+        output.status.success() && summary.ends_with(" 0 failed"),
+        "tests/c/{name}.c: {summary} ({})",
+        output.status
+    );
+}
+
+#[test]
+fn c_lifecycle() {
+    run_c("lifecycle");
+}
+
+#[test]
+fn c_threads() {
+    run_c("threads");
+}
