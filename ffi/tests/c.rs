@@ -96,3 +96,8 @@ fn c_lifecycle() {
 fn c_threads() {
     run_c("threads");
 }
+
+#[test]
+fn c_bad_input() {
+    run_c("bad_input");
+}

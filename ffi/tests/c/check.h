@@ -96,13 +96,13 @@ struct fin_log {
     pthread_t thread[LOG_MAX];
 };
 
-static void log_reset(struct fin_log *log) {
+static inline void log_reset(struct fin_log *log) {
     pthread_mutex_lock(&log->lock);
     log->n = 0;
     pthread_mutex_unlock(&log->lock);
 }
 
-static void record(void *value, void *ctx) {
+static inline void record(void *value, void *ctx) {
     struct fin_log *log = ctx;
     pthread_mutex_lock(&log->lock);
     if (log->n < LOG_MAX) {
@@ -113,7 +113,7 @@ static void record(void *value, void *ctx) {
     pthread_mutex_unlock(&log->lock);
 }
 
-static size_t log_count(struct fin_log *log) {
+static inline size_t log_count(struct fin_log *log) {
     pthread_mutex_lock(&log->lock);
     size_t n = log->n;
     pthread_mutex_unlock(&log->lock);
@@ -121,7 +121,7 @@ static size_t log_count(struct fin_log *log) {
 }
 
 /* How many times `value` was finalized. */
-static size_t log_times(struct fin_log *log, void *value) {
+static inline size_t log_times(struct fin_log *log, void *value) {
     pthread_mutex_lock(&log->lock);
     size_t times = 0;
     for (size_t i = 0; i < log->n && i < LOG_MAX; i++)
@@ -131,7 +131,7 @@ static size_t log_times(struct fin_log *log, void *value) {
 }
 
 /* Whether every finalization so far ran on `thread`. */
-static int log_all_on(struct fin_log *log, pthread_t thread) {
+static inline int log_all_on(struct fin_log *log, pthread_t thread) {
     pthread_mutex_lock(&log->lock);
     int all = 1;
     for (size_t i = 0; i < log->n && i < LOG_MAX; i++)
