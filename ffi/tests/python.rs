@@ -1,0 +1,57 @@
+//! The Python client: `python/test_tether.py` drives the `cdylib` this
+//! `cargo test` just built, through the ctypes wrapper `python/tether.py`,
+//! from real `threading` threads.
+//!
+//! Without a `python3` on PATH the test is skipped with a printed reason,
+//! unless `CI` is set: then a missing interpreter is a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `libtether_ffi.so`, built with this test (the crate's `cdylib` output).
+fn shared_lib() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary is in <target>/<profile>/deps");
+    for dir in [profile.to_path_buf(), profile.join("deps")] {
+        let lib = dir.join("libtether_ffi.so");
+        if lib.exists() {
+            return lib;
+        }
+    }
+    panic!("libtether_ffi.so not found in {}", profile.display());
+}
+
+#[test]
+fn python_client_on_real_threads() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    match Command::new(&python).arg("--version").output() {
+        Ok(o) if o.status.success() => {}
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "`{python}` is not on PATH and CI is set: the Python client test must run in CI"
+            );
+            eprintln!("SKIPPED python_client_on_real_threads: no `{python}` on PATH");
+            return;
+        }
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/test_tether.py");
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg("-v")
+        .env("TETHER_FFI_LIB", shared_lib())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("run python3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    eprint!("{stderr}");
+    assert!(
+        output.status.success() && stderr.lines().any(|l| l == "OK"),
+        "python/test_tether.py failed ({})",
+        output.status
+    );
+}
