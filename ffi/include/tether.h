@@ -15,7 +15,12 @@
  * (tether_get, tether_retain, tether_pin) a value it holds, a value whose
  * home it is, or a pinned value; any other thread gets its first reference
  * only by claiming a transfer token. When a thread exits, every reference
- * it still holds is released (pthreads included).
+ * it still holds is released (pthreads included), and a home thread's exit
+ * first runs its queued finalizations. That includes the thread that calls
+ * exit() or returns from main(): glibc runs thread-exit destructors before
+ * atexit handlers, so free registries (or let go of everything and pump)
+ * before exiting if the finalizer needs anything torn down at exit (an
+ * embedded interpreter, say).
  *
  * Conventions: every fallible call returns a tether_status; out-parameters
  * are written only on TETHER_OK; a NULL pointer argument is
