@@ -7,31 +7,18 @@
 //! `TETHER_FFI_C_RUNNER` runs the programs under a wrapper, e.g.
 //! `TETHER_FFI_C_RUNNER="valgrind --error-exitcode=1"` (see
 //! `ffi/valgrind.sh`); `TETHER_FFI_C_SCALE` scales the threaded tests'
-//! iteration counts (a percentage, default 100).
+//! iteration counts (a percentage, default 100). A program still running
+//! after 10 minutes (a deadlock) is killed and fails its test.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// The directory cargo put this test binary's profile in (`target/debug`).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/<this test>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binary is in <target>/<profile>/deps")
-        .to_path_buf()
-}
+use std::time::Duration;
 
 /// `libtether_ffi.a`, built with this test (the crate's `staticlib` output).
 fn static_lib() -> PathBuf {
-    let profile = profile_dir();
-    for dir in [profile.clone(), profile.join("deps")] {
-        let lib = dir.join("libtether_ffi.a");
-        if lib.exists() {
-            return lib;
-        }
-    }
-    panic!("libtether_ffi.a not found in {}", profile.display());
+    common::built_lib("libtether_ffi.a")
 }
 
 /// Compiles `tests/c/<name>.c` and returns the program's path.
@@ -68,9 +55,7 @@ fn run_c(name: &str) {
         }
         None => Command::new(&program),
     };
-    let output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let output = common::output_within(&mut cmd, Duration::from_secs(600));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     print!("{stdout}");

@@ -3,26 +3,14 @@
 //! from real `threading` threads.
 //!
 //! Without a `python3` on PATH the test is skipped with a printed reason,
-//! unless `CI` is set: then a missing interpreter is a failure.
+//! unless `CI` is set: then a missing interpreter is a failure. A run still
+//! going after 5 minutes (a deadlock, say with the GIL) is killed and fails.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
-
-/// `libtether_ffi.so`, built with this test (the crate's `cdylib` output).
-fn shared_lib() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary is in <target>/<profile>/deps");
-    for dir in [profile.to_path_buf(), profile.join("deps")] {
-        let lib = dir.join("libtether_ffi.so");
-        if lib.exists() {
-            return lib;
-        }
-    }
-    panic!("libtether_ffi.so not found in {}", profile.display());
-}
+use std::time::Duration;
 
 #[test]
 fn python_client_on_real_threads() {
@@ -39,13 +27,14 @@ fn python_client_on_real_threads() {
         }
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/test_tether.py");
-    let output = Command::new(&python)
-        .arg(&script)
-        .arg("-v")
-        .env("TETHER_FFI_LIB", shared_lib())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .expect("run python3");
+    let output = common::output_within(
+        Command::new(&python)
+            .arg(&script)
+            .arg("-v")
+            .env("TETHER_FFI_LIB", common::built_lib("libtether_ffi.so"))
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+        Duration::from_secs(300),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     print!("{}", String::from_utf8_lossy(&output.stdout));
     eprint!("{stderr}");
