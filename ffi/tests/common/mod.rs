@@ -2,25 +2,20 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A library this `cargo test` built (`libtether_ffi.a`, `.so`), from the
-/// profile directory of the running test binary (`target/<profile>`).
+/// A library this `cargo test` built (`libtether_ffi.a`, `.so`): the copy
+/// beside the running test binary, in `target/<profile>/deps`, which cargo
+/// rebuilds with the test. (Not the copy in `target/<profile>`: cargo
+/// refreshes that one on `cargo build` only, so it can be stale here.)
 pub fn built_lib(file: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary is in <target>/<profile>/deps");
-    for dir in [profile.to_path_buf(), profile.join("deps")] {
-        let lib = dir.join(file);
-        if lib.exists() {
-            return lib;
-        }
-    }
-    panic!("{file} not found in {}", profile.display());
+    let deps = exe.parent().expect("test binary is in <target>/<profile>/deps");
+    let lib = deps.join(file);
+    assert!(lib.exists(), "{file} not found in {}", deps.display());
+    lib
 }
 
 /// Runs `cmd` to completion, killing it after `limit`: a deadlocked
