@@ -215,8 +215,9 @@ class HomeAndWorkers(unittest.TestCase):
             for i in range(objects):
                 h = reg.insert(Witness(i))
                 mail.put((reg.transfer(h), i, hops))  # the home keeps nothing
-            # The home's event loop: pump until everything came home.
-            while fin.count() < objects:
+            # The home's event loop: pump until everything came home (or a
+            # worker failed: then stop, and the test reports its error).
+            while fin.count() < objects and not done.is_set():
                 if reg.pump() == 0:
                     done.wait(0.0005)
             for _ in range(workers):
@@ -245,6 +246,8 @@ class HomeAndWorkers(unittest.TestCase):
             except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(e)
                 done.set()
+                while mail.get() is not None:  # let the others finish
+                    pass
 
         threads = [threading.Thread(target=worker, args=(s,)) for s in range(workers)]
         threads.append(threading.Thread(target=home))
