@@ -303,6 +303,21 @@ class HomeAndWorkers(unittest.TestCase):
         reg.free()
 
 
+class Readme(unittest.TestCase):
+    def test_the_readme_example_runs(self):
+        import contextlib
+        import io
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")
+        with open(path) as f:
+            text = f.read()
+        code = text.split("```python\n", 1)[1].split("```", 1)[0]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+        self.assertEqual(out.getvalue(), "worker: hello\nlet go at home: 1\n")
+
+
 class InterpreterExit(unittest.TestCase):
     """The C library finalizes a thread's leftovers at its exit, and the main
     thread's exit runs after the interpreter is gone: the wrapper must have

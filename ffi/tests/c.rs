@@ -86,3 +86,26 @@ fn c_threads() {
 fn c_bad_input() {
     run_c("bad_input");
 }
+
+/// The README's C example (`tests/c/example.c`, included verbatim in
+/// `ffi/README.md`) builds, runs and prints what the README says.
+#[test]
+fn c_readme_example() {
+    let program = compile("example");
+    let output = common::output_within(&mut Command::new(&program), Duration::from_secs(60));
+    assert!(output.status.success(), "example: {}", output.status);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "worker sees hello\nfinalized at home: 1\n"
+    );
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("ffi/README.md");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/example.c"),
+    )
+    .expect("tests/c/example.c");
+    assert!(
+        readme.contains(&format!("```c\n{example}```")),
+        "ffi/README.md must show tests/c/example.c verbatim"
+    );
+}
