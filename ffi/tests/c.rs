@@ -100,10 +100,9 @@ fn c_readme_example() {
     );
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("ffi/README.md");
-    let example = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/example.c"),
-    )
-    .expect("tests/c/example.c");
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/example.c"))
+            .expect("tests/c/example.c");
     assert!(
         readme.contains(&format!("```c\n{example}```")),
         "ffi/README.md must show tests/c/example.c verbatim"

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 /// refreshes that one on `cargo build` only, so it can be stale here.)
 pub fn built_lib(file: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let deps = exe.parent().expect("test binary is in <target>/<profile>/deps");
+    let deps = exe
+        .parent()
+        .expect("test binary is in <target>/<profile>/deps");
     let lib = deps.join(file);
     assert!(lib.exists(), "{file} not found in {}", deps.display());
     lib
