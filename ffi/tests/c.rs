@@ -42,20 +42,24 @@ fn compile(name: &str) -> PathBuf {
     out
 }
 
+/// The command that runs `program`, under `$TETHER_FFI_C_RUNNER` if set.
+fn command(program: &Path) -> Command {
+    let runner = std::env::var("TETHER_FFI_C_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(wrapper) => {
+            let mut c = Command::new(wrapper);
+            c.args(words).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// Compiles and runs `tests/c/<name>.c`; panics with its output on failure.
 fn run_c(name: &str) {
     let program = compile(name);
-    let runner = std::env::var("TETHER_FFI_C_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    let mut cmd = match words.next() {
-        Some(wrapper) => {
-            let mut c = Command::new(wrapper);
-            c.args(words).arg(&program);
-            c
-        }
-        None => Command::new(&program),
-    };
-    let output = common::output_within(&mut cmd, Duration::from_secs(600));
+    let output = common::output_within(&mut command(&program), Duration::from_secs(600));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     print!("{stdout}");
@@ -92,7 +96,7 @@ fn c_bad_input() {
 #[test]
 fn c_readme_example() {
     let program = compile("example");
-    let output = common::output_within(&mut Command::new(&program), Duration::from_secs(60));
+    let output = common::output_within(&mut command(&program), Duration::from_secs(600));
     assert!(output.status.success(), "example: {}", output.status);
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),

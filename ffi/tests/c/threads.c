@@ -471,6 +471,42 @@ static void free_while_a_thread_holds_finalizes_on_the_freeing_thread(void) {
     CHECK(log_count(&LOG) == 1);
 }
 
+/* ----- freed off the home: queued values still die at home -------------- */
+
+static void *home_waits_then_exits(void *arg) {
+    struct handoff *x = arg;
+    uint64_t h;
+    CHECK_OK(tether_insert(REG, VAL(60), &h));
+    CHECK_OK(tether_transfer(REG, h, &x->token));
+    handoff_set(x, 1);
+    handoff_wait(x, 2); /* meanwhile: released elsewhere (queued here), registry freed */
+    CHECK(log_count(&LOG) == 0);
+    /* Its next pump of any registry runs the leftovers, here. */
+    tether_registry *other = tether_registry_new(NULL, NULL);
+    CHECK(tether_pump(other) == 0); /* counts only `other`'s own queue */
+    tether_registry_free(other);
+    CHECK(log_times(&LOG, VAL(60)) == 1);
+    CHECK(log_all_on(&LOG, pthread_self()));
+    return NULL;
+}
+
+static void a_registry_freed_off_the_home_leaves_queued_values_to_the_home(void) {
+    fresh_registry();
+    struct handoff x = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    pthread_t home = spawn(home_waits_then_exits, &x);
+    handoff_wait(&x, 1);
+    uint64_t h;
+    tether_released r;
+    CHECK_OK(tether_claim(REG, x.token, &h));
+    CHECK_OK(tether_release(REG, h, &r));
+    CHECK(r == TETHER_QUEUED);
+    tether_registry_free(REG);   /* the value waits in the home's queue... */
+    CHECK(log_count(&LOG) == 0); /* ...and is not finalized here */
+    handoff_set(&x, 2);
+    pthread_join(home, NULL);
+    CHECK(log_times(&LOG, VAL(60)) == 1);
+}
+
 int main(void) {
     RUN(last_release_on_a_worker_is_finalized_at_home);
     RUN(tokens_hop_between_workers_and_come_home);
@@ -480,5 +516,6 @@ int main(void) {
     RUN(an_exited_homes_value_is_finalized_by_the_last_releaser);
     RUN(a_thread_without_a_reference_has_no_access_unless_pinned);
     RUN(free_while_a_thread_holds_finalizes_on_the_freeing_thread);
+    RUN(a_registry_freed_off_the_home_leaves_queued_values_to_the_home);
     DONE();
 }
