@@ -112,3 +112,52 @@ fn c_readme_example() {
         "ffi/README.md must show tests/c/example.c verbatim"
     );
 }
+
+/// `include/tether.h` compiles on its own as C99, C11 and C23 (where the
+/// status enums get their `uint32_t` underlying type), and as C++11 when a
+/// C++ compiler is installed.
+#[test]
+fn header_compiles_as_c_and_cpp() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let source = "#include \"tether.h\"\nint main(void) {\n    tether_status s = TETHER_OK;\n    tether_released r = TETHER_QUEUED;\n    return (int)s + (int)r - 2 + (tether_status_str(s) == 0);\n}\n";
+    let c = dir.join("tether-ffi-header.c");
+    let cpp = dir.join("tether-ffi-header.cpp");
+    std::fs::write(&c, source).expect("write");
+    std::fs::write(&cpp, source).expect("write");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    for std in ["-std=c99", "-std=c11", "-std=c2x"] {
+        let status = Command::new(&cc)
+            .args([
+                std,
+                "-Wall",
+                "-Wextra",
+                "-Wpedantic",
+                "-Werror",
+                "-fsyntax-only",
+                "-I",
+            ])
+            .arg(manifest.join("include"))
+            .arg(&c)
+            .status()
+            .expect("run the C compiler");
+        assert!(status.success(), "tether.h does not compile with {std}");
+    }
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_owned());
+    match Command::new(&cxx)
+        .args([
+            "-std=c++11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fsyntax-only",
+            "-I",
+        ])
+        .arg(manifest.join("include"))
+        .arg(&cpp)
+        .status()
+    {
+        Ok(status) => assert!(status.success(), "tether.h does not compile as C++11"),
+        Err(_) => eprintln!("no C++ compiler `{cxx}`: C++ check skipped"),
+    }
+}
