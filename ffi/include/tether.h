@@ -163,7 +163,9 @@ tether_registry *tether_registry_new(tether_finalizer fin, void *ctx);
 //
 // Who: any one thread, once, when no other call on `reg` is running or
 // will be made: like `free()`, the caller makes sure every thread is done
-// with it (and no finalizer is freeing it from within a tether call).
+// with it (and no finalizer is freeing it from within a tether call). The
+// finalizers this call runs get `TETHER_INVALID` (and 0 from `tether_pump`
+// and `tether_len`) if they use `reg`.
 //
 // Values still held (by any thread, a pin or an unclaimed token) are
 // finalized now, on the calling thread; so are values queued to the

@@ -1,5 +1,6 @@
 //! The C registry object and the checks on a registry pointer.
 
+use std::mem::ManuallyDrop;
 use std::ptr;
 
 use tether::Registry;
@@ -16,7 +17,10 @@ pub struct tether_registry {
     /// something else before `tether_registry_new` returns and once
     /// `tether_registry_free` starts.
     tag: u64,
-    pub(crate) registry: Registry<Payload>,
+    /// Dropped by `free` in place, before the memory is released, so that
+    /// finalizers it runs can still read `tag` (cleared: they get
+    /// `TETHER_INVALID`).
+    pub(crate) registry: ManuallyDrop<Registry<Payload>>,
     pub(crate) finalizer: tether_finalizer,
     pub(crate) ctx: *mut std::ffi::c_void,
 }
@@ -44,7 +48,7 @@ impl tether_registry {
     pub(crate) fn new(finalizer: tether_finalizer, ctx: *mut std::ffi::c_void) -> *mut Self {
         let p = Box::into_raw(Box::new(tether_registry {
             tag: 0,
-            registry: Registry::new(),
+            registry: ManuallyDrop::new(Registry::new()),
             finalizer,
             ctx,
         }));
@@ -101,10 +105,16 @@ impl tether_registry {
         }
         // SAFETY: a live registry (checked above) made by `Box::into_raw` in
         // `new`, used by no other call now or later (the contract). The tag
-        // is cleared first so that a use after the free, while the
-        // allocator leaves the bytes in place, fails the tag check.
+        // is cleared first, through the raw pointer: the finalizers that
+        // dropping the registry runs may call tether with `p`, and then read
+        // only the tag (now 0: `TETHER_INVALID`), never the registry being
+        // dropped, which is borrowed mutably alone (not the whole struct).
+        // It is dropped once, here (`ManuallyDrop`), and the memory freed
+        // after, when no finalizer of it runs any more; a use after that
+        // fails the tag check while the allocator leaves the bytes in place.
         unsafe {
-            (*p).tag = 0;
+            ptr::addr_of_mut!((*p).tag).write(0);
+            ManuallyDrop::drop(&mut *ptr::addr_of_mut!((*p).registry));
             drop(Box::from_raw(p));
         }
     }

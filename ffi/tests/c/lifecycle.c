@@ -200,6 +200,41 @@ static void free_finalizes_what_is_still_held(void) {
     CHECK(log_all_on(&LOG, pthread_self()));
 }
 
+/* Finalizers run by tether_registry_free find the registry gone. */
+struct during_free {
+    tether_registry *reg;
+    uint64_t other;
+    tether_status release, insert;
+    size_t len, pump, calls;
+};
+
+static void use_registry_being_freed(void *value, void *ctx) {
+    (void)value;
+    struct during_free *d = ctx;
+    tether_released r;
+    uint64_t h;
+    d->calls++;
+    d->release = tether_release(d->reg, d->other, &r);
+    d->insert = tether_insert(d->reg, VAL(1), &h);
+    d->len = tether_len(d->reg);
+    d->pump = tether_pump(d->reg);
+}
+
+static void finalizers_run_by_free_cannot_use_the_registry(void) {
+    struct during_free d = {0};
+    d.reg = tether_registry_new(use_registry_being_freed, &d);
+    REQUIRE(d.reg != NULL);
+    uint64_t h;
+    CHECK_OK(tether_insert(d.reg, VAL(1), &h));
+    CHECK_OK(tether_insert(d.reg, VAL(2), &d.other));
+    d.len = d.pump = 99;
+    tether_registry_free(d.reg);
+    CHECK(d.calls == 2);
+    CHECK_STATUS(d.release, TETHER_INVALID);
+    CHECK_STATUS(d.insert, TETHER_INVALID);
+    CHECK(d.len == 0 && d.pump == 0);
+}
+
 static void a_registry_without_finalizer_owns_nothing(void) {
     tether_registry *reg = tether_registry_new(NULL, NULL);
     REQUIRE(reg != NULL);
@@ -246,6 +281,7 @@ int main(void) {
     RUN(handles_of_another_registry_are_foreign);
     RUN(finalizers_may_call_tether);
     RUN(free_finalizes_what_is_still_held);
+    RUN(finalizers_run_by_free_cannot_use_the_registry);
     RUN(a_registry_without_finalizer_owns_nothing);
     RUN(every_status_has_a_static_message);
     DONE();
