@@ -50,6 +50,10 @@
 //! }
 //! ```
 //!
+//! Not yet here: `tether_pump_at_most`, `tether_has_pending` and
+//! `tether_set_notify` of DESIGN §10, which wrap `Registry::pump_at_most`,
+//! `has_pending` and `set_notify` (DESIGN §8) once tether has them.
+//!
 //! # Safety and Correctness
 //!
 //! The functions are `unsafe` for the usual C reasons: pointer arguments
