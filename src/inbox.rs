@@ -230,8 +230,13 @@ impl<T> Inbox<T> {
                 }
             }
         }
-        // Stopped at the limit: leave the rest flagged for the next call.
-        self.pending.store(true, Ordering::Release);
+        // Stopped at the limit: leave the rest flagged for the next call —
+        // unless there is no rest (then this drain emptied the inbox).
+        if self.rx.is_empty() {
+            self.rearm();
+        } else {
+            self.pending.store(true, Ordering::Release);
+        }
         n
     }
 }

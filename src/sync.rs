@@ -213,6 +213,10 @@ pub(crate) mod channel {
         pub(crate) fn len(&self) -> usize {
             self.0.lock().len()
         }
+
+        pub(crate) fn is_empty(&self) -> bool {
+            self.0.lock().is_empty()
+        }
     }
 }
 

@@ -357,6 +357,48 @@ tether_status tether_drop_transfer(tether_registry *reg, uint64_t token);
 // `reg` as for every call.
 size_t tether_pump(tether_registry *reg);
 
+// Runs at most `max` of the finalizations queued for the calling thread;
+// returns how many. When it empties the queue it re-arms the notifier (see
+// [`tether_set_notify`]).
+//
+// Who: any thread; only a home thread has anything queued. Returns 0 for a
+// NULL or invalid `reg`, in a forked child, and from inside a finalizer
+// that a pump is running.
+//
+// # Safety
+//
+// `reg` as for every call.
+size_t tether_pump_at_most(tether_registry *reg, size_t max);
+
+// Whether values wait in the calling thread's queue (one relaxed load;
+// drains nothing). An event loop pumps, then checks this, then sleeps
+// until its notifier wakes it: it never sleeps with work queued.
+//
+// Who: any thread. `false` for a NULL or invalid `reg`.
+//
+// # Safety
+//
+// `reg` as for every call.
+bool tether_has_pending(const tether_registry *reg);
+
+// Sets (or, with a NULL `notify`, clears) the calling (home) thread's
+// notifier: `notify(ctx)` is called on a releasing thread right after it
+// queued a value for this thread, never under a registry lock, at most
+// once per idle → pending edge (again only after this thread drained its
+// queue empty), and no wake-up is lost (see [`tether_has_pending`]). Post
+// to your event loop there; do not block. The thread's exit clears it.
+//
+// Who: the home thread whose queue it watches. Returns `TETHER_OK`,
+// `TETHER_NULL_ARGUMENT` (NULL `reg`), `TETHER_INVALID` (not a registry),
+// `TETHER_FORKED`, `TETHER_THREAD_EXITED`, `TETHER_PANIC`.
+//
+// # Safety
+//
+// `reg` as for every call; `notify` must be safe to call with `ctx` from
+// any thread, at any time until this thread replaces or clears it, exits,
+// or the registry is freed.
+tether_status tether_set_notify(tether_registry *reg, void (*notify)(void *ctx), void *ctx);
+
 // The number of live objects (values queued for finalization are not
 // live). Exact while no other thread is inserting or releasing.
 //

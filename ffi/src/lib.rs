@@ -50,9 +50,9 @@
 //! }
 //! ```
 //!
-//! Not yet here: `tether_pump_at_most`, `tether_has_pending` and
-//! `tether_set_notify` of DESIGN §10, which wrap `Registry::pump_at_most`,
-//! `has_pending` and `set_notify` (DESIGN §8) once tether has them.
+//! `tether_set_notify`, `tether_has_pending` and `tether_pump_at_most` wrap
+//! `Registry::set_notify`, `has_pending` and `pump_at_most` (DESIGN §8): a
+//! home thread sleeping in its event loop is woken when work arrives.
 //!
 //! # Safety and Correctness
 //!
@@ -476,6 +476,102 @@ pub unsafe extern "C" fn tether_pump(reg: *mut tether_registry) -> usize {
     call_or(0, || {
         // SAFETY: the caller's contract.
         unsafe { tether_registry::from_ptr(reg) }.map_or(0, |r| r.registry.pump())
+    })
+}
+
+/// Runs at most `max` of the finalizations queued for the calling thread;
+/// returns how many. When it empties the queue it re-arms the notifier (see
+/// [`tether_set_notify`]).
+///
+/// Who: any thread; only a home thread has anything queued. Returns 0 for a
+/// NULL or invalid `reg`, in a forked child, and from inside a finalizer
+/// that a pump is running.
+///
+/// # Safety
+///
+/// `reg` as for every call.
+#[no_mangle]
+pub unsafe extern "C" fn tether_pump_at_most(reg: *mut tether_registry, max: usize) -> usize {
+    call_or(0, || {
+        // SAFETY: the caller's contract.
+        unsafe { tether_registry::from_ptr(reg) }.map_or(0, |r| r.registry.pump_at_most(max))
+    })
+}
+
+/// Whether values wait in the calling thread's queue (one relaxed load;
+/// drains nothing). An event loop pumps, then checks this, then sleeps
+/// until its notifier wakes it: it never sleeps with work queued.
+///
+/// Who: any thread. `false` for a NULL or invalid `reg`.
+///
+/// # Safety
+///
+/// `reg` as for every call.
+#[no_mangle]
+pub unsafe extern "C" fn tether_has_pending(reg: *const tether_registry) -> bool {
+    call_or(false, || {
+        // SAFETY: the caller's contract.
+        unsafe { tether_registry::from_ptr(reg) }.is_ok_and(|r| r.registry.has_pending())
+    })
+}
+
+/// A C notifier and its context (see [`tether_set_notify`]).
+struct Notifier {
+    f: unsafe extern "C" fn(ctx: *mut c_void),
+    ctx: *mut c_void,
+}
+
+impl Notifier {
+    /// A method, so a closure captures the whole struct (not its
+    /// raw-pointer fields one by one, which are not `Send`).
+    fn call(&self) {
+        // SAFETY: `tether_set_notify`'s contract: `f` may be called with
+        // `ctx` on any thread until the notifier is replaced or cleared.
+        unsafe { (self.f)(self.ctx) }
+    }
+}
+
+// SAFETY: a `Notifier` only copies two pointers and calls the C function
+// with them, which `tether_set_notify`'s contract allows from any thread.
+unsafe impl Send for Notifier {}
+// SAFETY: as above; calling it from two threads at once is allowed too.
+unsafe impl Sync for Notifier {}
+
+/// Sets (or, with a NULL `notify`, clears) the calling (home) thread's
+/// notifier: `notify(ctx)` is called on a releasing thread right after it
+/// queued a value for this thread, never under a registry lock, at most
+/// once per idle → pending edge (again only after this thread drained its
+/// queue empty), and no wake-up is lost (see [`tether_has_pending`]). Post
+/// to your event loop there; do not block. The thread's exit clears it.
+///
+/// Who: the home thread whose queue it watches. Returns `TETHER_OK`,
+/// `TETHER_NULL_ARGUMENT` (NULL `reg`), `TETHER_INVALID` (not a registry),
+/// `TETHER_FORKED`, `TETHER_THREAD_EXITED`, `TETHER_PANIC`.
+///
+/// # Safety
+///
+/// `reg` as for every call; `notify` must be safe to call with `ctx` from
+/// any thread, at any time until this thread replaces or clears it, exits,
+/// or the registry is freed.
+#[no_mangle]
+pub unsafe extern "C" fn tether_set_notify(
+    reg: *mut tether_registry,
+    notify: Option<unsafe extern "C" fn(ctx: *mut c_void)>,
+    ctx: *mut c_void,
+) -> tether_status {
+    call(|| {
+        // SAFETY: the caller's contract.
+        let r = unsafe { tether_registry::from_ptr(reg) }?;
+        match notify {
+            None => r.registry.clear_notify(),
+            Some(f) => {
+                let n = Notifier { f, ctx };
+                r.registry
+                    .set_notify(move || n.call())
+                    .map_err(tether_status::from)?;
+            }
+        }
+        Ok(())
     })
 }
 

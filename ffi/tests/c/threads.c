@@ -507,8 +507,67 @@ static void a_registry_freed_off_the_home_leaves_queued_values_to_the_home(void)
     CHECK(log_times(&LOG, VAL(60)) == 1);
 }
 
+/* ----- the notifier wakes a home blocked on a condition variable ------- */
+
+struct wakeup {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int notified;
+};
+
+static struct wakeup WAKE = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+
+static void on_queued(void *ctx) {
+    struct wakeup *w = ctx;
+    pthread_mutex_lock(&w->m);
+    w->notified++;
+    pthread_cond_signal(&w->c);
+    pthread_mutex_unlock(&w->m);
+}
+
+static void *claim_release_one(void *arg) {
+    uint64_t token = *(uint64_t *)arg, h;
+    tether_released r;
+    CHECK_OK(tether_claim(REG, token, &h));
+    CHECK_OK(tether_release(REG, h, &r));
+    CHECK(r == TETHER_QUEUED);
+    return NULL;
+}
+
+static void the_notifier_wakes_a_home_blocked_on_a_condition_variable(void) {
+    fresh_registry();
+    WAKE.notified = 0;
+    CHECK_OK(tether_set_notify(REG, on_queued, &WAKE));
+    uint64_t h, token;
+    CHECK_OK(tether_insert(REG, VAL(7), &h));
+    CHECK_OK(tether_transfer(REG, h, &token));
+    CHECK(!tether_has_pending(REG));
+    pthread_t t = spawn(claim_release_one, &token);
+    /* The home sleeps, no polling, until the notifier signals. */
+    pthread_mutex_lock(&WAKE.m);
+    while (WAKE.notified == 0) {
+        pthread_cond_wait(&WAKE.c, &WAKE.m);
+    }
+    pthread_mutex_unlock(&WAKE.m);
+    pthread_join(t, NULL);
+    CHECK(tether_has_pending(REG));
+    CHECK(tether_pump_at_most(REG, 0) == 0);
+    CHECK(tether_has_pending(REG));
+    CHECK(tether_pump_at_most(REG, 1) == 1);
+    CHECK(!tether_has_pending(REG));
+    CHECK(WAKE.notified == 1);
+    CHECK(log_count(&LOG) == 1);
+    CHECK(log_all_on(&LOG, pthread_self()));
+    CHECK_OK(tether_set_notify(REG, NULL, NULL)); /* cleared */
+    CHECK(tether_set_notify(NULL, on_queued, NULL) == TETHER_NULL_ARGUMENT);
+    CHECK(!tether_has_pending(NULL));
+    CHECK(tether_pump_at_most(NULL, 5) == 0);
+    tether_registry_free(REG);
+}
+
 int main(void) {
     RUN(last_release_on_a_worker_is_finalized_at_home);
+    RUN(the_notifier_wakes_a_home_blocked_on_a_condition_variable);
     RUN(tokens_hop_between_workers_and_come_home);
     RUN(threads_hammering_one_object_finalize_it_once_at_home);
     RUN(a_thread_exit_releases_what_it_holds);
