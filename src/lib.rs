@@ -105,6 +105,35 @@
 //! * **No lock is held while user code runs**, so a `Drop` of a stored value
 //!   may call back into the registry, and a live guard blocks nobody.
 //!
+//! # Event loops
+//!
+//! A home thread that sleeps in its event loop is woken when work arrives:
+//! [`Registry::set_notify`] sets a callback run on the releasing thread at
+//! most once per idle → pending edge (no wake-up lost: pump, check
+//! [`Registry::has_pending`], sleep), and [`Registry::pending`] is a future
+//! for any executor. `examples/event_loop.rs` shows both.
+//!
+//! ```
+//! use std::sync::mpsc;
+//! use tether::Registry;
+//!
+//! let reg: Registry<u64> = Registry::new();
+//! let (wake, events) = mpsc::channel::<()>();     // the home's event loop
+//! reg.set_notify(move || { let _ = wake.send(()); })?;
+//! let t = reg.transfer(reg.insert(1)?)?;
+//! let worker = reg.clone();
+//! std::thread::spawn(move || { let h = worker.claim(t).unwrap(); worker.release(h).unwrap(); });
+//! let mut finalized = 0;
+//! while finalized < 1 {
+//!     finalized += reg.pump();
+//!     if finalized < 1 && !reg.has_pending() {
+//!         events.recv().unwrap();                 // sleeps until notified
+//!     }
+//! }
+//! assert!(reg.is_empty());
+//! # Ok::<(), tether::Error>(())
+//! ```
+//!
 //! # Cycles
 //!
 //! As with `Arc`, a reference cycle through the registry is never freed: a
