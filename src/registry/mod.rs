@@ -1,13 +1,16 @@
-//! The public registry type: the explicit (raw handle) layer.
+//! The public registry type: the explicit (raw handle) layer. Waking a
+//! sleeping home thread is in `wake.rs`, closing and shutting down in
+//! `shutdown.rs`.
+
+mod shutdown;
+mod wake;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crate::inner::{Inner, Kind};
 use crate::{
-    Builder, Error, Event, Guard, Handle, InsertError, LeakReport, Pending, Proxy, Snapshot,
-    Transfer,
+    Builder, Error, Event, Guard, Handle, InsertError, LeakReport, Proxy, Snapshot, Transfer,
 };
 
 /// What a release did.
@@ -376,75 +379,6 @@ impl<T: Send + Sync + 'static> Registry<T> {
         self.inner.pump()
     }
 
-    /// Sets the calling (home) thread's **notifier**: how this thread wants
-    /// to hear that values were queued for it while it sleeps in its event
-    /// loop (post to the loop, write an eventfd, send on a channel). One
-    /// per registry and thread; setting it again replaces it. A thread with
-    /// no table yet is registered.
-    ///
-    /// It is called on the releasing thread, right after that thread
-    /// queued a value here, never under a registry lock, and **at most
-    /// once per idle → pending edge**: after a notify, no further notify
-    /// until this thread has drained its queue empty (any drain: `pump`,
-    /// `pump_at_most` when it empties the queue, the bounded drain of an
-    /// ordinary call). **No wake-up is lost**: a value queued after this
-    /// thread's last drain either triggers a notify or is seen by its next
-    /// [`has_pending`](Registry::has_pending) / [`pending`](Registry::pending).
-    /// So an event loop that pumps, then checks `has_pending()`, then
-    /// sleeps until notified never sleeps with work queued. A panicking
-    /// notifier is caught and counted in [`hook_panics`](Registry::hook_panics);
-    /// the value stays queued. Thread exit clears it.
-    ///
-    /// ```
-    /// # use tether::Registry;
-    /// use std::sync::mpsc;
-    /// let reg: Registry<String> = Registry::new();
-    /// let (wake, woken) = mpsc::channel::<()>();       // this thread's event loop
-    /// reg.set_notify(move || { let _ = wake.send(()); })?;
-    /// let h = reg.insert("x".to_owned())?;
-    /// let t = reg.transfer(h)?;
-    /// let r2 = reg.clone();
-    /// std::thread::spawn(move || { let h = r2.claim(t).unwrap(); r2.release(h).unwrap(); });
-    /// woken.recv().unwrap();                           // the loop sleeps until woken
-    /// assert_eq!(reg.pump(), 1);
-    /// # Ok::<(), tether::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Forked`] in a forked child, [`Error::ThreadExited`] from a
-    /// late thread-local destructor.
-    pub fn set_notify(&self, f: impl Fn() + Send + Sync + 'static) -> Result<(), Error> {
-        self.inner.set_notify(Some(std::sync::Arc::new(f)))
-    }
-
-    /// Clears the calling thread's notifier (see
-    /// [`set_notify`](Registry::set_notify)).
-    pub fn clear_notify(&self) {
-        let _ = self.inner.set_notify(None);
-    }
-
-    /// Whether values wait in the calling thread's queue: one relaxed load
-    /// (after the thread's table is found); drains nothing.
-    #[inline]
-    pub fn has_pending(&self) -> bool {
-        self.inner.has_pending()
-    }
-
-    /// Runs at most `max` of the finalizations queued for the calling
-    /// thread; returns how many. When it empties the queue it re-arms the
-    /// notifier (see [`set_notify`](Registry::set_notify)). Nested inside a
-    /// drain on this thread it returns 0, as [`pump`](Registry::pump) does.
-    pub fn pump_at_most(&self, max: usize) -> usize {
-        self.inner.pump_at_most(max)
-    }
-
-    /// A future that is ready once the calling thread's queue has work (it
-    /// drains nothing). See [`Pending`].
-    pub fn pending(&self) -> Pending<'_, T> {
-        Pending::new(self)
-    }
-
     /// A point-in-time view of every live object, for diagnostics.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::take(&self.inner)
@@ -478,105 +412,6 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// since where?". See [`LeakReport`].
     pub fn leak_report(&self) -> LeakReport {
         LeakReport::take(&self.inner)
-    }
-
-    /// Closes the registry, phase one of a two-phase shutdown: from now on
-    /// `insert`, `insert_proxy`, `claim`, `claim_raw`, `Transfer::claim` and
-    /// interning a new object return [`Error::Closed`]. Threads that hold
-    /// objects keep working: `get`, `retain`, `release`, proxies and `pump`
-    /// work as before, so holders can finish and let go. A claim refused
-    /// this way drops its transfer, releasing the transfer's reference.
-    /// Closing cannot be undone.
-    ///
-    /// ```
-    /// # use tether::{Error, Registry};
-    /// let reg = Registry::new();
-    /// let h = reg.insert(1)?;
-    /// reg.close();
-    /// assert_eq!(reg.insert(2).unwrap_err().error(), Error::Closed);
-    /// assert_eq!(*reg.get(h)?, 1);         // holders keep working
-    /// reg.release(h)?;
-    /// # Ok::<(), tether::Error>(())
-    /// ```
-    pub fn close(&self) {
-        self.inner.close();
-    }
-
-    /// Whether [`close`](Registry::close) was called.
-    pub fn is_closed(&self) -> bool {
-        self.inner.is_closed()
-    }
-
-    /// Two-phase shutdown that never hangs: [`close`](Registry::close)s the
-    /// registry, then pumps this thread's finalization queue while waiting
-    /// (sleeping between checks, up to 10 ms) for the holders to let go.
-    /// `Ok(())` means every object was finalized: none is live, none is
-    /// still being inserted (an insert racing `close` either completes
-    /// before `Ok` is possible or fails with [`Error::Closed`]), and every
-    /// value released to a home thread was dropped there. At `timeout`,
-    /// `Err` with the [`LeakReport`] of whatever is still held — and it is
-    /// still held: nothing is freed under a holder — and of the values still
-    /// queued, with their home threads ([`LeakReport::pending_at`]). Call it
-    /// on the home thread of the objects (usually the main thread), after
-    /// releasing its own references: another home thread's queue is
-    /// dropped only when that thread next calls the registry or `pump`s.
-    ///
-    /// Called from a value's `Drop` that a drain of this thread's queue is
-    /// running (inside `pump`), while more values wait in that queue, it
-    /// returns `Err` at once: they can only be dropped after that `Drop`
-    /// returns.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tether::Registry;
-    /// let reg = Registry::new();
-    /// let h = reg.insert("stuck")?;
-    /// let t = reg.transfer(h)?;
-    /// let reg2 = reg.clone();
-    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
-    /// let worker = std::thread::spawn(move || {
-    ///     let h = reg2.claim(t).unwrap();
-    ///     rx.recv().unwrap();          // a worker that does not let go in time
-    ///     reg2.release(h).unwrap();
-    /// });
-    /// # while reg.snapshot().object(h).unwrap().transfers != 0 { std::thread::yield_now(); }
-    /// let report = reg.shutdown(Duration::from_millis(20)).unwrap_err();
-    /// assert_eq!(report.objects[0].handle, h);
-    /// tx.send(()).unwrap();
-    /// worker.join().unwrap();
-    /// assert!(reg.shutdown(Duration::from_secs(5)).is_ok());
-    /// # Ok::<(), tether::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// The leak report, if objects are still live at the timeout. In a child
-    /// process after `fork()`, at once, a report with
-    /// [`LeakReport::forked`] set.
-    pub fn shutdown(&self, timeout: Duration) -> Result<(), LeakReport> {
-        self.close();
-        if crate::fork::forked() {
-            // Nothing can be waited for in a child: fail fast.
-            return Err(self.leak_report());
-        }
-        let deadline = Instant::now() + timeout;
-        let mut nap = Duration::from_micros(50);
-        loop {
-            self.pump();
-            if self.inner.quiescent() {
-                return Ok(());
-            }
-            let now = Instant::now();
-            if now >= deadline || self.inner.stuck_in_own_drain() {
-                // At the timeout; or called from a value's `Drop` run by a
-                // drain of this thread's inbox, which holds more values: they
-                // are dropped only after that `Drop` returns, so waiting
-                // would only reach the timeout.
-                return Err(self.leak_report());
-            }
-            crate::sync::nap(nap.min(deadline - now));
-            nap = (nap * 2).min(Duration::from_millis(10));
-        }
     }
 
     /// Panics caught in the event hook so far (they never reach the registry).
