@@ -60,6 +60,32 @@ fn main() {
                 black_box(reg.release(x).expect("release"));
             }
         }
+        // A worker's last release of an object homed here (queued home),
+        // and the home's pump; with `_notify`, a notifier is set.
+        "queue_home" | "queue_home_notify" => {
+            if op == "queue_home_notify" {
+                reg.set_notify(|| {
+                    black_box(());
+                })
+                .expect("set_notify");
+            }
+            let ts: Vec<_> = (0..n)
+                .map(|i| {
+                    let x = reg.insert([i, i]).expect("insert");
+                    reg.transfer(x).expect("transfer")
+                })
+                .collect();
+            let r = reg.clone();
+            std::thread::spawn(move || {
+                for t in ts {
+                    let x = r.claim(t).expect("claim");
+                    black_box(r.release(x).expect("release"));
+                }
+            })
+            .join()
+            .expect("worker");
+            black_box(reg.pump());
+        }
         "empty" => {
             for i in 0..n {
                 black_box(i);

@@ -232,6 +232,11 @@ pub fn groups() -> Vec<Group> {
             cases: vec![
                 case("g6.crossbeam", "crossbeam-channel send+recv", g6_crossbeam),
                 case("g6.tether", "tether worker release + home pump", g6_tether),
+                case(
+                    "g6.tether.notify",
+                    "the same with a notifier set (DESIGN §8)",
+                    g6_tether_notify,
+                ),
             ],
         },
         Group {
@@ -623,7 +628,25 @@ impl<J: Send + 'static> Drop for Worker<J> {
 /// (timed: each value is sent home), then the home pumps (timed: each value
 /// is received and dropped). The figure is the sum of both spans.
 fn g6_tether() -> Run {
+    g6_tether_with(false)
+}
+
+/// G6 with a notifier set on the home: each batch's first release takes
+/// the idle -> pending edge and calls it (a counter here); the others see
+/// the edge closed (one relaxed load, no read-modify-write).
+fn g6_tether_notify() -> Run {
+    g6_tether_with(true)
+}
+
+fn g6_tether_with(notify: bool) -> Run {
     let reg = Registry::<V>::new();
+    if notify {
+        let woken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        reg.set_notify(move || {
+            woken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .expect("set_notify");
+    }
     let worker = {
         let reg = reg.clone();
         Worker::spawn(move |batch: Vec<Transfer<V>>| {
