@@ -223,3 +223,18 @@ fn thread_exit_clears_the_notifier() {
     );
     assert!(reg.is_empty());
 }
+
+/// `pending()` is the home thread's: its future is `!Send` (compile-time
+/// check: were it `Send`, the two blanket impls would make `some_item`
+/// ambiguous and this file would not compile).
+#[test]
+fn the_pending_future_is_not_send() {
+    trait AmbiguousIfSend<A> {
+        fn some_item() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+    #[allow(dead_code)]
+    struct Invalid;
+    impl<T: ?Sized + Send> AmbiguousIfSend<Invalid> for T {}
+    let _ = <tether::Pending<'static, u64> as AmbiguousIfSend<_>>::some_item;
+}
