@@ -286,7 +286,9 @@
 //! | an interned key's `init` runs once per object; waiters get the same object, each with its own reference | `two_threads_interning_one_key_init_runs_once` |
 //! | interning never returns a dead handle (a dying object's hold is refused by the CAS; a fresh one is made) | `intern_racing_final_release_never_returns_a_dead_handle` |
 //! | a failed `init` wakes its waiters with the error and leaves the key usable | `failing_init_with_a_waiter_does_not_poison_the_key` |
-//! | `shutdown` returns `Ok` only after every value released to its thread was finalized there (a value counts as in transit from "not live" until it is in the inbox) | `shutdown_waits_for_a_value_on_its_way_home` |
+//! | `shutdown` returns `Ok` only after every value released to a home was dropped there (a value counts from "not live" until its `Drop` ran out of the inbox), and never while an insert can still complete (Dekker on `closed`) | `shutdown_waits_for_a_value_on_its_way_home`, `no_insert_completes_after_shutdown_says_ok` |
+//! | the access rule is decided about the object a thread's first hold lands on (a successor id taking the slot mid-check gets nothing) | `successor_id_gives_no_access_when_the_slot_is_reused_mid_check` |
+//! | a home's notifier runs at most once per idle → pending edge, and no wake-up is lost (Dekker on `pending` and `armed`) | `a_value_queued_during_the_homes_drain_is_never_lost`, `two_senders_on_one_edge_notify_once` |
 //!
 //! # Implementation notes
 //!
