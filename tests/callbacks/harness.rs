@@ -143,6 +143,9 @@ pub enum Point {
     Drop(Path),
     /// Interner user code.
     Key(KeyPoint),
+    /// The home's notifier (DESIGN §8), run on a worker right after its
+    /// release queued a value home.
+    Notify,
 }
 
 thread_local! {

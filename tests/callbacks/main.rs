@@ -42,6 +42,7 @@ mod drops;
 mod harness;
 mod hooks;
 mod keys;
+mod notify;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -78,6 +79,7 @@ fn run(point: Point, action: Action) {
         Point::Hook(..) | Point::HookOnSpare(..) => hooks::run(point, action),
         Point::Drop(path) => drops::run(path, action),
         Point::Key(k) => keys::run(k, action),
+        Point::Notify => notify::run(action),
     });
 }
 
@@ -212,6 +214,7 @@ rows! {
     key_drop_at_release: Point::Key(KeyPoint::DropAtRelease),
     key_drop_at_exit: Point::Key(KeyPoint::DropAtExit),
     hook_transferred_while_intern_publishes: Point::Key(KeyPoint::MintHook),
+    notifier: Point::Notify,
 }
 
 #[test]
