@@ -131,6 +131,16 @@ impl<T> Inbox<T> {
             self.listening.store(true, Ordering::SeqCst);
         }
         fence(Ordering::SeqCst);
+        if self.pending.load(Ordering::Relaxed) {
+            return true;
+        }
+        // Idle: nothing pending. The edge is reopened here too, not only by
+        // a drain: a sender may have taken it for a value that the last
+        // drain had already taken (it queued before that drain and took
+        // the edge after the drain re-armed), and a waiting future, unlike
+        // a woken event loop, does not drain before it sleeps again. Then
+        // look once more (Dekker with the senders, as in `rearm`).
+        self.rearm();
         self.pending.load(Ordering::Relaxed)
     }
 

@@ -238,3 +238,58 @@ fn the_pending_future_is_not_send() {
     impl<T: ?Sized + Send> AmbiguousIfSend<Invalid> for T {}
     let _ = <tether::Pending<'static, u64> as AmbiguousIfSend<_>>::some_item;
 }
+
+/// A task waiting on `pending()` with a thread-parking executor while
+/// workers release thousands of its objects: it is always woken (a wait
+/// that times out fails, and says what the queue and flag looked like).
+#[test]
+fn an_async_home_awaiting_pending_is_always_woken() {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    const N: u64 = 4000;
+    for round in 0..20 {
+        let reg: Registry<u64> = Registry::new();
+        let ts = homed(&reg, N);
+        let (a, b): (Vec<_>, Vec<_>) = ts.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        let workers: Vec<_> = [a, b]
+            .into_iter()
+            .map(|ts| {
+                let r = reg.clone();
+                spawn("releaser", move || {
+                    for (_, t) in ts {
+                        let h = r.claim(t).expect("claim");
+                        r.release(h).expect("release");
+                    }
+                })
+            })
+            .collect();
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut finalized = 0u64;
+        while finalized < N {
+            let mut fut = pin!(reg.pending());
+            let started = std::time::Instant::now();
+            while fut.as_mut().poll(&mut cx).is_pending() {
+                // Only a wake (or a spurious unpark) ends this wait early:
+                // a lost wake-up sleeps the whole timeout.
+                std::thread::park_timeout(Duration::from_secs(5));
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "round {round}: never woken; {finalized} of {N} finalized, has_pending {}, queued {}",
+                    reg.has_pending(),
+                    reg.snapshot().pending()
+                );
+            }
+            finalized += reg.pump() as u64;
+        }
+        for w in workers {
+            join(w);
+        }
+        assert_eq!(reg.pump(), 0);
+        assert!(reg.is_empty());
+    }
+}

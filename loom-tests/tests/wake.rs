@@ -95,3 +95,77 @@ fn two_senders_on_one_edge_notify_once() {
         assert_eq!(drops.total(), 2);
     });
 }
+
+/// `pending()` never misses a value: a home that drains and then polls the
+/// future (registering its waker) while two workers queue values is either
+/// told `Ready` or woken afterwards.
+#[test]
+fn a_pending_future_is_woken_or_ready() {
+    use std::future::Future;
+    use std::task::{Context, Wake, Waker};
+    struct Flag(loom::sync::atomic::AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    loom_tests::model(|| {
+        let drops = Drops::new();
+        drops.set_home();
+        let reg: Registry<Tracked> = Registry::builder().capacity(3).build();
+        let t0 = homed(&reg, &drops, 0);
+        let t1 = homed(&reg, &drops, 1);
+        let t2 = homed(&reg, &drops, 2);
+        let flag = std::sync::Arc::new(Flag(loom::sync::atomic::AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        // The home has polled once (its waker is registered) and a first
+        // value came: the edge is closed until the home drains.
+        assert!(Box::pin(reg.pending()).as_mut().poll(&mut cx).is_pending());
+        {
+            let reg = reg.clone();
+            thread::spawn(move || {
+                let h = reg.claim(t0).unwrap();
+                reg.release(h).unwrap();
+            })
+            .join()
+            .unwrap();
+        }
+        let workers: Vec<_> = [t1, t2]
+            .into_iter()
+            .map(|t| {
+                let reg = reg.clone();
+                thread::spawn(move || {
+                    let h = reg.claim(t).unwrap();
+                    reg.release(h).unwrap();
+                })
+            })
+            .collect();
+        let mut drained = 0;
+        loop {
+            let ready = Box::pin(reg.pending()).as_mut().poll(&mut cx).is_ready();
+            if ready {
+                drained += reg.pump();
+                if drained == 3 {
+                    break;
+                }
+                continue;
+            }
+            // Pending: it must be woken (or every value already drained).
+            flag.0.store(false, Ordering::SeqCst);
+            if Box::pin(reg.pending()).as_mut().poll(&mut cx).is_ready() {
+                continue;
+            }
+            let mut spins = 0;
+            while !flag.0.load(Ordering::SeqCst) {
+                spins += 1;
+                assert!(spins < 50, "never woken: {drained} drained");
+                thread::yield_now();
+            }
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(drops.total(), 3);
+    });
+}

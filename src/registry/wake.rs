@@ -20,7 +20,11 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// thread's last drain either triggers a notify or is seen by its next
     /// [`has_pending`](Registry::has_pending) / [`pending`](Registry::pending).
     /// So an event loop that pumps, then checks `has_pending()`, then
-    /// sleeps until notified never sleeps with work queued. A panicking
+    /// sleeps until notified never sleeps with work queued. (A woken loop
+    /// must pump before it sleeps again — the drain is what reopens the
+    /// edge; a notify can come for a value an earlier drain already took.
+    /// `has_pending()` may likewise say `true` for such a value: then the
+    /// pump finds nothing.) A panicking
     /// notifier is caught and counted in [`hook_panics`](Registry::hook_panics);
     /// the value stays queued. Thread exit clears it.
     ///
