@@ -262,7 +262,9 @@
 //! pages that never move), the slot value cell (`slot.rs` — written only by
 //! the inserting thread before publication, moved out only by the thread
 //! that dropped the last hold), per-thread table pointers (owned by the
-//! registry until the owning thread exits), proxies' pointers into those,
+//! registry until the owning thread exits and its last late proxy or guard
+//! is gone — `inner/exit.rs`, `Inner::late_hold_gone`), proxies' pointers
+//! into those,
 //! each thread's pointer to the interner cache it used last
 //! (`interner/cache.rs` — cleared before that cache can be freed; tested
 //! under AddressSanitizer with user code re-entering from the cache's key
