@@ -9,7 +9,6 @@
 use std::backtrace::Backtrace;
 use std::collections::HashMap;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -355,7 +354,7 @@ impl Diag {
 
     /// Runs a listener, catching and counting its panic.
     fn guarded(&self, listener: impl FnOnce()) {
-        if catch_unwind(AssertUnwindSafe(listener)).is_err() {
+        if crate::caught::call_caught(listener) {
             self.hook_panics.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -29,7 +29,7 @@
 //! home's last drain either finds the edge armed (and notifies) or is seen by
 //! the home's next `has_pending()` / `pending()`.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use crate::caught::{call_caught, drop_caught};
 use std::sync::Arc;
 use std::task::Waker;
 
@@ -163,13 +163,8 @@ impl<T> Inbox<T> {
         }
         match notifier {
             None => Edge::Quiet,
-            Some(f) => match catch_unwind(AssertUnwindSafe(|| f())) {
-                Ok(()) => Edge::Notified,
-                Err(payload) => {
-                    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-                    Edge::NotifierPanicked
-                }
-            },
+            Some(f) if call_caught(|| f()) => Edge::NotifierPanicked,
+            Some(_) => Edge::Notified,
         }
     }
 
@@ -255,7 +250,7 @@ impl<T: Send> crate::tid::Leftovers for Inbox<T> {
     fn close_and_drop(&self) {
         self.close();
         self.drain(usize::MAX, false, |_, v| {
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(v)));
+            drop_caught(v);
         });
     }
 
@@ -269,7 +264,7 @@ impl<T> Drop for Inbox<T> {
         // Normally empty (drained at thread exit / by `pump`). Whatever is left
         // when a registry is torn down is dropped here, never double-panicking.
         while let Ok(v) = self.rx.try_recv() {
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(v)));
+            drop_caught(v);
         }
     }
 }

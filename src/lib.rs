@@ -361,6 +361,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod builder;
+mod caught;
 mod diag;
 mod error;
 mod fork;

@@ -1,7 +1,7 @@
 //! A thread's exit (invariant 7) and the registry's own drop: the two
 //! teardowns, and an exited thread's table freed with its last late hold.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use crate::caught::drop_caught;
 use std::ptr;
 use std::sync::Arc;
 
@@ -194,7 +194,7 @@ impl<T> Drop for Inner<T> {
                             // It exited during the send: what it may have
                             // missed is dropped here.
                             inbox.drain(usize::MAX, false, |_, v| {
-                                let _ = catch_unwind(AssertUnwindSafe(move || drop(v)));
+                                drop_caught(v);
                             });
                             None
                         }
@@ -203,14 +203,14 @@ impl<T> Drop for Inner<T> {
                 _ => Some(value),
             };
             if let Some(value) = value {
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
+                drop_caught(value);
             }
             drop(home);
         }
         // The calling thread is home to what waits in its own inbox.
         if let Some(inbox) = my_inbox {
             inbox.drain(usize::MAX, false, |_, v| {
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(v)));
+                drop_caught(v);
             });
         }
         // Last: no handle of this registry is honoured any more.

@@ -1,7 +1,6 @@
 //! Finalization: the last hold's value dropped here or sent to its home
 //! thread's inbox (DESIGN §5), and the home draining its inbox.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::Inner;
@@ -147,14 +146,10 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// Drops the value of `h` on the calling thread (`on` is its table, if
     /// known), catching a panic in its `Drop` (invariant 10).
     pub(crate) fn dispose(&self, h: Handle, value: T, on: Option<&ThreadTable<T>>) {
-        let panicked = match catch_unwind(AssertUnwindSafe(move || drop(value))) {
-            Ok(()) => false,
-            Err(payload) => {
-                self.drop_panics.fetch_add(1, Ordering::Relaxed);
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-                true
-            }
-        };
+        let panicked = crate::caught::drop_caught(value);
+        if panicked {
+            self.drop_panics.fetch_add(1, Ordering::Relaxed);
+        }
         self.diag.emit(|| crate::Event::Finalized {
             handle: h,
             thread: thread_of(on),

@@ -23,10 +23,8 @@
 //! `Stored<K>` borrows as a probe, and a probe compares by id when both
 //! sides have one and by key (after the hash) otherwise.
 
-use std::any::Any;
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -160,15 +158,7 @@ impl Hasher for Prehashed {
 /// unwinding would break its caller — a release, a thread's exit, a
 /// flight's cleanup. A panicking `Drop` is caught and counted in `panics`.
 pub(crate) fn drop_keys<X>(keys: X, panics: &AtomicU64) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(keys))) {
+    if crate::caught::drop_caught(keys) {
         panics.fetch_add(1, Ordering::Relaxed);
-        drop_payload(payload);
-    }
-}
-
-/// Drops a caught panic's payload, whose own `Drop` may panic.
-fn drop_payload(payload: Box<dyn Any + Send>) {
-    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(again);
     }
 }
