@@ -35,6 +35,24 @@ fn release_on_a_worker(reg: &Registry<u64>, ts: Vec<Transfer<u64>>) {
     }));
 }
 
+/// Two workers that claim and release half of `ts` each, concurrently
+/// (every value queued home); join them when done.
+fn two_releasers(reg: &Registry<u64>, ts: Vec<Transfer<u64>>) -> Vec<std::thread::JoinHandle<()>> {
+    let (a, b): (Vec<_>, Vec<_>) = ts.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    [a, b]
+        .into_iter()
+        .map(|ts| {
+            let r = reg.clone();
+            spawn("releaser", move || {
+                for (_, t) in ts {
+                    let h = r.claim(t).expect("claim");
+                    r.release(h).expect("release");
+                }
+            })
+        })
+        .collect()
+}
+
 fn counting_notifier(reg: &Registry<u64>) -> Arc<AtomicUsize> {
     let n = Arc::new(AtomicUsize::new(0));
     let n2 = Arc::clone(&n);
@@ -91,20 +109,7 @@ fn a_sleeping_home_is_always_woken_for_queued_work() {
         let _ = wake.send(());
     })
     .expect("set_notify");
-    let ts = homed(&reg, N);
-    let (a, b): (Vec<_>, Vec<_>) = ts.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
-    let workers: Vec<_> = [a, b]
-        .into_iter()
-        .map(|ts| {
-            let r = reg.clone();
-            spawn("releaser", move || {
-                for (_, t) in ts {
-                    let h = r.claim(t).expect("claim");
-                    r.release(h).expect("release");
-                }
-            })
-        })
-        .collect();
+    let workers = two_releasers(&reg, homed(&reg, N));
     let (mut done, mut sleeps) = (0u64, 0u64);
     while done < N {
         done += reg.pump() as u64;
@@ -253,20 +258,7 @@ fn an_async_home_awaiting_pending_is_always_woken() {
     const N: u64 = 4000;
     for round in 0..20 {
         let reg: Registry<u64> = Registry::new();
-        let ts = homed(&reg, N);
-        let (a, b): (Vec<_>, Vec<_>) = ts.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
-        let workers: Vec<_> = [a, b]
-            .into_iter()
-            .map(|ts| {
-                let r = reg.clone();
-                spawn("releaser", move || {
-                    for (_, t) in ts {
-                        let h = r.claim(t).expect("claim");
-                        r.release(h).expect("release");
-                    }
-                })
-            })
-            .collect();
+        let workers = two_releasers(&reg, homed(&reg, N));
         let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
         let mut cx = Context::from_waker(&waker);
         let mut finalized = 0u64;

@@ -312,6 +312,23 @@ impl Scenario {
         lock(&self.notes).push(what.into());
     }
 
+    /// The end of a script whose driver kept a `witness` proxy (it keeps the
+    /// table alive once the actors dropped every `Registry`, and lends a
+    /// registry for the checks): disarms, then nothing live, a panicking
+    /// action counted as one hook panic, a fresh call works, every value
+    /// dropped once at home.
+    pub fn finish_with_witness(self: &Arc<Self>, witness: Proxy<Val>) {
+        self.disable();
+        let reg = witness.registry();
+        drop(witness);
+        let panics = u64::from(self.action == Action::Panic);
+        self.check_registry(&reg, 0, panics, 0);
+        self.check_fresh_call(&reg);
+        drop(reg);
+        self.check_drops();
+        self.assert_clean();
+    }
+
     /// Runs the action once, if armed: the point was reached.
     pub fn fire(self: &Arc<Self>, subject: Option<Handle>) {
         if !self.enabled.load(Ordering::SeqCst) || self.fired.swap(true, Ordering::SeqCst) {

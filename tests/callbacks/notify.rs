@@ -47,14 +47,5 @@ pub fn run(action: Action) {
     drop(reg);
     worker.exit();
     home.exit();
-    sc.disable();
-
-    let reg = witness.registry();
-    drop(witness);
-    let panics = u64::from(action == Action::Panic);
-    sc.check_registry(&reg, 0, panics, 0);
-    sc.check_fresh_call(&reg);
-    drop(reg);
-    sc.check_drops();
-    sc.assert_clean();
+    sc.finish_with_witness(witness);
 }
