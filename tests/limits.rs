@@ -262,8 +262,13 @@ fn an_over_limit_clone_panics_at_the_callers_line() {
     let p = reg.insert_proxy(5u8).expect("insert_proxy");
     let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let s = seen.clone();
+    // The hook is process-wide: record only this thread's panics.
+    let here = std::thread::current().id();
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != here {
+            return;
+        }
         if let Some(l) = info.location() {
             *s.lock().unwrap() = l.file().to_owned();
         }

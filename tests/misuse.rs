@@ -398,8 +398,14 @@ fn a_misuse_panic_points_at_the_callers_line() {
     reg.release(h).expect("release");
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let s = seen.clone();
+    // The hook is process-wide: record only this thread's panics (other
+    // tests of this binary panic on purpose in parallel).
+    let here = std::thread::current().id();
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != here {
+            return;
+        }
         if let Some(l) = info.location() {
             s.lock().unwrap().push(l.file().to_owned());
         }
