@@ -66,8 +66,8 @@
 //! * **Access requires a reference.** `get`, `retain`, `proxy` and `pin`
 //!   succeed only for a thread that holds the object, for its home thread
 //!   (the one that inserted it), or on a pinned object. Everyone else gets a
-//!   first reference only by claiming a [`Transfer`]: a guessed id gives no
-//!   access. A [`Guard`] counts as a reference while it lives.
+//!   first reference only by claiming a [`Transfer`] or upgrading a [`Weak`]
+//!   (both made by a thread with access): a guessed id gives no access. A [`Guard`] counts as a reference while it lives.
 //! * **No premature release, no leak.** An object is finalized exactly once,
 //!   when no thread holds it, it has no pin and no transfer is in flight.
 //! * **Home finalization.** The value's `Drop` runs on its home thread: at
