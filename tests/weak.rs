@@ -307,15 +307,23 @@ fn upgrades_racing_the_last_release_never_see_a_dead_value() {
 }
 
 fn race_upgrades_with_last_releases() {
+    /// Per-round drop flags and the drop count, shared through one `Arc`
+    /// that the test thread keeps to the end (so that no other thread drops
+    /// its last clone: ThreadSanitizer cannot see `Arc::drop`'s fence in the
+    /// uninstrumented std).
+    struct Flags {
+        dropped: Vec<AtomicBool>,
+        drops: AtomicUsize,
+    }
     struct Witness {
-        dropped: Arc<AtomicBool>,
-        drops: Arc<AtomicUsize>,
+        round: usize,
+        flags: Arc<Flags>,
     }
     impl Drop for Witness {
         fn drop(&mut self) {
             // Counted, not asserted: the registry catches a panicking Drop.
-            self.dropped.store(true, Ordering::SeqCst);
-            self.drops.fetch_add(1, Ordering::SeqCst);
+            self.flags.dropped[self.round].store(true, Ordering::SeqCst);
+            self.flags.drops.fetch_add(1, Ordering::SeqCst);
         }
     }
     let rounds = if cfg!(debug_assertions) {
@@ -325,18 +333,24 @@ fn race_upgrades_with_last_releases() {
     };
     for shape in 0..3 {
         let reg = Registry::builder().home_finalization(shape != 2).build();
-        let drops = Arc::new(AtomicUsize::new(0));
+        let flags = Arc::new(Flags {
+            dropped: (0..rounds).map(|_| AtomicBool::new(false)).collect(),
+            drops: AtomicUsize::new(0),
+        });
         let won = Arc::new(AtomicU64::new(0));
         let go = Arc::new(Barrier::new(2));
-        let (tx, rx) = std::sync::mpsc::channel::<Option<(Weak<Witness>, Arc<AtomicBool>)>>();
+        let (tx, rx) = std::sync::mpsc::channel::<Option<(Weak<Witness>, usize)>>();
         let upgrader = {
-            let (go, won) = (Arc::clone(&go), Arc::clone(&won));
+            let (go, won, flags) = (Arc::clone(&go), Arc::clone(&won), Arc::clone(&flags));
             spawn("upgrader", move || {
-                while let Ok(Some((w, dropped))) = rx.recv() {
+                while let Ok(Some((w, round))) = rx.recv() {
                     go.wait();
                     // Keep trying until the object is gone.
                     while let Some(p) = w.upgrade() {
-                        assert!(!dropped.load(Ordering::SeqCst), "a dead value upgraded");
+                        assert!(
+                            !flags.dropped[round].load(Ordering::SeqCst),
+                            "a dead value upgraded"
+                        );
                         won.fetch_add(1, Ordering::Relaxed);
                         drop(p);
                     }
@@ -344,16 +358,14 @@ fn race_upgrades_with_last_releases() {
                 }
             })
         };
-        for _ in 0..rounds {
-            let dropped = Arc::new(AtomicBool::new(false));
+        for round in 0..rounds {
             let p = reg
                 .insert_proxy(Witness {
-                    dropped: Arc::clone(&dropped),
-                    drops: Arc::clone(&drops),
+                    round,
+                    flags: Arc::clone(&flags),
                 })
                 .unwrap();
-            tx.send(Some((p.downgrade(), Arc::clone(&dropped))))
-                .unwrap();
+            tx.send(Some((p.downgrade(), round))).unwrap();
             if shape == 0 {
                 go.wait();
                 drop(p); // the home's last: finalized here, or by the upgrader's drop
@@ -364,7 +376,7 @@ fn race_upgrades_with_last_releases() {
                 join(releaser);
             }
             // Wait for the upgrader to see it dead, then collect it.
-            while !dropped.load(Ordering::SeqCst) {
+            while !flags.dropped[round].load(Ordering::SeqCst) {
                 reg.pump();
                 std::thread::yield_now();
             }
@@ -373,7 +385,7 @@ fn race_upgrades_with_last_releases() {
         join(upgrader);
         reg.pump();
         assert_eq!(
-            drops.load(Ordering::SeqCst),
+            flags.drops.load(Ordering::SeqCst),
             rounds,
             "shape {shape}: each once"
         );
