@@ -1,4 +1,6 @@
-//! The floor of a checked per-thread count (issue 4, rows G1 and G4).
+//! The floor of a checked per-thread count (issue 4, rows G1, G3 and G4;
+//! issue 18: every floor is the cheapest correct code for its row, a true
+//! lower bound: if tether beats one, the floor is wrong).
 //!
 //! What any registry must do at least to retain, release or borrow a handle
 //! the calling thread already holds, if it counts references per thread and
@@ -87,36 +89,41 @@ impl Floor {
     }
 
     /// A thread's first and last reference (row G3) at the floor: the
-    /// checked per-thread count of `retain` and `release`, plus what any
-    /// shared object needs to learn that one more thread holds it and then
-    /// one fewer: one atomic read-modify-write of its shared word each way
-    /// (a `fetch_add`, cheaper under contention than the CAS that refuses a
-    /// dead object; so this is a lower bound). `Arc` clone+drop does those
-    /// two RMWs and nothing else. It still reads the shared word before
-    /// each RMW, for the generation check of `mine`. Under contention
-    /// that read costs a cache-line transfer of its own. Checking the
-    /// generation through the result of two compare-and-swaps instead
-    /// measured slower, alone and contended (see the README's G3 notes),
-    /// so this is the cheapest checked sequence measured.
+    /// thread's own count +1 and -1, and what any shared object needs to
+    /// learn that one more thread holds it and then one fewer: one atomic
+    /// read-modify-write of its shared word each way, exactly `Arc`
+    /// clone+drop's two. The generation is checked on the value the
+    /// `fetch_add` returns (a stale id would undo its add), so no load
+    /// precedes either RMW and nothing else touches the shared line: under
+    /// contention this costs what the two RMWs cost.
     #[inline]
     pub fn first_and_last(&self, id: Id) -> Option<()> {
         let state = self.states.get(id.index)?;
-        let c = self.mine(id)?;
+        let c = COUNTS.with(Cell::get).get(id.index)?;
+        let old = state.fetch_add(1, Ordering::Acquire);
+        if (old >> 32) as u32 != id.generation {
+            state.fetch_sub(1, Ordering::Release);
+            return None;
+        }
         c.set(c.get() + 1);
-        state.fetch_add(1, Ordering::AcqRel);
-        let c = black_box(self.mine(id)?);
-        c.set(c.get().checked_sub(1)?);
-        state.fetch_sub(1, Ordering::AcqRel);
+        // Two calls in a real program: the -1 reloads the count.
+        let c = black_box(c);
+        c.set(c.get() - 1);
+        state.fetch_sub(1, Ordering::Release);
         Some(())
     }
 
     /// Borrows the value the way a guard does: +1 while it is read, -1 after.
+    /// The count stays in a register between the two stores (nothing but
+    /// the read runs meanwhile), so the -1 is a store, not a load and a
+    /// store.
     #[inline]
     pub fn get(&self, id: Id) -> Option<[u64; 2]> {
         let c = self.mine(id)?;
-        c.set(c.get() + 1);
+        let n = c.get();
+        c.set(n + 1);
         let v = black_box(self.values[id.index]);
-        c.set(c.get() - 1);
+        c.set(n);
         Some(v)
     }
 }
