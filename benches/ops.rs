@@ -135,6 +135,18 @@ fn main() {
             .join()
             .expect("worker");
         }
+        // A +1 through an interner on a key this thread holds, and its -1
+        // (the report's D2 row).
+        "intern_release" => {
+            let interner: tether::Interner<u64, [u64; 2]> = tether::Interner::new(&reg);
+            let _held = interner.intern(&42, || Ok([4, 2])).expect("intern");
+            for _ in 0..n {
+                let g = interner
+                    .intern(black_box(&42), || Ok([0, 0]))
+                    .expect("intern");
+                black_box(reg.release(black_box(g)).expect("release"));
+            }
+        }
         // The floors and baselines of the same rows (benches/common/floor.rs).
         "floor_retain_release" => {
             let (f, ids) = floor::Floor::new(1);

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 N=${CALLGRIND_N:-200000}
 ops=("$@")
 [ ${#ops[@]} -eq 0 ] && ops=(retain_release get proxy_clone_drop zero_one_zero insert_release
-    alt1 alt2 alt4 pinned_first_last
+    alt1 alt2 alt4 pinned_first_last intern_release
     floor_retain_release floor_get floor_first_last floor_proxy_clone_drop
     rc_clone_drop arc_clone_drop empty)
 cargo bench --bench ops --no-run >/dev/null 2>&1
