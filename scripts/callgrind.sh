@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${CALLGRIND_N:-200000}
 ops=("$@")
+all=$([ ${#ops[@]} -eq 0 ] && echo 1 || echo 0)
 [ ${#ops[@]} -eq 0 ] && ops=(retain_release get proxy_clone_drop zero_one_zero insert_release
     alt1 alt2 alt4 pinned_first_last intern_release
     floor_retain_release floor_get floor_first_last floor_proxy_clone_drop
@@ -20,9 +21,11 @@ count() {
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 \
         | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
-# Also written to target/tether-callgrind.txt, which `cargo bench --bench
-# report` prints beside its timings (with the commit it was counted at).
+# Without arguments, also written to target/tether-callgrind.txt, which
+# `cargo bench --bench report` prints beside its timings (with the commit it
+# was counted at).
 out=${CARGO_TARGET_DIR:-target}/tether-callgrind.txt
+[ "$all" = 1 ] || out=/dev/null
 rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
 {
     echo "# instructions per iteration (callgrind), commit $rev, $(date -u +%Y-%m-%d)"
@@ -32,5 +35,4 @@ rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
         b=$(count "$op" $((2 * N)))
         awk -v a="$a" -v b="$b" -v n="$N" -v op="$op" 'BEGIN { printf "%-22s %.1f\n", op, (b - a) / n }'
     done
-} | tee "$out.tmp"
-mv "$out.tmp" "$out"
+} | if [ "$out" = /dev/null ]; then cat; else tee "$out.tmp" && mv "$out.tmp" "$out"; fi

@@ -7,10 +7,12 @@
 //! refuses stale handles: find the thread's own count table (one
 //! thread-local read), check the handle's generation against the slot's
 //! shared state word (one load), and add to or subtract from the thread's own
-//! word (one load, one store). Nothing else: no registry identity or range
-//! check, no fork flag, no queued-finalization flag, no overflow check, no
-//! finalization path. tether does all of those as well, so it cannot be
-//! faster than this; `Rc` does none of it (it already holds the pointer), so
+//! word (one load, one store), sending a thread that holds nothing yet to
+//! the access rule's path and its last release to the hold's (a test each,
+//! as correct code must). Nothing else: no registry identity or range check,
+//! no fork flag, no queued-finalization flag, no overflow check (64-bit
+//! counts). tether does all of those as well, so it cannot be faster than
+//! this; `Rc` does none of it (it already holds the pointer), so
 //! this is the closest any handle-based design can come to `Rc`.
 
 use std::cell::Cell;
@@ -63,22 +65,37 @@ impl Floor {
         COUNTS.with(Cell::get).get(id.index)
     }
 
-    /// +1 for the calling thread; its count after.
+    /// +1 for the calling thread, which holds the object; its count after.
+    /// A thread holding nothing takes another path (the access rule).
     #[inline]
     pub fn retain(&self, id: Id) -> Option<u64> {
         let c = self.mine(id)?;
-        let n = c.get() + 1;
-        c.set(n);
-        Some(n)
+        let n = c.get();
+        if n == 0 {
+            return None;
+        }
+        c.set(n + 1);
+        Some(n + 1)
     }
 
-    /// -1 for the calling thread (never the last here); its count after.
+    /// -1 for the calling thread; its count after. The thread's last
+    /// reference gives up its hold on the shared word (never here).
     #[inline]
     pub fn release(&self, id: Id) -> Option<u64> {
         let c = self.mine(id)?;
         let n = c.get().checked_sub(1)?;
         c.set(n);
+        if n == 0 {
+            self.last(id);
+        }
         Some(n)
+    }
+
+    /// The calling thread's last reference is gone: its hold goes.
+    #[cold]
+    #[inline(never)]
+    fn last(&self, id: Id) {
+        self.states[id.index].fetch_sub(1, Ordering::Release);
     }
 
     /// Gives the calling thread its own count table, holding nothing (for a
@@ -121,6 +138,9 @@ impl Floor {
     pub fn get(&self, id: Id) -> Option<[u64; 2]> {
         let c = self.mine(id)?;
         let n = c.get();
+        if n == 0 {
+            return None; // not held: the access rule's path
+        }
         c.set(n + 1);
         let v = black_box(self.values[id.index]);
         c.set(n);
@@ -132,8 +152,9 @@ impl Floor {
 /// that is `Clone`, derefs to the value and keeps the registry alive must do
 /// if the thread's references are counted per object. It keeps the
 /// registry alive (an `Rc`: `Rc` clone+drop's whole cost), counts the
-/// clone in the thread's own word for the object (+1 / -1) and carries a
-/// pointer to the value. No overflow check, no finalization path.
+/// clone in the thread's own word for the object (+1 / -1, a 64-bit count
+/// that cannot overflow), carries a pointer to the value, and tests for the
+/// thread's last reference on drop.
 pub struct ProxyFloor {
     home: std::rc::Rc<()>,
     entry: &'static Cell<u64>,
@@ -171,6 +192,18 @@ impl Clone for ProxyFloor {
 impl Drop for ProxyFloor {
     #[inline]
     fn drop(&mut self) {
-        self.entry.set(self.entry.get() - 1);
+        let n = self.entry.get() - 1;
+        self.entry.set(n);
+        if n == 0 {
+            last_proxy_gone();
+        }
     }
+}
+
+/// The thread's last proxy of an object is gone (its hold would go; never
+/// here).
+#[cold]
+#[inline(never)]
+fn last_proxy_gone() {
+    black_box(());
 }
