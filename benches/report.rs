@@ -45,7 +45,7 @@ struct Plan {
 const FULL: Plan = Plan {
     warm_up: Duration::from_millis(100),
     sample: Duration::from_millis(30),
-    samples: 25,
+    samples: 41,
 };
 
 const SMOKE: Plan = Plan {
