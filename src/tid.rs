@@ -362,7 +362,7 @@ pub(crate) fn uncache_table(key: u64) {
 }
 
 /// The cache keys in the calling thread's cache, way 0 first (0: empty).
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(crate) fn cached_keys() -> [u64; CACHE_WAYS] {
     TABLE_CACHE
         .try_with(|c| std::array::from_fn(|i| c.ways[i].get().0))
