@@ -1,9 +1,14 @@
-//! The issue-4 report: every row of the table measured in one run, tether
-//! and its baselines side by side, with the ratio, the target and PASS/MISS,
-//! and a PNG plot of the ratios.
+//! The issue-4/18 report: every row of the table measured in one run,
+//! tether and its baselines (floors, and what a user would pick) side by
+//! side, with the ratio, the target and PASS/MISS, each case's instruction
+//! count per operation (from `target/tether-callgrind.txt`, written by
+//! `scripts/callgrind.sh`), a markdown table (`target/tether-perf.md`, the
+//! README's) and a PNG plot of the ratios.
 //!
 //! ```sh
-//! cargo bench --bench report     # under a minute; writes target/tether-perf.png
+//! cargo bench --bench report     # about two minutes; writes target/tether-perf.{md,png}
+//! scripts/perf-table.sh          # callgrind, this, and the README table in one go
+//! TETHER_REPORT_GROUPS=G2,M cargo bench --bench report   # some groups only
 //! ```
 //!
 //! Timing: the workloads are the criterion benches' own (see
@@ -12,7 +17,9 @@
 //! are sampled in turn, one sample each, `FULL.samples` times, so a change
 //! in the machine's load hits tether and its baselines alike. The median is
 //! reported in ns per operation per thread, with the fastest and slowest
-//! sample beside it. Every target compares two cases of the same group.
+//! sample beside it. Every target compares two cases of the same group (a
+//! 2-thread row with a control divides its slowdown by the control's, all
+//! four cases from one group).
 //! Figures from a busy machine are noisy: the load average at the start is
 //! printed for that reason.
 //!
