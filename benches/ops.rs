@@ -7,8 +7,39 @@
 //! cost cancels out.
 
 use std::hint::black_box;
+use std::rc::Rc;
+use std::sync::Arc;
 
-use tether::Registry;
+use tether::{Handle, Registry};
+
+#[path = "common/floor.rs"]
+#[allow(dead_code)]
+mod floor;
+
+/// One retain+release of a handle the calling thread holds (as the report's
+/// workloads do it).
+#[inline]
+fn retain_release(reg: &Registry<[u64; 2]>, h: Handle) {
+    black_box(reg.retain(black_box(h)).expect("retain"));
+    black_box(reg.release(black_box(h)).expect("release"));
+}
+
+/// `n` retain+release pairs spread in turn over `k` registries (one held
+/// object each) on this thread: `n / k` rounds of one pair per registry.
+fn alternate(k: usize, n: u64) {
+    let regs: Vec<(Registry<[u64; 2]>, Handle)> = (0..k)
+        .map(|i| {
+            let reg = Registry::new();
+            let h = reg.insert([i as u64, 0]).expect("insert");
+            (reg, h)
+        })
+        .collect();
+    for _ in 0..n / k as u64 {
+        for (reg, h) in &regs {
+            retain_release(reg, *h);
+        }
+    }
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -119,10 +150,78 @@ fn main() {
             black_box(p);
         }
         "std_weak_upgrade" => {
-            let a = std::sync::Arc::new([1u64, 2]);
-            let w = std::sync::Arc::downgrade(&a);
+            let a = Arc::new([1u64, 2]);
+            let w = Arc::downgrade(&a);
             for _ in 0..n {
                 black_box(black_box(&w).upgrade().expect("live"));
+            }
+        }
+        // Pairs alternated between registries on one thread (issue 18): per
+        // pair, like `retain_release`, with the rounds' loop in all three.
+        "alt1" => alternate(1, n),
+        "alt2" => alternate(2, n),
+        "alt4" => alternate(4, n),
+        // A thread other than the home taking and dropping its first
+        // reference of a pinned object (the report's G3 row).
+        "pinned_first_last" => {
+            reg.pin(h).expect("pin");
+            let r = reg.clone();
+            std::thread::spawn(move || {
+                for _ in 0..n {
+                    retain_release(&r, h);
+                }
+            })
+            .join()
+            .expect("worker");
+        }
+        // A +1 through an interner on a key this thread holds, and its -1
+        // (the report's D2 row).
+        "intern_release" => {
+            let interner: tether::Interner<u64, [u64; 2]> = tether::Interner::new(&reg);
+            let _held = interner.intern(&42, || Ok([4, 2])).expect("intern");
+            for _ in 0..n {
+                let g = interner
+                    .intern(black_box(&42), || Ok([0, 0]))
+                    .expect("intern");
+                black_box(reg.release(black_box(g)).expect("release"));
+            }
+        }
+        // The floors and baselines of the same rows (benches/common/floor.rs).
+        "floor_retain_release" => {
+            let (f, ids) = floor::Floor::new(1);
+            for _ in 0..n {
+                black_box(f.retain(black_box(ids[0])).expect("retain"));
+                black_box(f.release(black_box(ids[0])).expect("release"));
+            }
+        }
+        "floor_get" => {
+            let (f, ids) = floor::Floor::new(1000);
+            for _ in 0..n {
+                black_box(f.get(black_box(ids[0])).expect("get"));
+            }
+        }
+        "floor_first_last" => {
+            let (f, ids) = floor::Floor::new(1);
+            for _ in 0..n {
+                f.first_and_last(black_box(ids[0])).expect("live");
+            }
+        }
+        "floor_proxy_clone_drop" => {
+            let p = floor::ProxyFloor::new();
+            for _ in 0..n {
+                black_box(black_box(&p).clone());
+            }
+        }
+        "rc_clone_drop" => {
+            let rc = Rc::new([1u64, 2]);
+            for _ in 0..n {
+                drop(black_box(Rc::clone(black_box(&rc))));
+            }
+        }
+        "arc_clone_drop" => {
+            let arc = Arc::new([1u64, 2]);
+            for _ in 0..n {
+                drop(black_box(Arc::clone(black_box(&arc))));
             }
         }
         "empty" => {

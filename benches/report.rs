@@ -1,9 +1,14 @@
-//! The issue-4 report: every row of the table measured in one run, tether
-//! and its baselines side by side, with the ratio, the target and PASS/MISS,
-//! and a PNG plot of the ratios.
+//! The issue-4/18 report: every row of the table measured in one run,
+//! tether and its baselines (floors, and what a user would pick) side by
+//! side, with the ratio, the target and PASS/MISS, each case's instruction
+//! count per operation (from `target/tether-callgrind.txt`, written by
+//! `scripts/callgrind.sh`), a markdown table (`target/tether-perf.md`, the
+//! README's) and a PNG plot of the ratios.
 //!
 //! ```sh
-//! cargo bench --bench report     # under a minute; writes target/tether-perf.png
+//! cargo bench --bench report     # about two minutes; writes target/tether-perf.{md,png}
+//! scripts/perf-table.sh          # callgrind, this, and the README table in one go
+//! TETHER_REPORT_GROUPS=G2,M cargo bench --bench report   # some groups only
 //! ```
 //!
 //! Timing: the workloads are the criterion benches' own (see
@@ -12,7 +17,9 @@
 //! are sampled in turn, one sample each, `FULL.samples` times, so a change
 //! in the machine's load hits tether and its baselines alike. The median is
 //! reported in ns per operation per thread, with the fastest and slowest
-//! sample beside it. Every target compares two cases of the same group.
+//! sample beside it. Every target compares two cases of the same group (a
+//! 2-thread row with a control divides its slowdown by the control's, all
+//! four cases from one group).
 //! Figures from a busy machine are noisy: the load average at the start is
 //! printed for that reason.
 //!
@@ -45,7 +52,7 @@ struct Plan {
 const FULL: Plan = Plan {
     warm_up: Duration::from_millis(100),
     sample: Duration::from_millis(30),
-    samples: 21,
+    samples: 41,
 };
 
 const SMOKE: Plan = Plan {
@@ -62,16 +69,26 @@ struct Figure {
     high: f64,
 }
 
-/// One target of the issue: `tether / baseline <= limit`.
+/// What a row is: a target (counted), a floor's distance from a baseline or
+/// any other reference (shown, not counted).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Target,
+    Info,
+}
+
+/// One row: `tether / baseline <= limit`; with a `control`, the ratio is
+/// `(tether / tether_1) / (control_n / control_1)`: a slowdown (N threads
+/// against 1) over the same slowdown of a floor that shares nothing,
+/// measured in the same run.
 struct Target {
     id: &'static str,
     what: &'static str,
     tether: &'static str,
     baseline: &'static str,
     limit: f64,
-    /// A reference row, not a target: the floor of any handle-based design
-    /// (`benches/common/floor.rs`) against the same baseline and limit.
-    floor: bool,
+    kind: Kind,
+    control: Option<(&'static str, &'static str)>,
 }
 
 const fn target(
@@ -87,47 +104,113 @@ const fn target(
         tether,
         baseline,
         limit,
-        floor: false,
+        kind: Kind::Target,
+        control: None,
     }
 }
 
-/// A reference row: the floor measured against a target's baseline and limit.
-const fn floor(target: Target) -> Target {
+/// A reference row (shown, not counted).
+const fn info(target: Target) -> Target {
     Target {
-        floor: true,
+        kind: Kind::Info,
         ..target
     }
 }
 
-/// The issue's targets, in table order: (row, what, tether case, baseline
-/// case, limit on tether / baseline).
+/// A 2-thread row with its control: `(tether_n / tether_1) / (floor_n /
+/// floor_1)`.
+const fn controlled(target: Target, floor_n: &'static str, floor_1: &'static str) -> Target {
+    Target {
+        control: Some((floor_n, floor_1)),
+        ..target
+    }
+}
+
+/// The targets (issues 4, 6 and 18), in table order: (row, what, tether
+/// case, baseline case, limit on tether / baseline). Floors are the
+/// cheapest correct code for their row (`benches/common/floor.rs`).
 #[rustfmt::skip]
 const TARGETS: &[Target] = &[
-    target("G1", "retain+release vs Rc clone+drop", "g1.raw", "g1.rc", 2.5),
+    target("G1", "retain+release vs its floor", "g1.raw", "g1.floor", 1.3),
     target("G1", "retain+release vs Arc clone+drop", "g1.raw", "g1.arc", 0.8),
-    floor(target("G1", "floor (checked per-thread count) vs Rc", "g1.floor", "g1.rc", 2.5)),
-    target("G1", "Proxy clone+drop vs Rc clone+drop", "g1.proxy", "g1.rc", 2.5),
-    floor(target("G1", "floor (Rc + own count, clone+drop) vs Rc", "g1.proxyfloor", "g1.rc", 2.5)),
+    target("G1", "Proxy clone+drop vs its floor", "g1.proxy", "g1.proxyfloor", 1.3),
     target("G1", "Proxy clone+drop vs Arc clone+drop", "g1.proxy", "g1.arc", 0.8),
-    target("G2", "2 threads, same object vs 2 threads, one Arc", "g2.tether.2t", "arc.2t", 0.25),
-    target("G2", "2 threads vs tether 1 thread", "g2.tether.2t", "g2.tether.1t", 1.3),
-    target("G3", "0->1->0, 1 thread vs Arc alone", "g3.tether.1t", "arc.1t", 1.3),
-    floor(target("G3", "floor (checked count + 2 RMWs) vs Arc alone", "g3.floor.1t", "arc.1t", 1.3)),
-    target("G3", "0->1->0, 2 threads vs Arc contended", "g3.tether.2t", "arc.2t", 1.2),
-    floor(target("G3", "floor (checked count + 2 RMWs) vs Arc contended", "g3.floor.2t", "arc.2t", 1.2)),
-    target("G4", "get vs slab::get", "g4.tether.1t", "g4.slab.1t", 1.5),
-    floor(target("G4", "floor (checked per-thread count) vs slab::get", "g4.floor.1t", "g4.slab.1t", 1.5)),
+    info(target("G1", "(retain+release floor vs Rc clone+drop)", "g1.floor", "g1.rc", 2.5)),
+    info(target("G1", "(Proxy floor vs Rc clone+drop)", "g1.proxyfloor", "g1.rc", 2.5)),
+    target("G2", "2 threads, same object vs 2 threads, one Arc", "g2.raw.2s", "arc.2t", 0.25),
+    controlled(target("G2", "retain+release, same object: 2t/1t over floor's", "g2.raw.2s", "g2.raw.1t", 1.15), "g2.floor.2t", "g2.floor.1t"),
+    controlled(target("G2", "retain+release, own objects: 2t/1t over floor's", "g2.raw.2d", "g2.raw.1t", 1.15), "g2.floor.2t", "g2.floor.1t"),
+    controlled(target("G2", "Proxy, same object: 2t/1t over floor's", "g2.proxy.2s", "g2.proxy.1t", 1.15), "g2.floor.2t", "g2.floor.1t"),
+    controlled(target("G2", "Proxy, own objects: 2t/1t over floor's", "g2.proxy.2d", "g2.proxy.1t", 1.15), "g2.floor.2t", "g2.floor.1t"),
+    target("G3", "0->1->0 vs its floor, alone", "g3.tether.1t", "g3.floor.1t", 1.3),
+    target("G3", "0->1->0 vs its floor, 2 threads contended", "g3.tether.2t", "g3.floor.2t", 1.3),
+    info(target("G3", "(floor vs Arc clone+drop, alone)", "g3.floor.1t", "arc.1t", 1.3)),
+    info(target("G3", "(floor vs Arc clone+drop, contended)", "g3.floor.2t", "arc.2t", 1.2)),
+    target("G4", "get vs its floor", "g4.tether.1t", "g4.floor.1t", 1.3),
+    info(target("G4", "(get floor vs slab::get, unchecked)", "g4.floor.1t", "g4.slab.1t", 1.5)),
     target("G4", "get vs sharded-slab get, 1 thread", "g4.tether.1t", "g4.sharded.1t", 0.33),
     target("G4", "get vs sharded-slab, hot shared key, 2 threads", "g4.tether.2s", "g4.sharded.2s", 0.1),
-    target("G5", "insert+release vs Mutex<Slab>, 1 thread", "g5.tether.1t", "g5.mutex.1t", 1.3),
+    target("G5", "insert+release vs Mutex<Slab>, home finalization on", "g5.tether.1t", "g5.mutex.1t", 1.0),
+    target("G5", "insert+release vs Mutex<Slab>, home finalization off", "g5.nohome.1t", "g5.mutex.1t", 1.0),
     target("G5", "insert+release vs sharded-slab, 2 threads", "g5.tether.2t", "g5.sharded.2t", 1.0),
-    target("G6", "remote release + pump vs crossbeam send+recv", "g6.tether", "g6.crossbeam", 2.0),
+    target("L", "lifecycle vs Mutex<Slab> + crossbeam send", "l.tether", "l.mutex", 1.0),
+    target("G6", "remote release + pump vs crossbeam send+recv", "g6.tether", "g6.crossbeam", 1.5),
     target("G7", "bytes per object vs Vec<Arc<T>>", "g7.tether", "g7.arc", 1.0),
-    floor(target("G7", "floor (state + value + counts, exact) vs Arc", "g7.floor", "g7.arc", 1.0)),
+    info(target("G7", "(floor: state + value + counts, exact, vs Arc)", "g7.floor", "g7.arc", 1.0)),
     target("G8", "retain+release, 1M live vs 1K live", "g8.tether.1m", "g8.tether.1k", 1.5),
-    target("D", "retain+release with an event hook vs none", "d1.hook", "d1.plain", 1.1),
-    target("D", "intern of a held key vs get of a held handle", "d2.intern", "d2.get", 1.1),
+    target("M", "2 registries alternated vs 1", "m.2", "m.1", 1.15),
+    target("M", "4 registries in turn vs 1", "m.4", "m.1", 1.15),
+    target("D", "hook installed, retain+release (emits nothing) vs none", "d1.hook", "d1.plain", 1.1),
+    info(target("D", "(0->1->0 with a hook taking its 2 events vs none)", "d1.zhook", "d1.zplain", 1.1)),
+    target("D", "intern+release of a held key vs get (+1 -1 both)", "d2.intern", "d2.get", 1.1),
 ];
+
+/// The callgrind operation (`benches/ops.rs`) that runs a case's
+/// per-thread loop, for the instruction count shown beside its time.
+fn op_of(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "g1.raw" | "g2.raw.1t" | "g2.raw.2s" | "g2.raw.2d" | "d1.plain" | "d1.hook" => {
+            "retain_release"
+        }
+        "g1.arc" | "arc.1t" => "arc_clone_drop",
+        "g1.rc" => "rc_clone_drop",
+        "g1.floor" | "g2.floor.1t" | "g2.floor.2t" => "floor_retain_release",
+        "g1.proxy" | "g2.proxy.1t" | "g2.proxy.2s" | "g2.proxy.2d" => "proxy_clone_drop",
+        "g1.proxyfloor" => "floor_proxy_clone_drop",
+        "g3.tether.1t" | "g3.tether.2t" => "pinned_first_last",
+        "g3.floor.1t" | "g3.floor.2t" => "floor_first_last",
+        "g4.tether.1t" | "d2.get" => "get",
+        "d2.intern" => "intern_release",
+        "g4.floor.1t" => "floor_get",
+        "g5.tether.1t" => "insert_release",
+        "d1.zplain" => "zero_one_zero",
+        "m.1" => "alt1",
+        "m.2" => "alt2",
+        "m.4" => "alt4",
+        _ => return None,
+    })
+}
+
+/// Instruction counts per operation from `target/tether-callgrind.txt`
+/// (written by `scripts/callgrind.sh`), and its header line.
+fn instructions() -> (HashMap<String, f64>, Option<String>) {
+    let path = target_dir().join("tether-callgrind.txt");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return (HashMap::new(), None);
+    };
+    let header = text
+        .lines()
+        .find(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#').trim().to_owned());
+    let counts = text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_owned(), w.next()?.parse().ok()?))
+        })
+        .collect();
+    (counts, header)
+}
 
 /// Warms `run` up and returns the iteration count of one sample.
 fn calibrate(run: &mut Run, plan: &Plan) -> u64 {
@@ -214,19 +297,22 @@ fn show(f: Figure, unit: &str) -> String {
 
 /// `target/tether-perf.png` (the smoke pass writes `tether-perf-smoke.png`
 /// so it never overwrites a real report).
-fn plot_path(full: bool) -> PathBuf {
+fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join(if full {
-            "tether-perf.png"
-        } else {
-            "tether-perf-smoke.png"
-        })
 }
 
-/// One plotted row: label, ratio, limit, and whether it is a floor row
-/// (a reference, drawn grey).
+fn plot_path(full: bool) -> PathBuf {
+    target_dir().join(if full {
+        "tether-perf.png"
+    } else {
+        "tether-perf-smoke.png"
+    })
+}
+
+/// One plotted row: label, ratio, limit, and whether it is a reference
+/// row (drawn grey, not counted).
 type Bar = (String, f64, f64, bool);
 
 fn plot(bars: &[Bar], subtitle: &str, path: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
@@ -293,8 +379,7 @@ fn plot(bars: &[Bar], subtitle: &str, path: &PathBuf) -> Result<(), Box<dyn std:
             BLACK.stroke_width(3),
         )])?;
         let verdict = match (floor, pass) {
-            (true, true) => "(floor) within",
-            (true, false) => "(floor) beyond",
+            (true, _) => "(reference)",
             (false, true) => "PASS",
             (false, false) => "MISS",
         };
@@ -308,6 +393,15 @@ fn plot(bars: &[Bar], subtitle: &str, path: &PathBuf) -> Result<(), Box<dyn std:
     Ok(())
 }
 
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
 fn main() {
     let started = Instant::now();
     let full = std::env::args().any(|a| a == "--bench");
@@ -315,8 +409,13 @@ fn main() {
     common::register_font();
 
     let machine = machine();
-    println!("tether benchmark report (issue 4)");
+    let (instr, instr_from) = instructions();
+    println!("tether benchmark report (issues 4, 6, 18)");
     println!("machine: {machine}");
+    match &instr_from {
+        Some(h) => println!("instructions per operation: {h} (target/tether-callgrind.txt)"),
+        None => println!("instructions per operation: none (run scripts/callgrind.sh first)"),
+    }
     if full {
         println!(
             "timing: warm-up {} ms, then median of {} samples of ~{} ms; [fastest .. slowest sample]",
@@ -328,11 +427,19 @@ fn main() {
         println!("smoke mode (no --bench): tiny samples, figures are meaningless");
     }
     println!("every time is per operation per thread\n");
+    let instr_of = |key: &str| op_of(key).and_then(|op| instr.get(op).copied());
+    let show_instr = |key: &str| instr_of(key).map_or(String::from("-"), |i| format!("{i:.0}"));
 
     // (row id, case key) -> figure: each target compares cases of its own
     // group, measured together.
     let mut figures: HashMap<(&'static str, &'static str), Figure> = HashMap::new();
-    for g in groups() {
+    // `TETHER_REPORT_GROUPS=G2,M`: only those groups (for a quick look;
+    // the rows of the others are left out of the table).
+    let only: Option<Vec<String>> = std::env::var("TETHER_REPORT_GROUPS")
+        .ok()
+        .map(|v| v.split(',').map(str::to_owned).collect());
+    let wanted = |id: &str| only.as_ref().map_or(true, |o| o.iter().any(|w| w == id));
+    for g in groups().into_iter().filter(|g| wanted(g.id)) {
         println!("{}  {}", g.id, g.title);
         let mut runs: Vec<Run> = g.cases.iter().map(|c| (c.make)()).collect();
         let measured = measure_group(&mut runs, plan);
@@ -340,14 +447,15 @@ fn main() {
         for (case, f) in g.cases.iter().zip(measured) {
             figures.insert((g.id, case.key), f);
             println!(
-                "    {:<46} {:>9}   [{:.2} .. {:.2}]",
+                "    {:<50} {:>9}   [{:.2} .. {:.2}]  {:>5} instr",
                 case.name,
                 show(f, "ns"),
                 f.low,
-                f.high
+                f.high,
+                show_instr(case.key),
             );
         }
-        if g.id == "G6" {
+        if g.id == "G6" && wanted("G7") {
             println!(
                 "G7  heap bytes per live object ({OBJECTS} objects of 16 bytes, each held by 2 threads)"
             );
@@ -358,42 +466,83 @@ fn main() {
                     high: bytes,
                 };
                 figures.insert(("G7", key), f);
-                println!("    {name:<46} {:>9}", show(f, "B"));
+                println!("    {name:<50} {:>9}", show(f, "B"));
             }
         }
     }
 
-    println!();
-    println!(
-        "| id | target | tether | baseline | ratio | limit | result |\n|----|--------|-------:|---------:|------:|------:|--------|"
+    let mut md = String::new();
+    md += &format!(
+        "Measured {} with `cargo bench --bench report` on {machine}.",
+        today()
     );
+    if let Some(h) = &instr_from {
+        md += &format!(" Instructions per operation: {h}.");
+    }
+    md += "\n\n| id | row | tether | instr | baseline | instr | ratio | limit | result |\n";
+    md += "|----|-----|-------:|------:|---------:|------:|------:|------:|--------|\n";
     let mut bars = Vec::new();
     let mut missed = 0;
-    let targets = TARGETS.iter().filter(|t| !t.floor).count();
-    for t in TARGETS {
-        let (a, b) = (figures[&(t.id, t.tether)], figures[&(t.id, t.baseline)]);
-        let ratio = a.median / b.median;
-        let pass = ratio <= t.limit;
-        missed += usize::from(!pass && !t.floor);
+    let targets = TARGETS
+        .iter()
+        .filter(|t| t.kind == Kind::Target && wanted(t.id))
+        .count();
+    for t in TARGETS.iter().filter(|t| wanted(t.id)) {
+        let fig = |key| figures[&(t.id, key)];
+        let (a, b) = (fig(t.tether), fig(t.baseline));
         let unit = unit_of(t.tether);
-        println!(
-            "| {} | {:<48} | {:>9} | {:>9} | {:>6.2}x | {:<8} | {} |",
+        let (ratio, tether, baseline) = match t.control {
+            None => (a.median / b.median, show(a, unit), show(b, unit)),
+            Some((cn, c1)) => {
+                let (cn, c1) = (fig(cn), fig(c1));
+                (
+                    (a.median / b.median) / (cn.median / c1.median),
+                    format!("{:.2} / {:.2} ns", a.median, b.median),
+                    format!("{:.2} / {:.2} ns", cn.median, c1.median),
+                )
+            }
+        };
+        let (ia, ib) = match t.control {
+            None => (show_instr(t.tether), show_instr(t.baseline)),
+            Some((cn, _)) => (show_instr(t.tether), show_instr(cn)),
+        };
+        let pass = ratio <= t.limit;
+        let is_target = t.kind == Kind::Target;
+        missed += usize::from(!pass && is_target);
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} | {:.2}x | <= {}x | {} |\n",
             t.id,
             t.what,
-            show(a, unit),
-            show(b, unit),
+            tether,
+            ia,
+            baseline,
+            ib,
             ratio,
-            format!("<= {}x", t.limit),
-            match (t.floor, pass) {
-                (false, true) => "PASS",
-                (false, false) => "MISS",
-                (true, true) => "(floor) within",
-                (true, false) => "(floor) beyond",
+            t.limit,
+            match (is_target, pass) {
+                (true, true) => "PASS",
+                (true, false) => "MISS",
+                (false, _) => "(reference)",
             }
         );
-        bars.push((format!("{}  {}", t.id, t.what), ratio, t.limit, t.floor));
+        bars.push((format!("{}  {}", t.id, t.what), ratio, t.limit, !is_target));
     }
-    println!("\n{} of {} targets met.", targets - missed, targets);
+    md += &format!(
+        "\n{} of {} targets met in this run.\n",
+        targets - missed,
+        targets
+    );
+    println!("\n{md}");
+    let md_path = target_dir().join(if full {
+        "tether-perf.md"
+    } else {
+        "tether-perf-smoke.md"
+    });
+    if let Err(e) = std::fs::write(&md_path, &md) {
+        eprintln!("could not write {}: {e}", md_path.display());
+    } else {
+        println!("table: {}", md_path.display());
+    }
 
     let path = plot_path(full);
     match plot(&bars, &machine, &path) {
@@ -401,7 +550,7 @@ fn main() {
         Err(e) => eprintln!("could not write the plot {}: {e}", path.display()),
     }
     println!(
-        "reproduce: cargo bench --bench report   ({:.0} s)",
+        "reproduce: scripts/perf-table.sh (callgrind, this report, README table)   ({:.0} s)",
         started.elapsed().as_secs_f64()
     );
 }

@@ -10,16 +10,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${CALLGRIND_N:-200000}
 ops=("$@")
-[ ${#ops[@]} -eq 0 ] && ops=(retain_release get proxy_clone_drop zero_one_zero insert_release empty)
+all=$([ ${#ops[@]} -eq 0 ] && echo 1 || echo 0)
+[ ${#ops[@]} -eq 0 ] && ops=(retain_release get proxy_clone_drop zero_one_zero insert_release
+    alt1 alt2 alt4 pinned_first_last intern_release
+    floor_retain_release floor_get floor_first_last floor_proxy_clone_drop
+    rc_clone_drop arc_clone_drop empty)
 cargo bench --bench ops --no-run >/dev/null 2>&1
 bin=$(ls -t target/release/deps/ops-* | grep -v '\.d$' | head -1)
 count() {
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 \
         | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
-printf '%-18s %s\n' operation "instructions per iteration"
-for op in "${ops[@]}"; do
-    a=$(count "$op" "$N")
-    b=$(count "$op" $((2 * N)))
-    awk -v a="$a" -v b="$b" -v n="$N" -v op="$op" 'BEGIN { printf "%-18s %.1f\n", op, (b - a) / n }'
-done
+# Without arguments, also written to target/tether-callgrind.txt, which
+# `cargo bench --bench report` prints beside its timings (with the commit it
+# was counted at).
+out=${CARGO_TARGET_DIR:-target}/tether-callgrind.txt
+[ "$all" = 1 ] || out=/dev/null
+rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
+{
+    echo "# instructions per iteration (callgrind), commit $rev, $(date -u +%Y-%m-%d)"
+    printf '%-22s %s\n' operation "instructions per iteration"
+    for op in "${ops[@]}"; do
+        a=$(count "$op" "$N")
+        b=$(count "$op" $((2 * N)))
+        awk -v a="$a" -v b="$b" -v n="$N" -v op="$op" 'BEGIN { printf "%-22s %.1f\n", op, (b - a) / n }'
+    done
+} | if [ "$out" = /dev/null ]; then cat; else tee "$out.tmp" && mv "$out.tmp" "$out"; fi

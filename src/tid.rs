@@ -162,17 +162,42 @@ impl Drop for ThreadState {
     }
 }
 
-/// The table cache's value when it holds no table: key 0 is never a
+/// A table cache way's value when it holds no table: key 0 is never a
 /// registry's.
 const NO_TABLE: (u64, *const ()) = (0, std::ptr::null());
+
+/// How many registries' tables a thread's cache holds: a thread that uses up
+/// to this many registries in turn finds each table without the slow path.
+pub(crate) const CACHE_WAYS: usize = 4;
+
+/// A thread's table cache: up to [`CACHE_WAYS`] `(registry cache key, this
+/// thread's table there)` pairs, the most recently used in way 0 (the only
+/// one the fast path reads). Ways move only as whole pairs, so a key never
+/// sits beside another registry's table. An empty way is [`NO_TABLE`].
+struct TableCache {
+    ways: [Cell<(u64, *const ())>; CACHE_WAYS],
+}
+
+impl TableCache {
+    const fn new() -> Self {
+        TableCache {
+            ways: [
+                Cell::new(NO_TABLE),
+                Cell::new(NO_TABLE),
+                Cell::new(NO_TABLE),
+                Cell::new(NO_TABLE),
+            ],
+        }
+    }
+}
 
 thread_locals! {
     /// `tid + 1`, or UNASSIGNED / EXITED. No destructor, so it stays readable
     /// while other thread-locals are destroyed.
     static TID: Cell<u32> = Cell::new(UNASSIGNED);
-    /// The last registry this thread used: `(registry cache key, its
-    /// table)`. Key 0 is never a registry's. No destructor.
-    static TABLE_CACHE: Cell<(u64, *const ())> = Cell::new(NO_TABLE);
+    /// The tables of the last registries this thread used (see
+    /// [`TableCache`]). No destructor.
+    static TABLE_CACHE: TableCache = TableCache::new();
     /// Runs the exit hooks when the thread's thread-locals are destroyed.
     static STATE: ThreadState =
         ThreadState { tid: Cell::new(UNASSIGNED), hooks: RefCell::new(Vec::new()) };
@@ -255,36 +280,186 @@ pub(crate) fn drop_leftovers() {
     }
 }
 
-/// The calling thread's cached `(registry cache key, table)`; [`NO_TABLE`]
-/// if none (or while thread-locals are torn down).
+/// The calling thread's most recently used `(registry cache key, table)`
+/// (way 0 of its cache); [`NO_TABLE`] if none (or while thread-locals are
+/// torn down).
 #[inline]
 pub(crate) fn cached_table() -> (u64, *const ()) {
-    TABLE_CACHE.try_with(Cell::get).unwrap_or(NO_TABLE)
+    TABLE_CACHE
+        .try_with(|c| c.ways[0].get())
+        .unwrap_or(NO_TABLE)
 }
 
-/// Caches the calling thread's table of the registry with cache key `key`.
+/// The table cached for the registry with cache key `key` (non-zero) in a
+/// way other than the first, moved to the first (swapped with the pair
+/// there); `None` if no way holds `key`. For a thread that uses several
+/// registries in turn: a few loads and compares, four stores on a hit.
+#[inline]
+pub(crate) fn find_cached_table(key: u64) -> Option<*const ()> {
+    TABLE_CACHE
+        .try_with(|c| {
+            // Unrolled (one straight path per way) so each hit is a few
+            // loads and four stores at fixed offsets: 127 instructions per
+            // pair with two registries in turn, against 133 for a loop
+            // (`scripts/callgrind.sh alt2`; one registry: 118).
+            const _: () = assert!(CACHE_WAYS == 4, "one `hit` per way below");
+            let hit = |i: usize| {
+                let pair = c.ways[i].get();
+                (pair.0 == key).then(|| {
+                    c.ways[i].set(c.ways[0].get());
+                    c.ways[0].set(pair);
+                    pair.1
+                })
+            };
+            hit(1).or_else(|| hit(2)).or_else(|| hit(3))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Caches the calling thread's table of the registry with cache key `key`
+/// in way 0; the other pairs move down one way, into the first empty way or
+/// over the way that held `key` before, else the last pair is dropped.
 #[inline]
 pub(crate) fn cache_table(key: u64, table: *const ()) {
-    let _ = TABLE_CACHE.try_with(|c| c.set((key, table)));
+    let _ = TABLE_CACHE.try_with(|c| {
+        let mut carry = (key, table);
+        for way in &c.ways {
+            carry = way.replace(carry);
+            if carry.0 == key || carry.0 == NO_TABLE.0 {
+                break;
+            }
+        }
+    });
 }
 
-/// In a `fork()` child handler: forgets the forking thread's cached table,
-/// whatever registry it belongs to, so the child's first registry call
+/// In a `fork()` child handler: forgets the forking thread's cached tables,
+/// whatever registries they belong to, so the child's first registry call
 /// takes the slow path, which sees the fork (see `Inner::my_table`).
 ///
 /// Only touches this thread's own cache, a `const`-initialised thread-local
 /// without a destructor: no allocation, no lock.
 #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
 pub(crate) fn forget_cache_after_fork() {
-    let _ = TABLE_CACHE.try_with(|c| c.set(NO_TABLE));
-}
-
-/// Forgets the cached table of the registry with cache key `key` (its
-/// thread is exiting).
-pub(crate) fn uncache_table(key: u64) {
     let _ = TABLE_CACHE.try_with(|c| {
-        if c.get().0 == key {
-            c.set(NO_TABLE);
+        for way in &c.ways {
+            way.set(NO_TABLE);
         }
     });
+}
+
+/// Forgets the cached table of the registry with cache key `key`, in
+/// whichever way holds it (its thread is exiting, or the registry is being
+/// dropped).
+pub(crate) fn uncache_table(key: u64) {
+    let _ = TABLE_CACHE.try_with(|c| {
+        for way in &c.ways {
+            if way.get().0 == key {
+                way.set(NO_TABLE);
+            }
+        }
+    });
+}
+
+/// The cache keys in the calling thread's cache, way 0 first (0: empty).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn cached_keys() -> [u64; CACHE_WAYS] {
+    TABLE_CACHE
+        .try_with(|c| std::array::from_fn(|i| c.ways[i].get().0))
+        .unwrap_or([0; CACHE_WAYS])
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A fake table address for key `k` (never dereferenced here).
+    fn table(k: u64) -> *const () {
+        (k as usize * 64) as *const ()
+    }
+
+    /// Looks `k` up the way `Inner::my_table` does: way 0, then the others.
+    fn find(k: u64) -> Option<*const ()> {
+        let (key, p) = cached_table();
+        if key == k {
+            return Some(p);
+        }
+        find_cached_table(k)
+    }
+
+    // Each test runs on its own thread: the cache is the thread's.
+    fn on_fresh_thread(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(f).join().expect("test thread");
+    }
+
+    #[test]
+    fn fills_move_down_and_the_fifth_evicts_the_oldest() {
+        on_fresh_thread(|| {
+            assert_eq!(cached_keys(), [0; CACHE_WAYS]);
+            for k in 1..=5 {
+                cache_table(k, table(k));
+            }
+            assert_eq!(cached_keys(), [5, 4, 3, 2]);
+            assert_eq!(find(1), None);
+            for k in 2..=5 {
+                assert_eq!(find(k), Some(table(k)), "key {k}");
+                assert_eq!(cached_keys()[0], k, "a hit moves to way 0");
+            }
+        });
+    }
+
+    #[test]
+    fn a_hit_swaps_with_way_0_as_a_pair() {
+        on_fresh_thread(|| {
+            for k in 1..=4 {
+                cache_table(k, table(k));
+            }
+            assert_eq!(cached_keys(), [4, 3, 2, 1]);
+            assert_eq!(find_cached_table(1), Some(table(1)));
+            assert_eq!(cached_keys(), [1, 3, 2, 4]);
+            assert_eq!(cached_table(), (1, table(1)));
+            assert_eq!(find_cached_table(4), Some(table(4)));
+            assert_eq!(cached_table(), (4, table(4)));
+            assert_eq!(find(1), Some(table(1)));
+            assert_eq!(find(9), None);
+        });
+    }
+
+    #[test]
+    fn uncache_clears_the_key_in_any_way() {
+        on_fresh_thread(|| {
+            for way in 0..CACHE_WAYS as u64 {
+                for k in 1..=4 {
+                    cache_table(k, table(k));
+                }
+                // Key 4 - way sits in way `way`.
+                let k = 4 - way;
+                assert_eq!(cached_keys()[way as usize], k);
+                uncache_table(k);
+                assert_eq!(find(k), None);
+                assert_eq!(cached_keys()[way as usize], 0);
+                // A refill takes the hole, evicting nobody.
+                cache_table(9, table(9));
+                assert_eq!(cached_keys().iter().filter(|&&c| c != 0).count(), 4);
+                uncache_table(9);
+                for k in (1..=4).filter(|&o| o != k) {
+                    assert_eq!(find(k), Some(table(k)), "key {k}");
+                }
+                forget_cache_after_fork();
+                assert_eq!(cached_keys(), [0; CACHE_WAYS]);
+            }
+        });
+    }
+
+    #[test]
+    fn refilling_a_cached_key_keeps_one_copy() {
+        on_fresh_thread(|| {
+            for k in 1..=4 {
+                cache_table(k, table(k));
+            }
+            cache_table(2, table(7));
+            assert_eq!(cached_keys(), [2, 4, 3, 1]);
+            assert_eq!(cached_table(), (2, table(7)));
+        });
+    }
 }

@@ -201,7 +201,10 @@ fn every_fallible_call_in_a_forked_child_is_err_forked() {
         c.forked("proxy.try_clone", proxy.try_clone());
         c.forked("downgrade", reg.downgrade(h));
         c.forked("weak.try_upgrade", weak.try_upgrade());
-        c.forked("proxy.downgrade().try_upgrade", proxy.downgrade().try_upgrade());
+        c.forked(
+            "proxy.downgrade().try_upgrade",
+            proxy.downgrade().try_upgrade(),
+        );
         c.check("weak.is_live() is false", !weak.is_live());
         c.forked("release of the proxy's object", reg.release(ph));
         c.forked("claim", reg.clone().claim(token));

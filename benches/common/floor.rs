@@ -1,14 +1,18 @@
-//! The floor of a checked per-thread count (issue 4, rows G1 and G4).
+//! The floor of a checked per-thread count (issue 4, rows G1, G3 and G4;
+//! issue 18: every floor is the cheapest correct code for its row, a true
+//! lower bound: if tether beats one, the floor is wrong).
 //!
 //! What any registry must do at least to retain, release or borrow a handle
 //! the calling thread already holds, if it counts references per thread and
 //! refuses stale handles: find the thread's own count table (one
 //! thread-local read), check the handle's generation against the slot's
 //! shared state word (one load), and add to or subtract from the thread's own
-//! word (one load, one store). Nothing else: no registry identity or range
-//! check, no fork flag, no queued-finalization flag, no overflow check, no
-//! finalization path. tether does all of those as well, so it cannot be
-//! faster than this; `Rc` does none of it (it already holds the pointer), so
+//! word (one load, one store), sending a thread that holds nothing yet to
+//! the access rule's path and its last release to the hold's (a test each,
+//! as correct code must). Nothing else: no registry identity or range check,
+//! no fork flag, no queued-finalization flag, no overflow check (64-bit
+//! counts). tether does all of those as well, so it cannot be faster than
+//! this; `Rc` does none of it (it already holds the pointer), so
 //! this is the closest any handle-based design can come to `Rc`.
 
 use std::cell::Cell;
@@ -61,22 +65,37 @@ impl Floor {
         COUNTS.with(Cell::get).get(id.index)
     }
 
-    /// +1 for the calling thread; its count after.
+    /// +1 for the calling thread, which holds the object; its count after.
+    /// A thread holding nothing takes another path (the access rule).
     #[inline]
     pub fn retain(&self, id: Id) -> Option<u64> {
         let c = self.mine(id)?;
-        let n = c.get() + 1;
-        c.set(n);
-        Some(n)
+        let n = c.get();
+        if n == 0 {
+            return None;
+        }
+        c.set(n + 1);
+        Some(n + 1)
     }
 
-    /// -1 for the calling thread (never the last here); its count after.
+    /// -1 for the calling thread; its count after. The thread's last
+    /// reference gives up its hold on the shared word (never here).
     #[inline]
     pub fn release(&self, id: Id) -> Option<u64> {
         let c = self.mine(id)?;
         let n = c.get().checked_sub(1)?;
         c.set(n);
+        if n == 0 {
+            self.last(id);
+        }
         Some(n)
+    }
+
+    /// The calling thread's last reference is gone: its hold goes.
+    #[cold]
+    #[inline(never)]
+    fn last(&self, id: Id) {
+        self.states[id.index].fetch_sub(1, Ordering::Release);
     }
 
     /// Gives the calling thread its own count table, holding nothing (for a
@@ -87,36 +106,44 @@ impl Floor {
     }
 
     /// A thread's first and last reference (row G3) at the floor: the
-    /// checked per-thread count of `retain` and `release`, plus what any
-    /// shared object needs to learn that one more thread holds it and then
-    /// one fewer: one atomic read-modify-write of its shared word each way
-    /// (a `fetch_add`, cheaper under contention than the CAS that refuses a
-    /// dead object; so this is a lower bound). `Arc` clone+drop does those
-    /// two RMWs and nothing else. It still reads the shared word before
-    /// each RMW, for the generation check of `mine`. Under contention
-    /// that read costs a cache-line transfer of its own. Checking the
-    /// generation through the result of two compare-and-swaps instead
-    /// measured slower, alone and contended (see the README's G3 notes),
-    /// so this is the cheapest checked sequence measured.
+    /// thread's own count +1 and -1, and what any shared object needs to
+    /// learn that one more thread holds it and then one fewer: one atomic
+    /// read-modify-write of its shared word each way, exactly `Arc`
+    /// clone+drop's two. The generation is checked on the value the
+    /// `fetch_add` returns (a stale id would undo its add), so no load
+    /// precedes either RMW and nothing else touches the shared line: under
+    /// contention this costs what the two RMWs cost.
     #[inline]
     pub fn first_and_last(&self, id: Id) -> Option<()> {
         let state = self.states.get(id.index)?;
-        let c = self.mine(id)?;
+        let c = COUNTS.with(Cell::get).get(id.index)?;
+        let old = state.fetch_add(1, Ordering::Acquire);
+        if (old >> 32) as u32 != id.generation {
+            state.fetch_sub(1, Ordering::Release);
+            return None;
+        }
         c.set(c.get() + 1);
-        state.fetch_add(1, Ordering::AcqRel);
-        let c = black_box(self.mine(id)?);
-        c.set(c.get().checked_sub(1)?);
-        state.fetch_sub(1, Ordering::AcqRel);
+        // Two calls in a real program: the -1 reloads the count.
+        let c = black_box(c);
+        c.set(c.get() - 1);
+        state.fetch_sub(1, Ordering::Release);
         Some(())
     }
 
     /// Borrows the value the way a guard does: +1 while it is read, -1 after.
+    /// The count stays in a register between the two stores (nothing but
+    /// the read runs meanwhile), so the -1 is a store, not a load and a
+    /// store.
     #[inline]
     pub fn get(&self, id: Id) -> Option<[u64; 2]> {
         let c = self.mine(id)?;
-        c.set(c.get() + 1);
+        let n = c.get();
+        if n == 0 {
+            return None; // not held: the access rule's path
+        }
+        c.set(n + 1);
         let v = black_box(self.values[id.index]);
-        c.set(c.get() - 1);
+        c.set(n);
         Some(v)
     }
 }
@@ -125,8 +152,9 @@ impl Floor {
 /// that is `Clone`, derefs to the value and keeps the registry alive must do
 /// if the thread's references are counted per object. It keeps the
 /// registry alive (an `Rc`: `Rc` clone+drop's whole cost), counts the
-/// clone in the thread's own word for the object (+1 / -1) and carries a
-/// pointer to the value. No overflow check, no finalization path.
+/// clone in the thread's own word for the object (+1 / -1, a 64-bit count
+/// that cannot overflow), carries a pointer to the value, and tests for the
+/// thread's last reference on drop.
 pub struct ProxyFloor {
     home: std::rc::Rc<()>,
     entry: &'static Cell<u64>,
@@ -164,6 +192,18 @@ impl Clone for ProxyFloor {
 impl Drop for ProxyFloor {
     #[inline]
     fn drop(&mut self) {
-        self.entry.set(self.entry.get() - 1);
+        let n = self.entry.get() - 1;
+        self.entry.set(n);
+        if n == 0 {
+            last_proxy_gone();
+        }
     }
+}
+
+/// The thread's last proxy of an object is gone (its hold would go; never
+/// here).
+#[cold]
+#[inline(never)]
+fn last_proxy_gone() {
+    black_box(());
 }

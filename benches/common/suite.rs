@@ -96,17 +96,47 @@ pub fn groups() -> Vec<Group> {
         },
         Group {
             id: "G2",
-            title: "2 threads, each with its own references to the same object",
+            title: "2 threads against 1, each thread retain+release (or Proxy clone+drop) on its own references; control: a thread-local floor",
             cases: vec![
                 case("arc.2t", "Arc clone+drop, 2 threads, one Arc", || {
                     arc_shared(2)
                 }),
-                case("g2.tether.1t", "tether retain+release, 1 thread", || {
+                case(
+                    "g2.floor.1t",
+                    "floor: thread-local count + generation, 1 thread",
+                    || local_floor(1),
+                ),
+                case(
+                    "g2.floor.2t",
+                    "floor: thread-local count + generation, 2 threads",
+                    || local_floor(2),
+                ),
+                case("g2.raw.1t", "tether retain+release, 1 thread", || {
                     same_object(1)
                 }),
-                case("g2.tether.2t", "tether retain+release, 2 threads", || {
-                    same_object(2)
+                case(
+                    "g2.raw.2s",
+                    "tether retain+release, 2 threads, same object",
+                    || same_object(2),
+                ),
+                case(
+                    "g2.raw.2d",
+                    "tether retain+release, 2 threads, own objects",
+                    || own_objects(2),
+                ),
+                case("g2.proxy.1t", "tether Proxy clone+drop, 1 thread", || {
+                    proxies(&[0])
                 }),
+                case(
+                    "g2.proxy.2s",
+                    "tether Proxy clone+drop, 2 threads, same object",
+                    || proxies(&[0, 0]),
+                ),
+                case(
+                    "g2.proxy.2d",
+                    "tether Proxy clone+drop, 2 threads, own objects",
+                    || proxies(&[0, 1]),
+                ),
             ],
         },
         Group {
@@ -119,12 +149,12 @@ pub fn groups() -> Vec<Group> {
                 }),
                 case(
                     "g3.floor.1t",
-                    "floor: checked count + 2 RMWs, 1 thread",
+                    "floor: own count + 2 RMWs (checked), 1 thread",
                     || g3_floor(1),
                 ),
                 case(
                     "g3.floor.2t",
-                    "floor: checked count + 2 RMWs, 2 threads",
+                    "floor: own count + 2 RMWs (checked), 2 threads",
                     || g3_floor(2),
                 ),
                 case("g3.tether.1t", "tether 0->1->0, 1 thread", || {
@@ -209,8 +239,13 @@ pub fn groups() -> Vec<Group> {
                     || g5_sharded(1),
                 ),
                 case("g5.tether.1t", "tether insert+release, 1 thread", || {
-                    g5_tether(1)
+                    g5_tether(1, true)
                 }),
+                case(
+                    "g5.nohome.1t",
+                    "tether insert+release, home finalization off",
+                    || g5_tether(1, false),
+                ),
                 case(
                     "g5.mutex.2t",
                     "Mutex<Slab> insert+remove, 2 threads",
@@ -222,8 +257,24 @@ pub fn groups() -> Vec<Group> {
                     || g5_sharded(2),
                 ),
                 case("g5.tether.2t", "tether insert+release, 2 threads", || {
-                    g5_tether(2)
+                    g5_tether(2, true)
                 }),
+            ],
+        },
+        Group {
+            id: "L",
+            title: "the DESIGN §7 lifecycle: insert, transfer, claim on another thread, release there, finalize at home",
+            cases: vec![
+                case(
+                    "l.mutex",
+                    "Mutex<Slab> insert, crossbeam send, recv + remove",
+                    lifecycle_mutex,
+                ),
+                case(
+                    "l.tether",
+                    "tether insert+transfer, send, claim+release, pump",
+                    lifecycle_tether,
+                ),
             ],
         },
         Group {
@@ -240,13 +291,36 @@ pub fn groups() -> Vec<Group> {
             ],
         },
         Group {
+            id: "M",
+            title: "retain+release pairs spread in turn over 1, 2 or 4 registries on one thread",
+            cases: vec![
+                case("m.1", "1 registry", || alternate(1)),
+                case("m.2", "2 registries alternated", || alternate(2)),
+                case("m.4", "4 registries in turn", || alternate(4)),
+            ],
+        },
+        Group {
             id: "D",
-            title: "issue 6: an event hook on the fast path; intern of a held key vs get",
+            title: "issue 6: an event hook; intern of a held key vs get",
             cases: vec![
                 case("d1.plain", "retain+release, no hook", g1_raw),
-                case("d1.hook", "retain+release, event hook installed", d1_hook),
-                case("d2.get", "get of a held handle", d2_get),
-                case("d2.intern", "intern of a key the thread holds", d2_intern),
+                case(
+                    "d1.hook",
+                    "retain+release, hook installed (no event here)",
+                    d1_hook,
+                ),
+                case("d1.zplain", "0->1->0, no hook", || d1_transitions(false)),
+                case(
+                    "d1.zhook",
+                    "0->1->0, hook receiving its 2 events",
+                    || d1_transitions(true),
+                ),
+                case("d2.get", "get of a held handle (+1, -1)", d2_get),
+                case(
+                    "d2.intern",
+                    "intern of a held key + its release (+1, -1)",
+                    d2_intern,
+                ),
             ],
         },
         Group {
@@ -366,24 +440,120 @@ fn d2_get() -> Run {
 fn d2_intern() -> Run {
     let reg: Registry<V> = Registry::new();
     let interner: Interner<u64, V> = Interner::new(&reg);
-    let h = interner.intern(&42, || Ok(val(1))).expect("intern");
+    // The interner's own reference keeps the object alive; this thread
+    // holds one too, so each intern below is a +1 of a held key.
+    let _held = interner.intern(&42, || Ok(val(1))).expect("intern");
+    // As `get`: the +1 and the -1 both timed.
     Box::new(move |n| {
-        let elapsed = time(n, || {
-            black_box(
-                interner
-                    .intern(black_box(&42), || Ok(val(2)))
-                    .expect("intern"),
-            );
-        });
-        // Give back the references taken (outside the timed loop).
-        for _ in 0..n {
-            reg.release(h).expect("release");
-        }
-        elapsed
+        time(n, || {
+            let g = interner
+                .intern(black_box(&42), || Ok(val(2)))
+                .expect("intern");
+            black_box(reg.release(black_box(g)).expect("release"));
+        })
+    })
+}
+
+/// The home thread's 0->1->0 on an object a transfer keeps alive (as the
+/// `zero_one_zero` op): each iteration emits `FirstReference` and
+/// `LastReference`, which a hook, if set, receives.
+fn d1_transitions(hook: bool) -> Run {
+    let builder = Registry::builder();
+    let reg = if hook {
+        builder
+            .on_event(|e| {
+                black_box(e);
+            })
+            .build()
+    } else {
+        builder.build()
+    };
+    let h = reg.insert(val(1)).expect("insert");
+    let t = give(&reg, h);
+    reg.release(h).expect("release");
+    Box::new(move |n| {
+        let _keep = &t;
+        time(n, || black_box(*reg.get(black_box(h)).expect("get")))
     })
 }
 
 // ----- G2, G3 -------------------------------------------------------------------
+
+/// The control of the 2-thread rows: each of `threads` threads runs the
+/// G1 floor (its own count table, its own state word: nothing shared)
+/// started and timed exactly as tether's rows.
+fn local_floor(threads: usize) -> Run {
+    Box::new(move |n| {
+        on_threads(vec![(); threads], |(), start| {
+            let (floor, ids) = Floor::new(1);
+            let id = ids[0];
+            timed(start, n, || {
+                black_box(floor.retain(black_box(id)).expect("retain"));
+                black_box(floor.release(black_box(id)).expect("release"));
+            })
+        })
+    })
+}
+
+/// `threads` threads, each holding its own object (claimed from the home),
+/// retain+release it.
+fn own_objects(threads: usize) -> Run {
+    let reg = Registry::new();
+    let hs: Vec<Handle> = (0..threads)
+        .map(|i| reg.insert(val(i as u64)).expect("insert"))
+        .collect();
+    Box::new(move |n| {
+        let gifts = hs.iter().map(|&h| give(&reg, h)).collect();
+        on_threads(gifts, |t, start| {
+            let h = reg.claim(t).expect("claim");
+            let d = timed(start, n, || retain_release(&reg, h));
+            reg.release(h).expect("release");
+            d
+        })
+    })
+}
+
+/// One thread per element of `objects`, each with a proxy of object
+/// `objects[i]` (claimed from the home), clone+drop it.
+fn proxies(objects: &'static [usize]) -> Run {
+    let reg = Registry::new();
+    let hs: Vec<Handle> = (0..2)
+        .map(|i| reg.insert(val(i as u64)).expect("insert"))
+        .collect();
+    Box::new(move |n| {
+        let gifts = objects.iter().map(|&i| give(&reg, hs[i])).collect();
+        on_threads(gifts, |t, start| {
+            let p = t.claim().expect("claim");
+            timed(start, n, || drop(black_box(black_box(&p).clone())))
+        })
+    })
+}
+
+// ----- M ---------------------------------------------------------------------
+
+/// Retain+release pairs spread in turn over `k` registries (one held
+/// object each) on one thread; per pair. The same loop for every `k`.
+fn alternate(k: usize) -> Run {
+    let regs: Vec<(Registry<V>, Handle)> = (0..k)
+        .map(|i| {
+            let reg = Registry::new();
+            let h = reg.insert(val(i as u64)).expect("insert");
+            (reg, h)
+        })
+        .collect();
+    Box::new(move |n| {
+        let rounds = n.div_ceil(k as u64);
+        let t = Instant::now();
+        for _ in 0..rounds {
+            for (reg, h) in &regs {
+                retain_release(reg, *h);
+            }
+        }
+        let took = t.elapsed();
+        // Per pair: scale to `n`.
+        took.mul_f64(n as f64 / (rounds * k as u64) as f64)
+    })
+}
 
 /// `threads` threads clone+drop one shared `Arc`.
 fn arc_shared(threads: usize) -> Run {
@@ -564,9 +734,11 @@ fn g5_sharded(threads: usize) -> Run {
 }
 
 /// Each thread inserts (it is the object's home) and releases its only
-/// reference: finalized on the spot, no queue involved.
-fn g5_tether(threads: usize) -> Run {
-    let reg = Registry::<V>::new();
+/// reference: finalized on the spot, no queue involved. `home`: the
+/// registry's home finalization (it changes nothing on this path but is
+/// measured both ways).
+fn g5_tether(threads: usize, home: bool) -> Run {
+    let reg = Registry::<V>::builder().home_finalization(home).build();
     Box::new(move |n| {
         on_threads(vec![(); threads], |(), start| {
             timed(start, n, || {
@@ -574,6 +746,86 @@ fn g5_tether(threads: usize) -> Run {
                 black_box(reg.release(h).expect("release"));
             })
         })
+    })
+}
+
+// ----- L: the lifecycle ---------------------------------------------------------
+
+/// Objects per batch of the lifecycle rows.
+const L_BATCH: u64 = 256;
+
+/// The lifecycle with `Mutex<Slab>` and a crossbeam channel: the home
+/// inserts and sends each key (timed), the worker receives and removes it
+/// (timed), dropping the value there. The figure is the sum of both spans.
+fn lifecycle_mutex() -> Run {
+    let slab = Arc::new(Mutex::new(slab::Slab::<V>::new()));
+    let (tx, rx) = unbounded::<usize>();
+    let worker = {
+        let slab = Arc::clone(&slab);
+        Worker::spawn(move |b: u64| {
+            let t = Instant::now();
+            for _ in 0..b {
+                let k = rx.recv().expect("recv");
+                black_box(slab.lock().expect("lock").remove(k));
+            }
+            t.elapsed()
+        })
+    };
+    Box::new(move |n| {
+        let mut total = Duration::ZERO;
+        let mut left = n;
+        while left > 0 {
+            let b = left.min(L_BATCH);
+            left -= b;
+            let t = Instant::now();
+            for i in 0..b {
+                let k = slab.lock().expect("lock").insert(black_box(val(i)));
+                tx.send(k).expect("send");
+            }
+            total += t.elapsed();
+            total += worker.run(b);
+        }
+        total
+    })
+}
+
+/// The lifecycle with tether: the home inserts, transfers and sends each
+/// transfer (timed); the worker receives, claims and releases it, its last
+/// reference, which sends the value home (timed); the home pumps, dropping
+/// the values (timed). The figure is the sum of the three spans.
+fn lifecycle_tether() -> Run {
+    let reg = Registry::<V>::new();
+    let (tx, rx) = unbounded::<Transfer<V>>();
+    let worker = {
+        let reg = reg.clone();
+        Worker::spawn(move |b: u64| {
+            let t = Instant::now();
+            for _ in 0..b {
+                let h = reg.claim(rx.recv().expect("recv")).expect("claim");
+                black_box(reg.release(h).expect("release"));
+            }
+            t.elapsed()
+        })
+    };
+    Box::new(move |n| {
+        let mut total = Duration::ZERO;
+        let mut left = n;
+        while left > 0 {
+            let b = left.min(L_BATCH);
+            left -= b;
+            let t = Instant::now();
+            for i in 0..b {
+                let h = reg.insert(black_box(val(i))).expect("insert");
+                tx.send(reg.transfer(h).expect("transfer")).expect("send");
+            }
+            total += t.elapsed();
+            total += worker.run(b);
+            let t = Instant::now();
+            let dropped = black_box(reg.pump());
+            total += t.elapsed();
+            assert_eq!(dropped as u64, b, "every value must come home");
+        }
+        total
     })
 }
 

@@ -148,6 +148,9 @@ impl<T> Drop for Inner<T> {
             // leak the values rather than touch anything.
             return;
         }
+        // Frees this thread's cache way (other threads' ways of this
+        // registry never match again: keys are not reused).
+        tid::uncache_table(self.cache_key);
         // Every `Registry`, `Proxy` and `Transfer` is gone. What is left is
         // held by explicit references, pins and raw tokens nobody can
         // release any more: finalize it — on its home thread if that thread

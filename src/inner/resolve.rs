@@ -130,7 +130,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             // if `key == self.cache_key` (and `h.tag() == self.tag`).
             unsafe { self.cached(p) }
         } else if h.tag() == self.tag {
-            self.my_table_slow()? // another registry's table was cached
+            self.my_table_other()? // another registry's table was in way 0
         } else {
             return None;
         };
@@ -223,13 +223,15 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     /// The calling thread's table, if it has one.
     ///
-    /// Fast path: the thread's one-entry cache `(registry key, table)`.
+    /// Fast path: way 0 of the thread's table cache, `(registry key,
+    /// table)` of the registry it used last; then the other ways
+    /// ([`Inner::my_table_other`]).
     ///
     /// A hit also means the process has not forked since (invariant 9, at
-    /// no cost): the `fork()` child handler clears the cache of the forking
-    /// thread, the only thread a child has, and [`Inner::my_table_slow`]
-    /// never fills it in a child. So the fast paths built on this one
-    /// (`lookup`) need no fork check of their own.
+    /// no cost): the `fork()` child handler clears every way of the cache of
+    /// the forking thread, the only thread a child has, and
+    /// [`Inner::my_table_slow`] never fills it in a child. So the fast paths
+    /// built on this one (`lookup`) need no fork check of their own.
     #[inline]
     pub(crate) fn my_table(&self) -> Option<&ThreadTable<T>> {
         let (key, p) = tid::cached_table();
@@ -237,20 +239,35 @@ impl<T: Send + Sync + 'static> Inner<T> {
             // SAFETY: the cache holds this registry's key.
             return Some(unsafe { self.cached(p) });
         }
-        self.my_table_slow()
+        self.my_table_other()
     }
 
-    /// The table the thread's cache points at.
+    /// The calling thread's table when way 0 of its cache holds another
+    /// registry's: found in another way (and moved to way 0), else by the
+    /// slow path. A thread using a few registries in turn stays off the
+    /// slow path.
+    #[cold]
+    #[inline(never)]
+    fn my_table_other(&self) -> Option<&ThreadTable<T>> {
+        match tid::find_cached_table(self.cache_key) {
+            // SAFETY: the way held this registry's key with `p`.
+            Some(p) => Some(unsafe { self.cached(p) }),
+            None => self.my_table_slow(),
+        }
+    }
+
+    /// The table a way of the thread's cache points at.
     ///
     /// # Safety
     ///
-    /// `p` was read from the calling thread's table cache together with the
-    /// key `self.cache_key`. The cache holds this registry's key only while
-    /// it holds this thread's own table of this registry: `register` and
-    /// `my_table_slow` fill it with a table owned by `self.tables`, and this
-    /// thread's exit hook for this registry clears it before the table can
-    /// be freed. Keys are never reused, so an entry of a dropped registry
-    /// never matches.
+    /// `p` was read from a way of the calling thread's table cache together
+    /// with the key `self.cache_key`. A way holds this registry's key only
+    /// while it holds this thread's own table of this registry: `register`
+    /// and `my_table_slow` fill a way with a table owned by `self.tables`;
+    /// ways move only as whole `(key, table)` pairs (`tid::TableCache`); and
+    /// this thread's exit hook for this registry clears whichever way holds
+    /// the key before the table can be freed. Keys are never reused, so a
+    /// way left by a dropped registry never matches.
     #[inline(always)]
     unsafe fn cached(&self, p: *const ()) -> &ThreadTable<T> {
         // SAFETY: by the precondition, a live table of this registry, kept
@@ -258,6 +275,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
         unsafe { &*p.cast::<ThreadTable<T>>() }
     }
 
+    /// The calling thread's table when no way of its cache holds it: from
+    /// the registry's directory, then cached in way 0.
     #[cold]
     fn my_table_slow(&self) -> Option<&ThreadTable<T>> {
         if crate::fork::forked() {
