@@ -160,6 +160,9 @@ const TARGETS: &[Target] = &[
     target("G8", "retain+release, 1M live vs 1K live", "g8.tether.1m", "g8.tether.1k", 1.5),
     target("M", "2 registries alternated vs 1", "m.2", "m.1", 1.15),
     target("M", "4 registries in turn vs 1", "m.4", "m.1", 1.15),
+    info(target("W", "(Weak::upgrade of a held object vs std Weak::upgrade)", "w.held", "w.std", 1.0)),
+    info(target("W", "(Weak::upgrade, thread holds nothing, vs std Weak::upgrade)", "w.first", "w.std", 1.0)),
+    target("W", "Weak::upgrade, thread holds nothing, vs transfer+claim", "w.first", "w.claim", 1.1),
     target("D", "hook installed, retain+release (emits nothing) vs none", "d1.hook", "d1.plain", 1.1),
     info(target("D", "(0->1->0 with a hook taking its 2 events vs none)", "d1.zhook", "d1.zplain", 1.1)),
     target("D", "intern+release of a held key vs get (+1 -1 both)", "d2.intern", "d2.get", 1.1),
@@ -187,6 +190,10 @@ fn op_of(key: &str) -> Option<&'static str> {
         "m.1" => "alt1",
         "m.2" => "alt2",
         "m.4" => "alt4",
+        "w.std" => "std_weak_upgrade",
+        "w.held" => "upgrade_held",
+        "w.first" => "upgrade_first",
+        "w.claim" => "transfer_claim",
         _ => return None,
     })
 }

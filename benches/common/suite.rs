@@ -300,6 +300,22 @@ pub fn groups() -> Vec<Group> {
             ],
         },
         Group {
+            id: "W",
+            title: "weak references (DESIGN §9): upgrade + drop of the proxy, against std's Weak and a claim",
+            cases: vec![
+                case("w.std", "std Weak::upgrade + drop (Arc alive)", w_std),
+                case("w.held", "tether Weak::upgrade + drop, thread holds it", || {
+                    w_upgrade(true)
+                }),
+                case(
+                    "w.first",
+                    "tether Weak::upgrade + drop, thread holds nothing (0->1->0)",
+                    || w_upgrade(false),
+                ),
+                case("w.claim", "tether Proxy::transfer + Transfer::claim", w_claim),
+            ],
+        },
+        Group {
             id: "D",
             title: "issue 6: an event hook; intern of a held key vs get",
             cases: vec![
@@ -416,6 +432,42 @@ fn g1_proxy() -> Run {
     let p = reg.insert_proxy(val(1)).expect("insert");
     drop(reg); // the proxy keeps the registry alive
     Box::new(move |n| time(n, || drop(black_box(black_box(&p).clone()))))
+}
+
+// ----- W (weak references, DESIGN §9) ----------------------------------------------
+
+fn w_std() -> Run {
+    let arc = Arc::new(val(1));
+    let weak = Arc::downgrade(&arc);
+    Box::new(move |n| {
+        let _alive = &arc;
+        time(n, || drop(black_box(black_box(&weak).upgrade())))
+    })
+}
+
+/// `held`: the timing thread holds the object (a proxy); otherwise it holds
+/// nothing and the object is kept alive by a transfer in flight, so each
+/// upgrade is the thread's first reference and its drop the last.
+fn w_upgrade(held: bool) -> Run {
+    let reg = Registry::new();
+    let p = reg.insert_proxy(val(1)).expect("insert");
+    let weak = p.downgrade();
+    let keep = if held { Ok(p) } else { Err(p.transfer()) };
+    Box::new(move |n| {
+        let _alive = &keep;
+        time(n, || drop(black_box(black_box(&weak).upgrade())))
+    })
+}
+
+fn w_claim() -> Run {
+    let reg = Registry::new();
+    let mut p = Some(reg.insert_proxy(val(1)).expect("insert"));
+    Box::new(move |n| {
+        time(n, || {
+            let t = black_box(p.take().expect("proxy").transfer());
+            p = Some(t.claim().expect("claim"));
+        })
+    })
 }
 
 // ----- D (issue 6) ----------------------------------------------------------------
