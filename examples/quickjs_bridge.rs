@@ -56,7 +56,7 @@
 //! It prints a table and exits 1 if any check failed.
 //!
 //! ```text
-//! cargo run --release --example quickjs_bridge             # 2 000 objects, tether
+//! cargo run --release --example quickjs_bridge             # 1 000 objects, tether
 //! cargo run --release --example quickjs_bridge -- --naive  # the same over the naive table: exits 1
 //! cargo run --release --example quickjs_bridge -- 20000    # a bigger run
 //! ```
@@ -75,7 +75,7 @@ use rquickjs::{Context, Ctx, Function, Object, Persistent, Runtime};
 use tether::{Handle, Proxy, Registry, Released, Transfer};
 
 /// Objects main creates over the run (the first CLI argument overrides it).
-const OBJECTS: u64 = 2_000;
+const OBJECTS: u64 = 1_000;
 /// Worker threads.
 const WORKERS: usize = 4;
 /// At most this many objects are alive at once (main stops creating).
@@ -159,8 +159,11 @@ globalThis.__takeCollected = () => {
     __collected = [];
     return c;
 };
-globalThis.__forget = (id) => { __weak.delete(id); };
-globalThis.__weakCount = () => __weak.size;
+globalThis.__settle = () => {
+    const alive = [...__weak].filter(([id, w]) => w.deref() !== undefined).map(([id]) => id);
+    __weak.clear();
+    return alive;
+};
 "#;
 
 type JsObj = Persistent<Object<'static>>;
@@ -249,18 +252,12 @@ impl Engine {
         Ok(ids.into_iter().map(|id| id as u64).collect())
     }
 
-    /// Drops the object's `WeakRef` (once it has been collected).
-    fn forget(&self, id: u64) -> Result<(), String> {
-        self.with(|ctx| {
-            ctx.globals()
-                .get::<_, Function>("__forget")?
-                .call((id as f64,))
-        })
-    }
-
-    fn weak_refs(&self) -> Result<u64, String> {
-        self.with(|ctx| ctx.globals().get::<_, Function>("__weakCount")?.call(()))
-            .map(|n: f64| n as u64)
+    /// The end of the run: the ids whose `WeakRef` still derefs (objects
+    /// the engine still has); then drops every `WeakRef`.
+    fn settle(&self) -> Result<Vec<u64>, String> {
+        let alive: Vec<f64> =
+            self.with(|ctx| ctx.globals().get::<_, Function>("__settle")?.call(()))?;
+        Ok(alive.into_iter().map(|id| id as u64).collect())
     }
 
     /// JS objects alive in the runtime (after a GC).
@@ -269,19 +266,26 @@ impl Engine {
         self.rt.memory_usage().obj_count
     }
 
-    /// One object made, called, dropped and collected: QuickJS creates a few
-    /// objects lazily on first use (shapes, the job machinery), so the
-    /// baseline is taken after this.
+    /// One object through its whole life, every call the run makes on the
+    /// way: QuickJS creates a few objects lazily on first use (shapes, the
+    /// job machinery), so the baseline is taken after this.
     fn warm_up(&self) -> Result<(), String> {
         let id = u64::from(u32::MAX);
         let obj = self.make(id)?;
-        self.call(&obj, Method::Add(1))?;
+        for method in [Method::GetId, Method::Add(1), Method::Read] {
+            self.call(&obj, method)?;
+        }
+        let held = self.alive(id)?;
         drop(obj);
         let collected = self.collect()?;
-        if collected != [id] || self.alive(id)? {
-            return Err(format!("warm-up object not collected: {collected:?}"));
+        let gone = !self.alive(id)?;
+        let alive = self.settle()?;
+        if !held || collected != [id] || !gone || !alive.is_empty() {
+            return Err(format!(
+                "warm-up object not collected: {collected:?}, {alive:?}"
+            ));
         }
-        self.forget(id)
+        Ok(())
     }
 }
 
@@ -612,9 +616,11 @@ fn run(engine: &Engine, mode: Mode, objects: u64) -> i64 {
             violation(format!("object {id} was never collected (leak)"));
         }
     }
-    match engine.weak_refs() {
-        Ok(0) => {}
-        other => violation(format!("WeakRefs left in the witness map: {other:?}")),
+    match engine.settle() {
+        Ok(alive) if alive.is_empty() => {}
+        other => violation(format!(
+            "objects the engine still has at the end: {other:?}"
+        )),
     }
     engine.objects()
 }
@@ -677,10 +683,9 @@ fn collect(engine: &Engine, ledger: &Ledger) {
         }
         match engine.alive(id) {
             Ok(false) => {}
-            other => violation(format!("object {id} collected but its WeakRef: {other:?}")),
-        }
-        if let Err(e) = engine.forget(id) {
-            violation(e);
+            other => violation(format!(
+                "object {id} collected but its WeakRef derefs: {other:?}"
+            )),
         }
     }
 }
