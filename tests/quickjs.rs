@@ -187,6 +187,8 @@ enum ToMain {
         method: &'static str,
     },
     Wake,
+    /// A worker stopped.
+    Done,
 }
 
 struct Parcel {
@@ -233,6 +235,7 @@ fn bridge_worker(
             drop(proxy); // the last reference: queued to main
         }
     }
+    to_main.send(ToMain::Done).expect("main is gone");
 }
 
 #[test]
@@ -264,7 +267,8 @@ fn a_greedy_gc_never_collects_an_object_a_worker_holds() {
     }
     drop(to_main);
 
-    let (mut next, mut served, mut wakeups) = (0, 0, 0);
+    let (mut next, mut served, mut wakeups, mut stopped) = (0, 0, 0, 0);
+    let mut stopping = false;
     let mut collected = Vec::new();
     let mut failures = Vec::new();
     loop {
@@ -287,7 +291,15 @@ fn a_greedy_gc_never_collects_an_object_a_worker_holds() {
             next += 1;
         }
         reg.pump();
-        if log.count() as u64 == OBJECTS {
+        if log.count() as u64 == OBJECTS && !stopping {
+            // Every object is gone: no worker holds anything. Stop them,
+            // serving whatever they still ask until they are done.
+            for tx in &parcels {
+                tx.send(None).expect("worker");
+            }
+            stopping = true;
+        }
+        if stopped == WORKERS {
             break;
         }
         if reg.has_pending() {
@@ -295,6 +307,7 @@ fn a_greedy_gc_never_collects_an_object_a_worker_holds() {
         }
         match recv(&inbox, "a request or a wake-up") {
             ToMain::Wake => wakeups += 1,
+            ToMain::Done => stopped += 1,
             ToMain::Call {
                 from,
                 id,
@@ -323,9 +336,6 @@ fn a_greedy_gc_never_collects_an_object_a_worker_holds() {
                 reply_txs[from].send(()).expect("worker");
             }
         }
-    }
-    for tx in &parcels {
-        tx.send(None).expect("worker");
     }
     workers.into_iter().for_each(join);
     reg.clear_notify();
