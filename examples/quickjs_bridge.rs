@@ -84,8 +84,12 @@ const WINDOW: u64 = 64;
 const HOPS: u8 = 3;
 /// A worker keeps at most this many objects before it passes one on.
 const HOLD: usize = 6;
-/// Give up (and fail) if the run takes longer than this.
+/// Give up (and fail) if the run takes longer than this...
 const DEADLINE: Duration = Duration::from_secs(60);
+/// ...or if main hears nothing for this long while the workload is not
+/// over (workers send requests every few microseconds while they hold
+/// anything: a silence this long means the run is stuck).
+const STALL: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------
 // Counters. Relaxed is enough: they are read after the threads are joined.
@@ -301,23 +305,41 @@ const RELEASED: u8 = 2;
 /// The engine's `FinalizationRegistry` reported it collected.
 const COLLECTED_STATE: u8 = 3;
 
-struct Ledger(Vec<AtomicU8>);
+struct Ledger {
+    states: Vec<AtomicU8>,
+    released: AtomicU64,
+}
 
 impl Ledger {
     fn new(objects: u64) -> Arc<Self> {
-        Arc::new(Ledger(
-            (0..objects).map(|_| AtomicU8::new(UNBORN)).collect(),
-        ))
+        Arc::new(Ledger {
+            states: (0..objects).map(|_| AtomicU8::new(UNBORN)).collect(),
+            released: AtomicU64::new(0),
+        })
     }
 
     fn get(&self, id: u64) -> u8 {
-        self.0.get(id as usize).map_or(UNBORN, |s| s.load(Relaxed))
+        self.states
+            .get(id as usize)
+            .map_or(UNBORN, |s| s.load(Relaxed))
     }
 
     fn set(&self, id: u64, state: u8) {
-        if let Some(s) = self.0.get(id as usize) {
+        if let Some(s) = self.states.get(id as usize) {
             s.store(state, Relaxed);
         }
+    }
+
+    /// Live → released: its `Persistent` was dropped.
+    fn release(&self, id: u64) {
+        if self.get(id) == LIVE {
+            self.set(id, RELEASED);
+            self.released.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn released(&self) -> u64 {
+        self.released.load(Relaxed)
     }
 }
 
@@ -335,7 +357,7 @@ impl Drop for JsObject {
         // ran on the wrong thread (where the `Fragile` then panics).
         if on_main() {
             FINALIZED.fetch_add(1, Relaxed);
-            self.ledger.set(self.id, RELEASED);
+            self.ledger.release(self.id);
         } else {
             violation(format!("object {} finalized off the main thread", self.id));
         }
@@ -516,24 +538,18 @@ fn run(engine: &Engine, mode: Mode, objects: u64) -> i64 {
             Home::Naive(HashMap::new())
         }
     };
-    let released = |home: &Home, ledger: &Ledger| match home {
-        Home::Tether(_) => FINALIZED.load(Relaxed),
-        Home::Naive(_) => (0..objects)
-            .filter(|&id| ledger.get(id) >= RELEASED)
-            .count() as u64,
-    };
     let mut next_id = 0;
-    let mut released_count = 0;
     loop {
-        // Create objects while under the window.
-        while next_id < objects && next_id - released_count < WINDOW {
-            create(engine, &mut home, &ledger, next_id, &inboxes);
-            next_id += 1;
-        }
         if let Home::Tether(reg) = &home {
             reg.pump();
         }
-        released_count = released(&home, &ledger);
+        // Create objects while under the window (after the pump: what it
+        // released makes room).
+        while next_id < objects && next_id - ledger.released() < WINDOW {
+            create(engine, &mut home, &ledger, next_id, &inboxes);
+            next_id += 1;
+        }
+        let released_count = ledger.released();
         let done = next_id == objects
             && OUTSTANDING.load(Relaxed) == 0
             && match &home {
@@ -548,16 +564,24 @@ fn run(engine: &Engine, mode: Mode, objects: u64) -> i64 {
                 continue; // never sleep with work queued
             }
         }
-        let Some(left) = DEADLINE.checked_sub(start.elapsed()) else {
+        let stuck = |why: &str| {
             violation(format!(
-                "gave up after {DEADLINE:?}: {released_count} of {objects} objects released"
+                "gave up ({why}): {released_count} of {next_id} objects released, \
+                 {} references outstanding",
+                OUTSTANDING.load(Relaxed)
             ));
+        };
+        let Some(left) = DEADLINE.checked_sub(start.elapsed()) else {
+            stuck(&format!("the run took {DEADLINE:?}"));
             break;
         };
         // Sleep until a request, a naive release or tether's wake-up.
-        match requests.recv_timeout(left) {
+        match requests.recv_timeout(left.min(STALL)) {
             Ok(message) => handle(engine, &mut home, &ledger, message, &reply_txs),
-            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Timeout) => {
+                stuck(&format!("nothing arrived for {STALL:?}"));
+                break;
+            }
             Err(RecvTimeoutError::Disconnected) => {
                 violation("every worker hung up early");
                 break;
@@ -601,11 +625,7 @@ fn run(engine: &Engine, mode: Mode, objects: u64) -> i64 {
                 violation(format!("{} table entries left", table.len()));
             }
             drop(table);
-            for id in 0..objects {
-                if ledger.get(id) == LIVE {
-                    ledger.set(id, RELEASED);
-                }
-            }
+            (0..objects).for_each(|id| ledger.release(id));
         }
     }
     // The engine's last word: everything is collected, reported once, and
@@ -643,7 +663,7 @@ fn handle(
                 // The naive design: the first release deletes the entry,
                 // whoever else still uses the object.
                 if table.remove(&id).is_some() {
-                    ledger.set(id, RELEASED);
+                    ledger.release(id);
                 }
             }
         }
