@@ -387,6 +387,7 @@ mod tag;
 mod tid;
 mod token;
 mod transfer;
+mod weak;
 
 pub use builder::{Builder, ThreadExit};
 pub use diag::{Event, Misuse};
@@ -400,3 +401,4 @@ pub use proxy::Proxy;
 pub use registry::{Registry, Released};
 pub use snapshot::{HolderSnapshot, ObjectSnapshot, Snapshot, ThreadSnapshot};
 pub use transfer::Transfer;
+pub use weak::Weak;

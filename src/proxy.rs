@@ -11,7 +11,7 @@ use crate::inner::{Held, Inner, Kind};
 use crate::local::{ThreadTable, ROOT_ONE};
 use crate::slot::Slot;
 use crate::sync::{AtomicU64, Ordering};
-use crate::{Error, Handle, Registry, Transfer};
+use crate::{Error, Handle, Registry, Transfer, Weak};
 
 /// One reference of the current thread, as a value: `Clone` is +1, `Drop` is
 /// -1, `Deref` gives the object.
@@ -101,6 +101,22 @@ impl<T: Send + Sync + 'static> Proxy<T> {
     /// The registry the object lives in.
     pub fn registry(&self) -> Registry<T> {
         Registry::from_inner(Arc::clone(&self.home.inner))
+    }
+
+    /// A weak reference to the object: finds it again (on any thread) while
+    /// it lives, without keeping it alive. See [`Weak`].
+    ///
+    /// ```
+    /// # use tether::Registry;
+    /// let reg = Registry::new();
+    /// let p = reg.insert_proxy(5u8).unwrap();
+    /// let w = p.downgrade();
+    /// assert_eq!(w.upgrade().map(|q| *q), Some(5));
+    /// drop(p);                                  // the last reference
+    /// assert!(w.upgrade().is_none());
+    /// ```
+    pub fn downgrade(&self) -> Weak<T> {
+        Weak::new(Arc::clone(&self.home.inner), self.handle)
     }
 
     /// Like `clone`, but returns [`Error::Overflow`] instead of panicking when

@@ -9,7 +9,7 @@
 //!
 //! One file per concept: [`resolve`] (a handle to this thread's hold on its
 //! object, the one path every operation starts with), [`acquire`],
-//! [`release`], [`finalize`], [`transfer`], [`pin`], [`stats`], [`exit`]
+//! [`release`], [`finalize`], [`transfer`], [`pin`], [`stats`], [`weak`], [`exit`]
 //! (thread exit and the registry's drop), [`alloc`] (slot claims) and
 //! [`deaths`] (observers, so the core names no upper layer).
 
@@ -36,6 +36,7 @@ pub(crate) mod resolve;
 mod stats;
 mod transfer;
 mod wake;
+mod weak;
 
 pub(crate) use resolve::Held;
 

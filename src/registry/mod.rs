@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::inner::{Inner, Kind};
 use crate::{
-    Builder, Error, Event, Guard, Handle, InsertError, LeakReport, Proxy, Snapshot, Transfer,
+    Builder, Error, Event, Guard, Handle, InsertError, LeakReport, Proxy, Snapshot, Transfer, Weak,
 };
 
 /// What a release did.
@@ -363,6 +363,42 @@ impl<T: Send + Sync + 'static> Registry<T> {
         match self.inner.add_fast(h, Kind::Root) {
             Some(held) => Ok(Proxy::new(&self.inner, held)),
             None => self.proxy_cold(h),
+        }
+    }
+
+    /// A weak reference to `h`'s object (DESIGN §9): it finds the object
+    /// again, on any thread, while it lives, and keeps nothing alive. Only a
+    /// thread with access may make one (rule 5: it holds the object, is its
+    /// home thread, or the object is pinned).
+    ///
+    /// ```
+    /// # use tether::{Error, Registry};
+    /// let reg = Registry::new();
+    /// let h = reg.insert(String::from("a"))?;
+    /// let w = reg.downgrade(h)?;
+    /// let worker = {
+    ///     let reg = reg.clone();
+    ///     std::thread::spawn(move || {
+    ///         // a stranger may not make one from a guessed id...
+    ///         assert_eq!(reg.downgrade(h).unwrap_err(), Error::NotHeld(h));
+    ///         // ...but may upgrade one it was given
+    ///         w.upgrade().map(|p| p.len())
+    ///     })
+    /// };
+    /// assert_eq!(worker.join().unwrap(), Some(1));
+    /// # Ok::<(), tether::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotHeld`] for a thread without access; for a bad or dead id,
+    /// what it is (`Stale`, `Invalid`, `ForeignRegistry`); `Forked`,
+    /// `ThreadExited`.
+    #[track_caller]
+    pub fn downgrade(&self, h: Handle) -> Result<Weak<T>, Error> {
+        match self.inner.check_access(h) {
+            Ok(()) => Ok(Weak::new(Arc::clone(&self.inner), h)),
+            Err(e) => Err(self.failed("downgrade", e)),
         }
     }
 
