@@ -20,7 +20,11 @@
 //! * **Workers** claim the transfers (as RAII [`Proxy`]s, raw handles or
 //!   raw `u64` tokens), call methods by sending a request (handle + method)
 //!   to main, take and give back extra references, pass objects on to each
-//!   other, and finally drop them.
+//!   other, and finally drop them. Each worker also keeps a cache of
+//!   [`Weak`](tether::Weak)s to the objects it passed on, and now and then
+//!   re-finds one: a `Weak` that still upgrades gives the worker a new
+//!   reference, and a request through it must find the object alive in the
+//!   engine; `None` means every holder let go.
 //! * Main runs a **full `run_gc()` before every request it serves** (the
 //!   greedy GC) and otherwise sleeps in a blocking receive on its request
 //!   channel. Finalizations queued by workers wake it through the notifier
@@ -84,6 +88,8 @@ const WINDOW: u64 = 64;
 const HOPS: u8 = 3;
 /// A worker keeps at most this many objects before it passes one on.
 const HOLD: usize = 6;
+/// A worker remembers at most this many objects it passed on (as `Weak`s).
+const REMEMBER: usize = 8;
 /// Give up (and fail) if the run takes longer than this...
 const DEADLINE: Duration = Duration::from_secs(60);
 /// ...or if main hears nothing for this long while the workload is not
@@ -105,6 +111,8 @@ static RELEASE_MESSAGES: AtomicU64 = AtomicU64::new(0);
 static FINALIZED: AtomicU64 = AtomicU64::new(0);
 static COLLECTED: AtomicU64 = AtomicU64::new(0);
 static PREMATURE: AtomicU64 = AtomicU64::new(0);
+static WEAK_REFOUND: AtomicU64 = AtomicU64::new(0);
+static WEAK_GONE: AtomicU64 = AtomicU64::new(0);
 /// References workers hold or have in flight: the harness's own count, to
 /// know when the workload is over (no worker holds anything).
 static OUTSTANDING: AtomicU64 = AtomicU64::new(0);
@@ -522,6 +530,7 @@ fn run(engine: &Engine, mode: Mode, objects: u64) -> i64 {
                     to_main,
                     replies,
                     held: VecDeque::new(),
+                    passed: VecDeque::new(),
                     rng: Rng(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1)),
                 }
                 .run()
@@ -893,6 +902,8 @@ fn report(mode: Mode, objects: u64, baseline: i64, end_objects: i64, start: Inst
         ("release messages (naive)", n(&RELEASE_MESSAGES)),
         ("finalized by tether on main", n(&FINALIZED)),
         ("collected (FinalizationRegistry)", collected.to_string()),
+        ("Weak re-found alive by a worker", n(&WEAK_REFOUND)),
+        ("Weak gone (upgrade: None)", n(&WEAK_GONE)),
         ("premature collections", n(&PREMATURE)),
         ("leaks", leaks.to_string()),
         (
@@ -952,6 +963,9 @@ struct Worker {
     to_main: Sender<ToMain>,
     replies: Receiver<Reply>,
     held: VecDeque<Item>,
+    /// The worker's proxy cache: objects it passed on, as `Weak`s (tether
+    /// only; the naive design has nothing to upgrade).
+    passed: VecDeque<(u64, tether::Weak<JsObject>)>,
     rng: Rng,
 }
 
@@ -1092,23 +1106,65 @@ impl Worker {
                 self.send_to_peer(item.id, link, 0);
             }
         }
-        // Pass it on.
+        // Pass it on, remembering it weakly.
         let link = match item.held {
-            Held::Proxy(proxy) => Some(Link::Typed(proxy.transfer())),
-            Held::Raw(handle) => match self.reg.transfer(handle) {
-                Ok(t) if self.rng.below(3) == 0 => Some(Link::Raw(t.into_raw())),
-                Ok(t) => Some(Link::Typed(t)),
-                Err(e) => {
-                    violation(format!("transfer {handle}: {e}"));
-                    None
+            Held::Proxy(proxy) => {
+                self.remember(item.id, proxy.downgrade());
+                Some(Link::Typed(proxy.transfer()))
+            }
+            Held::Raw(handle) => {
+                match self.reg.downgrade(handle) {
+                    Ok(weak) => self.remember(item.id, weak),
+                    Err(e) => violation(format!("downgrade {handle}: {e}")),
                 }
-            },
+                match self.reg.transfer(handle) {
+                    Ok(t) if self.rng.below(3) == 0 => Some(Link::Raw(t.into_raw())),
+                    Ok(t) => Some(Link::Typed(t)),
+                    Err(e) => {
+                        violation(format!("transfer {handle}: {e}"));
+                        None
+                    }
+                }
+            }
             Held::Naive => Some(Link::Naive),
         };
         match link {
             Some(link) => self.send_to_peer(item.id, link, item.hops - 1),
             None => {
                 OUTSTANDING.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+
+    /// Caches a `Weak` to an object this worker passes on; when the cache
+    /// is full, re-finds the one passed on longest ago and forgets it.
+    fn remember(&mut self, id: u64, weak: tether::Weak<JsObject>) {
+        self.passed.push_back((id, weak));
+        if self.passed.len() > REMEMBER {
+            if let Some((id, weak)) = self.passed.pop_front() {
+                self.refind(id, &weak);
+            }
+        }
+    }
+
+    /// If the `Weak` upgrades, this worker holds the object again, and main
+    /// must find it alive in the engine; `None` means every holder let go
+    /// (it is finalized or queued to main, and never handed out again).
+    fn refind(&mut self, id: u64, weak: &tether::Weak<JsObject>) {
+        match weak.upgrade() {
+            Some(proxy) => {
+                WEAK_REFOUND.fetch_add(1, Relaxed);
+                if proxy.id != id {
+                    violation(format!(
+                        "a Weak of object {id} upgraded to object {}",
+                        proxy.id
+                    ));
+                }
+                self.call(Some(proxy.handle()), id, Method::GetId);
+                // Dropping it may be the last release: queued to main.
+            }
+            None => {
+                WEAK_GONE.fetch_add(1, Relaxed);
             }
         }
     }

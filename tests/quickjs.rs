@@ -634,6 +634,81 @@ fn a_pinned_global_is_never_collected_until_unpinned() {
 }
 
 #[test]
+fn a_weak_refinds_a_live_js_object_and_is_none_after_collection() {
+    let engine = Engine::new();
+    let baseline = engine.objects();
+    let log = DropLog::new();
+    let reg: Registry<JsValue> = Registry::new();
+    let h = reg.insert(value(&engine, &log, 7)).expect("insert");
+    let t = reg.transfer(h).expect("transfer");
+
+    // Worker A holds object 7 and hands out a weak reference to it.
+    let (weak_tx, weak_rx) = mpsc::channel();
+    let (let_go, a_waits) = mpsc::channel::<()>();
+    let a = spawn("holder-a", move || {
+        let p = t.claim().expect("claim");
+        weak_tx.send(p.downgrade()).expect("main");
+        recv(&a_waits, "the signal to let go");
+        drop(p); // the last reference: queued to main
+    });
+    let weak: tether::Weak<JsValue> = recv(&weak_rx, "A's weak reference");
+    assert_eq!(weak.handle(), h);
+    assert_eq!(
+        engine.gc(),
+        [] as [u64; 0],
+        "a weak reference keeps nothing, A does"
+    );
+
+    // Worker B re-finds it through the weak reference while A holds it,
+    // and asks main to call a method on it.
+    let (request, requests) = mpsc::channel();
+    let (answered, answer) = mpsc::channel::<()>();
+    let w = weak.clone();
+    let b = spawn("refinds", move || {
+        let p = w.upgrade().expect("re-found while A holds it");
+        assert_eq!(p.id, 7);
+        request.send(p.handle()).expect("main");
+        recv(&answer, "main's answer");
+        drop(p); // not the last: A still holds it
+    });
+    let handle = recv(&requests, "B's request");
+    assert_eq!(
+        engine.gc(),
+        [] as [u64; 0],
+        "collected while B and A hold it"
+    );
+    {
+        let object = reg.get(handle).expect("B holds it");
+        assert!(engine.alive(7));
+        assert_eq!(engine.call(object.obj.get(), "add", 2.0), 2.0);
+    }
+    answered.send(()).expect("B");
+    join(b);
+
+    let_go.send(()).expect("A");
+    join(a);
+    // Queued to main, not dropped yet (the upgrade is tried on another
+    // thread: main's own registry calls drain its queue): the engine still
+    // has the object, but the weak reference no longer finds it.
+    let w = weak.clone();
+    let queued = join(spawn("upgrades-queued", move || w.upgrade().is_none()));
+    assert!(queued, "upgraded an object queued for finalization");
+    assert_eq!(log.count(), 0);
+    assert!(engine.alive(7));
+    assert_eq!(reg.pump(), 1);
+    assert_eq!(engine.gc(), [7], "collected by the next GC");
+    let w = weak.clone();
+    let (none_there, err_there) = join(spawn("too-late", move || {
+        (w.upgrade().is_none(), w.try_upgrade().err())
+    }));
+    assert!(none_there, "a worker re-found a collected object");
+    assert_eq!(err_there, Some(tether::Error::Stale(h)));
+    drop(weak);
+    drop(reg);
+    assert_eq!(engine.settle(), baseline);
+}
+
+#[test]
 fn a_sleeping_main_is_woken_to_let_its_gc_collect() {
     let engine = Engine::new();
     let log = DropLog::new();
