@@ -86,6 +86,45 @@ fn main() {
             .expect("worker");
             black_box(reg.pump());
         }
+        // Weak references (DESIGN §9): an upgrade (+ drop of its proxy) by
+        // a thread that holds the object, by one that holds nothing (its
+        // 0 -> 1 -> 0, the object kept alive by a transfer in flight), and
+        // what they are measured against: a transfer claimed back
+        // (`Proxy::transfer` + `Transfer::claim`), `proxy` on the same
+        // 0 -> 1 -> 0 path, and std's `Weak::upgrade` + drop.
+        "upgrade_held" => {
+            let p = reg.proxy(h).expect("proxy");
+            let w = p.downgrade();
+            for _ in 0..n {
+                black_box(black_box(&w).upgrade().expect("live"));
+            }
+        }
+        "upgrade_first" | "proxy_first" => {
+            let w = reg.downgrade(h).expect("downgrade");
+            let t = reg.transfer(h).expect("transfer");
+            for _ in 0..n {
+                if op == "upgrade_first" {
+                    black_box(black_box(&w).upgrade().expect("live"));
+                } else {
+                    black_box(reg.proxy(black_box(h)).expect("home"));
+                }
+            }
+            drop(t);
+        }
+        "transfer_claim" => {
+            let mut p = reg.proxy(h).expect("proxy");
+            for _ in 0..n {
+                p = black_box(p.transfer()).claim().expect("claim");
+            }
+            black_box(p);
+        }
+        "std_weak_upgrade" => {
+            let a = std::sync::Arc::new([1u64, 2]);
+            let w = std::sync::Arc::downgrade(&a);
+            for _ in 0..n {
+                black_box(black_box(&w).upgrade().expect("live"));
+            }
+        }
         "empty" => {
             for i in 0..n {
                 black_box(i);

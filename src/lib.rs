@@ -66,8 +66,8 @@
 //! * **Access requires a reference.** `get`, `retain`, `proxy` and `pin`
 //!   succeed only for a thread that holds the object, for its home thread
 //!   (the one that inserted it), or on a pinned object. Everyone else gets a
-//!   first reference only by claiming a [`Transfer`]: a guessed id gives no
-//!   access. A [`Guard`] counts as a reference while it lives.
+//!   first reference only by claiming a [`Transfer`] or upgrading a [`Weak`]
+//!   (both made by a thread with access): a guessed id gives no access. A [`Guard`] counts as a reference while it lives.
 //! * **No premature release, no leak.** An object is finalized exactly once,
 //!   when no thread holds it, it has no pin and no transfer is in flight.
 //! * **Home finalization.** The value's `Drop` runs on its home thread: at
@@ -134,6 +134,33 @@
 //! # Ok::<(), tether::Error>(())
 //! ```
 //!
+//! # Weak references
+//!
+//! A [`Weak`] finds its object again while it lives, without keeping it
+//! alive — what a bridge's proxy cache needs (one proxy per remote object
+//! while it lives, a fresh request to its home once it is gone). A thread
+//! with access makes one ([`Proxy::downgrade`], [`Registry::downgrade`]);
+//! [`Weak::upgrade`] works on any thread and gives a new reference of that
+//! thread while the object is live, `None` once its last reference is gone
+//! (even while the value still waits in its home's inbox). Never a
+//! resurrection, never the object a reused slot holds now. Weak references
+//! count nothing and are not listed by [`Registry::snapshot`] or
+//! [`Registry::leak_report`].
+//!
+//! ```
+//! use tether::Registry;
+//!
+//! let reg = Registry::new();
+//! let p = reg.insert_proxy(String::from("cached"))?;
+//! let w = p.downgrade();
+//! let on_worker = std::thread::spawn(move || w.upgrade().map(|q| q.len()));
+//! assert_eq!(on_worker.join().unwrap(), Some(6)); // alive: the home holds it
+//! let w = p.downgrade();
+//! drop(p);                                        // the last reference
+//! assert!(w.upgrade().is_none());
+//! # Ok::<(), tether::Error>(())
+//! ```
+//!
 //! # Cycles
 //!
 //! As with `Arc`, a reference cycle through the registry is never freed: a
@@ -143,8 +170,8 @@
 //! it; [`Registry::shutdown`] and [`Registry::leak_report`] show such an
 //! object as held with no holder thread ("kept by pins/transfers") or held
 //! by a proxy's thread. Break cycles the way you would with `Arc`: have the
-//! inner direction keep a plain [`Handle`] (which owns nothing) and
-//! re-acquire through a thread with access when needed.
+//! inner direction keep a [`Weak`] (or a plain [`Handle`], which owns
+//! nothing, re-acquired through a thread with access when needed).
 //!
 //! ```
 //! use std::sync::Mutex;
@@ -291,6 +318,7 @@
 //! | `shutdown` returns `Ok` only after every value released to a home was dropped there (a value counts from "not live" until its `Drop` ran out of the inbox), and never while an insert can still complete (Dekker on `closed`) | `shutdown_waits_for_a_value_on_its_way_home`, `no_insert_completes_after_shutdown_says_ok` |
 //! | the access rule is decided about the object a thread's first hold lands on (a successor id taking the slot mid-check gets nothing) | `successor_id_gives_no_access_when_the_slot_is_reused_mid_check` |
 //! | a home's notifier runs at most once per idle → pending edge, and no wake-up is lost (Dekker on `pending` and `armed`) | `a_value_queued_during_the_homes_drain_is_never_lost`, `two_senders_on_one_edge_notify_once` |
+//! | a weak upgrade takes its hold by the same CAS (non-zero holds, right generation): it wins against the last release or returns `None`, never a finalized or queued value | `upgrade_racing_the_last_remote_release_never_resurrects`, `upgrade_racing_the_homes_finalization_never_sees_the_value_go` |
 //!
 //! # Implementation notes
 //!

@@ -154,6 +154,7 @@ fn every_fallible_call_in_a_forked_child_is_err_forked() {
     let raw = reg.transfer(h).expect("transfer").into_raw();
     let proxy = reg.insert_proxy(20).expect("insert_proxy");
     let ph = proxy.handle();
+    let weak = proxy.downgrade();
 
     // Another thread holds a reference (parked), and another one hammers.
     let h_for_holder = reg.transfer(h).expect("transfer");
@@ -198,6 +199,10 @@ fn every_fallible_call_in_a_forked_child_is_err_forked() {
         c.forked("claim_raw", reg.claim_raw(raw));
         c.forked("Transfer::from_raw", Transfer::from_raw(&reg, raw));
         c.forked("proxy.try_clone", proxy.try_clone());
+        c.forked("downgrade", reg.downgrade(h));
+        c.forked("weak.try_upgrade", weak.try_upgrade());
+        c.forked("proxy.downgrade().try_upgrade", proxy.downgrade().try_upgrade());
+        c.check("weak.is_live() is false", !weak.is_live());
         c.forked("release of the proxy's object", reg.release(ph));
         c.forked("claim", reg.clone().claim(token));
         c.forked("release of a forged handle", {

@@ -25,7 +25,11 @@ fn weak_is_clone_send_sync_and_counts_nothing() {
     assert_eq!(reg.holders(h).unwrap().len(), 1);
     let snap = reg.snapshot();
     assert_eq!(snap.objects.len(), 1);
-    assert_eq!(snap.objects[0].holders.len(), 1, "weak references are not listed");
+    assert_eq!(
+        snap.objects[0].holders.len(),
+        1,
+        "weak references are not listed"
+    );
     drop(p);
     assert_eq!(log.count(), 1, "finalized with two weak references left");
     assert!(reg.is_empty());
@@ -97,7 +101,11 @@ fn upgrade_after_the_slot_is_reused_is_none() {
     let w = a.downgrade();
     drop(a);
     let b = reg.insert_proxy(2u8).unwrap();
-    assert_eq!(b.handle().to_raw() & 0xFF_FFFF, w.handle().to_raw() & 0xFF_FFFF, "the very slot");
+    assert_eq!(
+        b.handle().to_raw() & 0xFF_FFFF,
+        w.handle().to_raw() & 0xFF_FFFF,
+        "the very slot"
+    );
     assert_ne!(b.handle(), w.handle());
     assert!(w.upgrade().is_none(), "the generation tells them apart");
     assert_eq!(w.try_upgrade().unwrap_err(), Error::Stale(w.handle()));
@@ -124,7 +132,11 @@ fn upgrade_is_none_once_the_value_is_queued_before_the_home_drops_it() {
         }))
     };
     assert_eq!(queued, Released::Queued);
-    assert_eq!(on_worker, (true, 0), "None while the value waits in the inbox");
+    assert_eq!(
+        on_worker,
+        (true, 0),
+        "None while the value waits in the inbox"
+    );
     assert_eq!(log.count(), 0, "still waiting in the home's inbox");
     assert!(!w.is_live());
     // The home's upgrade drains its inbox first (as every call that takes a
@@ -157,10 +169,18 @@ fn downgrade_is_refused_to_a_stranger_and_allowed_to_home_holder_and_pin() {
     assert_eq!(stranger, Err(Error::NotHeld(h)));
     assert!(holder, "a holder may");
     assert_eq!(pin, Ok(pinned), "anyone may, of a pinned object");
-    assert_eq!(reg.len(), 1, "the worker's release was h's last: queued home");
+    assert_eq!(
+        reg.len(),
+        1,
+        "the worker's release was h's last: queued home"
+    );
     assert!(w.upgrade().is_none());
     drop(w);
-    assert_eq!(reg.release(h).unwrap_err(), Error::Stale(h), "dead (drained by the call)");
+    assert_eq!(
+        reg.release(h).unwrap_err(),
+        Error::Stale(h),
+        "dead (drained by the call)"
+    );
     assert_eq!(reg.downgrade(h).unwrap_err(), Error::Stale(h));
     reg.unpin(pinned).unwrap();
     reg.release(pinned).unwrap();
@@ -236,7 +256,12 @@ fn a_drop_upgrading_weak_references_sees_the_living_and_not_itself() {
     }
     impl Drop for Node {
         fn drop(&mut self) {
-            let me = self.me.lock().unwrap().as_ref().map(|w| w.upgrade().is_some());
+            let me = self
+                .me
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|w| w.upgrade().is_some());
             let other = self.other.as_ref().map(|w| w.upgrade().is_some());
             self.seen
                 .lock()
@@ -282,32 +307,50 @@ fn upgrades_racing_the_last_release_never_see_a_dead_value() {
 }
 
 fn race_upgrades_with_last_releases() {
+    /// Per-round drop flags and the drop count, shared through one `Arc`
+    /// that the test thread keeps to the end (so that no other thread drops
+    /// its last clone: ThreadSanitizer cannot see `Arc::drop`'s fence in the
+    /// uninstrumented std).
+    struct Flags {
+        dropped: Vec<AtomicBool>,
+        drops: AtomicUsize,
+    }
     struct Witness {
-        dropped: Arc<AtomicBool>,
-        drops: Arc<AtomicUsize>,
+        round: usize,
+        flags: Arc<Flags>,
     }
     impl Drop for Witness {
         fn drop(&mut self) {
             // Counted, not asserted: the registry catches a panicking Drop.
-            self.dropped.store(true, Ordering::SeqCst);
-            self.drops.fetch_add(1, Ordering::SeqCst);
+            self.flags.dropped[self.round].store(true, Ordering::SeqCst);
+            self.flags.drops.fetch_add(1, Ordering::SeqCst);
         }
     }
-    let rounds = if cfg!(debug_assertions) { 2_000 } else { 10_000 };
+    let rounds = if cfg!(debug_assertions) {
+        2_000
+    } else {
+        10_000
+    };
     for shape in 0..3 {
         let reg = Registry::builder().home_finalization(shape != 2).build();
-        let drops = Arc::new(AtomicUsize::new(0));
+        let flags = Arc::new(Flags {
+            dropped: (0..rounds).map(|_| AtomicBool::new(false)).collect(),
+            drops: AtomicUsize::new(0),
+        });
         let won = Arc::new(AtomicU64::new(0));
         let go = Arc::new(Barrier::new(2));
-        let (tx, rx) = std::sync::mpsc::channel::<Option<(Weak<Witness>, Arc<AtomicBool>)>>();
+        let (tx, rx) = std::sync::mpsc::channel::<Option<(Weak<Witness>, usize)>>();
         let upgrader = {
-            let (go, won) = (Arc::clone(&go), Arc::clone(&won));
+            let (go, won, flags) = (Arc::clone(&go), Arc::clone(&won), Arc::clone(&flags));
             spawn("upgrader", move || {
-                while let Ok(Some((w, dropped))) = rx.recv() {
+                while let Ok(Some((w, round))) = rx.recv() {
                     go.wait();
                     // Keep trying until the object is gone.
                     while let Some(p) = w.upgrade() {
-                        assert!(!dropped.load(Ordering::SeqCst), "a dead value upgraded");
+                        assert!(
+                            !flags.dropped[round].load(Ordering::SeqCst),
+                            "a dead value upgraded"
+                        );
                         won.fetch_add(1, Ordering::Relaxed);
                         drop(p);
                     }
@@ -315,15 +358,14 @@ fn race_upgrades_with_last_releases() {
                 }
             })
         };
-        for _ in 0..rounds {
-            let dropped = Arc::new(AtomicBool::new(false));
+        for round in 0..rounds {
             let p = reg
                 .insert_proxy(Witness {
-                    dropped: Arc::clone(&dropped),
-                    drops: Arc::clone(&drops),
+                    round,
+                    flags: Arc::clone(&flags),
                 })
                 .unwrap();
-            tx.send(Some((p.downgrade(), Arc::clone(&dropped)))).unwrap();
+            tx.send(Some((p.downgrade(), round))).unwrap();
             if shape == 0 {
                 go.wait();
                 drop(p); // the home's last: finalized here, or by the upgrader's drop
@@ -334,7 +376,7 @@ fn race_upgrades_with_last_releases() {
                 join(releaser);
             }
             // Wait for the upgrader to see it dead, then collect it.
-            while !dropped.load(Ordering::SeqCst) {
+            while !flags.dropped[round].load(Ordering::SeqCst) {
                 reg.pump();
                 std::thread::yield_now();
             }
@@ -342,8 +384,15 @@ fn race_upgrades_with_last_releases() {
         tx.send(None).unwrap();
         join(upgrader);
         reg.pump();
-        assert_eq!(drops.load(Ordering::SeqCst), rounds, "shape {shape}: each once");
+        assert_eq!(
+            flags.drops.load(Ordering::SeqCst),
+            rounds,
+            "shape {shape}: each once"
+        );
         assert!(reg.is_empty());
-        assert!(won.load(Ordering::Relaxed) > 0, "shape {shape}: the race was run");
+        assert!(
+            won.load(Ordering::Relaxed) > 0,
+            "shape {shape}: the race was run"
+        );
     }
 }

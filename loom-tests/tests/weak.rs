@@ -36,7 +36,10 @@ fn upgrade_racing_the_last_remote_release_never_resurrects() {
         let theirs = worker.join().unwrap();
         reg.pump();
         assert!(w.upgrade().is_none(), "dead stays dead");
-        assert!(!matches!(theirs, Released::Finalized), "not home: {theirs:?}");
+        assert!(
+            !matches!(theirs, Released::Finalized),
+            "not home: {theirs:?}"
+        );
         assert_eq!((drops.total(), drops.at_home()), (1, 1), "once, at home");
         assert!(reg.is_empty());
     });
@@ -64,7 +67,11 @@ fn upgrade_racing_the_homes_finalization_never_sees_the_value_go() {
                 }
                 let again = w.upgrade();
                 let total = drops.total();
-                assert!(again.is_none() || total == 0, "again {:?} total {total}", again.as_ref().map(|p| p.handle()));
+                assert!(
+                    again.is_none() || total == 0,
+                    "again {:?} total {total}",
+                    again.as_ref().map(|p| p.handle())
+                );
             })
         };
         drop(p); // the home's last reference

@@ -147,25 +147,38 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// out-of-line cold path (`Registry::get_cold`, ...).
     #[inline(always)]
     pub(crate) fn acquire_cold(&self, h: Handle, kind: Kind) -> Result<Held<'_, T>, Error> {
-        if let Some((table, loc, entry, 0)) = self.my_entry(h) {
-            if let (Some(slot), true) = (self.slots.at(loc), h.index() < self.capacity) {
-                let u = Unheld {
-                    slot,
-                    table,
-                    entry: Some(entry),
-                    h,
-                };
-                return self.first_reference(u, kind, false);
-            }
+        match self.unheld_fast(h) {
+            Some(u) => self.first_reference(u, kind, false),
+            None => self.acquire_slow(h, kind, false),
         }
-        self.acquire_slow(h, kind, false)
+    }
+
+    /// The fast way to a thread's first reference: its cached table has a
+    /// zero entry at `h`'s index, within the capacity, and nothing is
+    /// pending. `None`: take the general path.
+    #[inline(always)]
+    fn unheld_fast(&self, h: Handle) -> Option<Unheld<'_, T>> {
+        let (table, loc, entry, 0) = self.my_entry(h)? else {
+            return None;
+        };
+        let slot = self.slots.at(loc)?;
+        (h.index() < self.capacity).then_some(Unheld {
+            slot,
+            table,
+            entry: Some(entry),
+            h,
+        })
     }
 
     /// `acquire` without the access rule, for interners (knowing the key is
-    /// the capability): any thread may take a reference to the key's object
-    /// while it lives. A dead object is `Err(Stale)`, never resurrected.
+    /// the capability) and weak references: any thread may take a reference
+    /// to the object while it lives. A dead object is `Err(Stale)`, never
+    /// resurrected.
     pub(crate) fn acquire_granted(&self, h: Handle, kind: Kind) -> Result<Held<'_, T>, Error> {
-        self.acquire_slow(h, kind, true)
+        match self.unheld_fast(h) {
+            Some(u) => self.first_reference(u, kind, true),
+            None => self.acquire_slow(h, kind, true),
+        }
     }
 
     /// The general path of `acquire` (`granted`: skip the access rule).

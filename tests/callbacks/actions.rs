@@ -63,10 +63,14 @@ pub enum Action {
     /// `get` the subject and park the guard (with the registry clone it
     /// borrows) in a thread-local first touched here.
     ParkGuard,
+    /// `downgrade` the subject; upgrade the weak reference here and on a
+    /// thread spawned on the spot (each a live reference or `None`, never a
+    /// dead value).
+    Weak,
 }
 
 /// Every action, in the order the matrix runs them.
-pub const ACTIONS: [Action; 19] = [
+pub const ACTIONS: [Action; 20] = [
     Action::Panic,
     Action::Insert,
     Action::InsertProxy,
@@ -86,6 +90,7 @@ pub const ACTIONS: [Action; 19] = [
     Action::Shutdown,
     Action::ParkProxy,
     Action::ParkGuard,
+    Action::Weak,
 ];
 
 thread_local! {
@@ -108,6 +113,9 @@ enum May {
     Unpin,
     /// A claim: closed, or the thread's exit already ran.
     Claim,
+    /// An upgrade: dead, closed (for a thread without a reference), or the
+    /// thread's exit already ran.
+    Upgrade,
 }
 
 impl May {
@@ -120,6 +128,7 @@ impl May {
                 Error::Stale(_) | Error::NotHeld(_) | Error::NotPinned(_) | Error::ThreadExited
             ),
             May::Claim => matches!(e, Error::Closed | Error::ThreadExited),
+            May::Upgrade => matches!(e, Error::Stale(_) | Error::Closed | Error::ThreadExited),
         }
     }
 }
@@ -316,6 +325,36 @@ pub fn perform(sc: &Arc<Scenario>, subject: Option<Handle>) {
                 op.sc.note(format!("parked a guard: {}", parked.is_ok()));
             }
         }),
+        Action::Weak => op.on_subject(subject, |op, h| downgrade_and_upgrade(op, h)),
+    }
+}
+
+/// `Weak`: downgrade, then upgrade here and on a thread spawned here. The
+/// subject may be dying (this may be its own `Drop`): each upgrade is a
+/// live reference to it or an error, never a dropped value.
+fn downgrade_and_upgrade(op: &Op<'_>, h: Handle) {
+    let Some(w) = op.check("downgrade", op.reg.downgrade(h), May::Access) else {
+        return;
+    };
+    op.expect(w.handle() == h, "the weak reference names another handle");
+    if let Some(p) = op.check("upgrade (here)", w.try_upgrade(), May::Upgrade) {
+        op.expect(p.handle() == h, "the upgrade names another handle");
+        op.expect(
+            op.sc.times_dropped(p.id) == 0,
+            "an upgrade here handed out a dropped value",
+        );
+    }
+    let sc = Arc::clone(op.sc);
+    let there = common::join(common::spawn("upgrader", move || {
+        w.try_upgrade()
+            .map(|p| (p.handle(), sc.times_dropped(p.id)))
+    }));
+    if let Some((h2, dropped)) = op.check("upgrade (on a new thread)", there, May::Upgrade) {
+        op.expect(h2 == h, "the upgrade names another handle");
+        op.expect(
+            dropped == 0,
+            "an upgrade on another thread handed out a dropped value",
+        );
     }
 }
 
