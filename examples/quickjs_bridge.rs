@@ -50,7 +50,8 @@
 //! Dropping a QuickJS `Runtime` while any `Persistent` of it is alive aborts
 //! the process (`JS_FreeRuntime: Assertion 'list_empty(&rt->gc_obj_list)'`).
 //! The registry owns `Persistent`s, so it must be emptied and dropped
-//! (every clone: the workers' are gone with the workers) before the
+//! (every clone, proxy, transfer and `Weak`: the workers' are gone with the
+//! workers) before the
 //! `Context` and the `Runtime`. A leaked object is therefore not silent: if
 //! the registry still held one when the runtime went, the process would
 //! abort. The example checks for leaks first, reports them, drops the
@@ -62,7 +63,7 @@
 //! ```text
 //! cargo run --release --example quickjs_bridge             # 1 000 objects, tether
 //! cargo run --release --example quickjs_bridge -- --naive  # the same over the naive table: exits 1
-//! cargo run --release --example quickjs_bridge -- 20000    # a bigger run
+//! cargo run --release --example quickjs_bridge -- 10000    # a bigger run
 //! ```
 
 use std::collections::{HashMap, VecDeque};
@@ -95,7 +96,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// ...or if main hears nothing for this long while the workload is not
 /// over (workers send requests every few microseconds while they hold
 /// anything: a silence this long means the run is stuck).
-const STALL: Duration = Duration::from_secs(2);
+const STALL: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------
 // Counters. Relaxed is enough: they are read after the threads are joined.
@@ -171,6 +172,7 @@ globalThis.__takeCollected = () => {
     __collected = [];
     return c;
 };
+globalThis.__forget = (id) => { __weak.delete(id); };
 globalThis.__settle = () => {
     const alive = [...__weak].filter(([id, w]) => w.deref() !== undefined).map(([id]) => id);
     __weak.clear();
@@ -264,6 +266,15 @@ impl Engine {
         Ok(ids.into_iter().map(|id| id as u64).collect())
     }
 
+    /// Drops the object's `WeakRef`.
+    fn forget(&self, id: u64) -> Result<(), String> {
+        self.with(|ctx| {
+            ctx.globals()
+                .get::<_, Function>("__forget")?
+                .call((id as f64,))
+        })
+    }
+
     /// The end of the run: the ids whose `WeakRef` still derefs (objects
     /// the engine still has); then drops every `WeakRef`.
     fn settle(&self) -> Result<Vec<u64>, String> {
@@ -278,23 +289,29 @@ impl Engine {
         self.rt.memory_usage().obj_count
     }
 
-    /// One object through its whole life, every call the run makes on the
-    /// way: QuickJS creates a few objects lazily on first use (shapes, the
-    /// job machinery), so the baseline is taken after this.
+    /// Two objects through their whole life, every call the run makes on
+    /// the way (`forget` of one, `settle` with the other's `WeakRef` still
+    /// in the map): QuickJS creates a few objects lazily on first use
+    /// (shapes, the job machinery, iterators), so the baseline is taken
+    /// after this.
     fn warm_up(&self) -> Result<(), String> {
-        let id = u64::from(u32::MAX);
-        let obj = self.make(id)?;
-        for method in [Method::GetId, Method::Add(1), Method::Read] {
-            self.call(&obj, method)?;
+        let ids = [u64::from(u32::MAX), u64::from(u32::MAX) - 1];
+        let mut held = true;
+        for id in ids {
+            let obj = self.make(id)?;
+            for method in [Method::GetId, Method::Add(1), Method::Read] {
+                self.call(&obj, method)?;
+            }
+            held &= self.alive(id)?;
         }
-        let held = self.alive(id)?;
-        drop(obj);
-        let collected = self.collect()?;
-        let gone = !self.alive(id)?;
+        let mut collected = self.collect()?;
+        collected.sort_unstable();
+        let gone = !self.alive(ids[0])? && !self.alive(ids[1])?;
+        self.forget(ids[0])?;
         let alive = self.settle()?;
-        if !held || collected != [id] || !gone || !alive.is_empty() {
+        if !held || collected != [ids[1], ids[0]] || !gone || !alive.is_empty() {
             return Err(format!(
-                "warm-up object not collected: {collected:?}, {alive:?}"
+                "warm-up objects not collected: {collected:?}, {alive:?}"
             ));
         }
         Ok(())
@@ -639,7 +656,7 @@ fn run(engine: &Engine, mode: Mode, objects: u64) -> i64 {
     }
     // The engine's last word: everything is collected, reported once, and
     // the runtime is back at its baseline.
-    collect(engine, &ledger);
+    collect(engine, &ledger, mode == Mode::Tether);
     for id in 0..objects {
         if ledger.get(id) != COLLECTED_STATE {
             violation(format!("object {id} was never collected (leak)"));
@@ -678,7 +695,7 @@ fn handle(
         }
         ToMain::Call(request) => {
             // The greedy GC: a full collection before every request.
-            collect(engine, ledger);
+            collect(engine, ledger, matches!(home, Home::Tether(_)));
             let reply = serve(engine, home, ledger, &request);
             REQUESTS.fetch_add(1, Relaxed);
             if let Some(tx) = reply_txs.get(request.from) {
@@ -691,7 +708,14 @@ fn handle(
 /// Runs the GC and checks what the engine reports collected: only objects
 /// whose `Persistent` was dropped (released), each once, its `WeakRef`
 /// cleared.
-fn collect(engine: &Engine, ledger: &Ledger) {
+///
+/// With `forget`, the `WeakRef` of each object found collected is dropped
+/// once checked: the GC before each request then stays as cheap as the
+/// live objects make it (tether: a request for a collected object would
+/// fail at `reg.get` with `Stale` first). The naive run keeps them: the
+/// requests that still come for collected objects are checked against
+/// them.
+fn collect(engine: &Engine, ledger: &Ledger, forget: bool) {
     let ids = match engine.collect() {
         Ok(ids) => ids,
         Err(e) => return violation(format!("GC: {e}")),
@@ -715,6 +739,11 @@ fn collect(engine: &Engine, ledger: &Ledger) {
             other => violation(format!(
                 "object {id} collected but its WeakRef derefs: {other:?}"
             )),
+        }
+        if forget {
+            if let Err(e) = engine.forget(id) {
+                violation(e);
+            }
         }
     }
 }
