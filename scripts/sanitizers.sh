@@ -2,6 +2,14 @@
 # Runs the integration tests under ThreadSanitizer and AddressSanitizer
 # (nightly toolchain; std itself is not instrumented).
 #
+# tests/quickjs.rs runs here too (about 12 s more per sanitizer, mostly
+# rquickjs-sys compiling QuickJS; the tests take under a second). Its build
+# script compiles QuickJS's C code without -fsanitize, so the engine itself
+# is not instrumented: the sanitizers check the Rust side (tether, the
+# bridge's threads), and ASan/LSan still see the engine's malloc and free
+# (a leaked runtime or object would be reported). QuickJS only ever runs
+# on each test's main thread.
+#
 #   scripts/sanitizers.sh [tsan|asan]    (default: both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
