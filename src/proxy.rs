@@ -47,6 +47,28 @@ pub struct Proxy<T: Send + Sync + 'static> {
     _thread_bound: PhantomData<*const ()>,
 }
 
+/// A hold's addresses without its borrow of the registry, so that the
+/// caller can move its `Arc` of the registry into the proxy
+/// ([`Proxy::adopt`]).
+pub(crate) struct Parts<T> {
+    table: NonNull<ThreadTable<T>>,
+    slot: NonNull<Slot<T>>,
+    entry: NonNull<AtomicU64>,
+    handle: Handle,
+}
+
+impl<T> Parts<T> {
+    /// `held`'s addresses (the hold itself is the proxy-to-be's root).
+    pub(crate) fn of(held: Held<'_, T>) -> Self {
+        Parts {
+            table: NonNull::from(held.table),
+            slot: NonNull::from(held.slot),
+            entry: NonNull::from(held.entry),
+            handle: held.h,
+        }
+    }
+}
+
 /// What all proxies of one family share: the registry and this thread's table.
 struct ProxyHome<T> {
     inner: Arc<Inner<T>>,
@@ -59,15 +81,22 @@ struct ProxyHome<T> {
 impl<T: Send + Sync + 'static> Proxy<T> {
     /// Wraps one root the caller has just added to `held`'s entry.
     pub(crate) fn new(inner: &Arc<Inner<T>>, held: Held<'_, T>) -> Self {
+        Self::adopt(Arc::clone(inner), Parts::of(held))
+    }
+
+    /// Wraps one root the caller has just added to an entry, taking over
+    /// the caller's `Arc` of the registry (no second count).
+    pub(crate) fn adopt(inner: Arc<Inner<T>>, parts: Parts<T>) -> Self {
+        let count_limit = inner.count_limit();
         Proxy {
             home: Rc::new(ProxyHome {
-                inner: Arc::clone(inner),
-                table: NonNull::from(held.table),
-                count_limit: inner.count_limit(),
+                inner,
+                table: parts.table,
+                count_limit,
             }),
-            slot: NonNull::from(held.slot),
-            entry: NonNull::from(held.entry),
-            handle: held.h,
+            slot: parts.slot,
+            entry: parts.entry,
+            handle: parts.handle,
             _thread_bound: PhantomData,
         }
     }
@@ -116,7 +145,7 @@ impl<T: Send + Sync + 'static> Proxy<T> {
     /// assert!(w.upgrade().is_none());
     /// ```
     pub fn downgrade(&self) -> Weak<T> {
-        Weak::new(Arc::clone(&self.home.inner), self.handle)
+        Weak::new(&self.home.inner, self.handle)
     }
 
     /// Like `clone`, but returns [`Error::Overflow`] instead of panicking when

@@ -1,9 +1,10 @@
 //! A reference that does not keep its object alive (DESIGN §9).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{self, Arc};
 
 use crate::inner::Inner;
+use crate::proxy::Parts;
 use crate::{Error, Handle, Proxy, Registry};
 
 /// A weak reference: finds its object again while it is alive, without
@@ -25,10 +26,11 @@ use crate::{Error, Handle, Proxy, Registry};
 /// finalized or queued object, never resurrects one, and never the object
 /// a reused slot holds now (the generation tells them apart).
 ///
-/// A weak reference keeps the registry's tables (not its objects) allocated,
-/// as a `Transfer` does; [`Registry::snapshot`] and
-/// [`Registry::leak_report`] do not list weak references, as they hold
-/// nothing.
+/// A weak reference keeps nothing alive — not the object, and not the
+/// registry either: once every `Registry`, `Proxy` and `Transfer` of it is
+/// gone (and with them every object), `upgrade` returns `None`.
+/// [`Registry::snapshot`] and [`Registry::leak_report`] do not list weak
+/// references, as they hold nothing.
 ///
 /// # A proxy cache
 ///
@@ -77,14 +79,20 @@ use crate::{Error, Handle, Proxy, Registry};
 /// # Ok::<(), tether::Error>(())
 /// ```
 pub struct Weak<T: Send + Sync + 'static> {
-    inner: Arc<Inner<T>>,
+    /// Does not keep the registry alive: a registry dropped with objects
+    /// still held (say, leaked explicit references) finalizes them then,
+    /// whatever weak references remain.
+    inner: sync::Weak<Inner<T>>,
     handle: Handle,
 }
 
 impl<T: Send + Sync + 'static> Weak<T> {
     /// A weak reference to `handle`, made after the access check.
-    pub(crate) fn new(inner: Arc<Inner<T>>, handle: Handle) -> Self {
-        Weak { inner, handle }
+    pub(crate) fn new(inner: &Arc<Inner<T>>, handle: Handle) -> Self {
+        Weak {
+            inner: Arc::downgrade(inner),
+            handle,
+        }
     }
 
     /// The object's handle (whether or not it is still alive).
@@ -92,9 +100,10 @@ impl<T: Send + Sync + 'static> Weak<T> {
         self.handle
     }
 
-    /// The registry the object lives (or lived) in.
-    pub fn registry(&self) -> Registry<T> {
-        Registry::from_inner(Arc::clone(&self.inner))
+    /// The registry the object lives (or lived) in, while anything keeps
+    /// that registry alive (a `Registry`, a `Proxy` or a `Transfer` of it).
+    pub fn registry(&self) -> Option<Registry<T>> {
+        self.inner.upgrade().map(Registry::from_inner)
     }
 
     /// A new reference of the calling thread, as a proxy, while the object
@@ -120,22 +129,30 @@ impl<T: Send + Sync + 'static> Weak<T> {
     /// [`Error::Forked`] in a forked child.
     #[inline]
     pub fn try_upgrade(&self) -> Result<Proxy<T>, Error> {
-        let held = self.inner.upgrade(self.handle)?;
-        Ok(Proxy::new(&self.inner, held))
+        // The registry gone means every object of it is gone too.
+        let inner = self.inner.upgrade().ok_or(Error::Stale(self.handle))?;
+        let parts = Parts::of(inner.upgrade(self.handle)?);
+        // The proxy takes over this `Arc` (one count, as for a claim).
+        Ok(Proxy::adopt(inner, parts))
     }
 
     /// Whether the object is live at this moment — a hint, for pruning a
     /// cache of dead entries: it may die right after a `true`. A `false` is
     /// final: a dead object never comes back.
     pub fn is_live(&self) -> bool {
-        self.inner.is_live(self.handle)
+        self.inner
+            .upgrade()
+            .is_some_and(|inner| inner.is_live(self.handle))
     }
 }
 
 impl<T: Send + Sync + 'static> Clone for Weak<T> {
     /// Another weak reference to the same object (counts nothing).
     fn clone(&self) -> Self {
-        Weak::new(Arc::clone(&self.inner), self.handle)
+        Weak {
+            inner: sync::Weak::clone(&self.inner),
+            handle: self.handle,
+        }
     }
 }
 

@@ -54,7 +54,7 @@ fn upgrade_of_a_live_object_is_a_new_reference_of_this_thread() {
     assert_eq!(reg.release(h), Ok(Released::Finalized));
     assert!(w.upgrade().is_none());
     assert_eq!(w.try_upgrade().unwrap_err(), Error::Stale(h));
-    assert_eq!(w.registry().len(), 0);
+    assert_eq!(w.registry().map(|r| r.len()), Some(0));
 }
 
 #[test]
@@ -395,4 +395,35 @@ fn race_upgrades_with_last_releases() {
             "shape {shape}: the race was run"
         );
     }
+}
+
+/// A weak reference keeps nothing alive, not even the registry: dropping the
+/// last `Registry` (with an object still held by a leaked explicit
+/// reference) finalizes that object then, and the weak reference is dead.
+#[test]
+fn a_weak_reference_does_not_keep_the_registry_or_its_objects_alive() {
+    let log = DropLog::new();
+    let reg = Registry::new();
+    let h = reg.insert(Tracked::new(&log, 1)).unwrap(); // never released
+    let w = reg.downgrade(h).unwrap();
+    assert!(w.registry().is_some());
+    drop(reg);
+    assert_eq!(log.count(), 1, "finalized with the registry");
+    assert!(w.upgrade().is_none());
+    assert_eq!(w.try_upgrade().unwrap_err(), Error::Stale(h));
+    assert!(w.registry().is_none());
+    assert!(!w.is_live());
+    // Made from a proxy, on another thread: the proxy keeps the registry.
+    let reg = Registry::new();
+    let p = reg.insert_proxy(Tracked::new(&log, 2)).unwrap();
+    drop(reg);
+    let w = p.downgrade();
+    let alive = {
+        let w = w.clone();
+        join(spawn("upgrader", move || w.upgrade().map(|q| q.id)))
+    };
+    assert_eq!(alive, Some(2));
+    drop(p);
+    assert_eq!(log.count(), 2);
+    assert!(w.registry().is_none() && w.upgrade().is_none());
 }

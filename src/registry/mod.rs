@@ -397,7 +397,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     #[track_caller]
     pub fn downgrade(&self, h: Handle) -> Result<Weak<T>, Error> {
         match self.inner.check_access(h) {
-            Ok(()) => Ok(Weak::new(Arc::clone(&self.inner), h)),
+            Ok(()) => Ok(Weak::new(&self.inner, h)),
             Err(e) => Err(self.failed("downgrade", e)),
         }
     }
