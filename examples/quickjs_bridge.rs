@@ -50,9 +50,8 @@
 //! Dropping a QuickJS `Runtime` while any `Persistent` of it is alive aborts
 //! the process (`JS_FreeRuntime: Assertion 'list_empty(&rt->gc_obj_list)'`).
 //! The registry owns `Persistent`s, so it must be emptied and dropped
-//! (every clone, proxy, transfer and `Weak`: the workers' are gone with the
-//! workers) before the
-//! `Context` and the `Runtime`. A leaked object is therefore not silent: if
+//! (every clone, proxy and transfer: the workers' are gone with the workers;
+//! a `Weak` keeps nothing alive) before the `Context` and the `Runtime`. A leaked object is therefore not silent: if
 //! the registry still held one when the runtime went, the process would
 //! abort. The example checks for leaks first, reports them, drops the
 //! registry (its last clone drops what it still holds, here, on main) and
