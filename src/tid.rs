@@ -294,6 +294,7 @@ pub(crate) fn cached_table() -> (u64, *const ()) {
 /// way other than the first, moved to the first (swapped with the pair
 /// there); `None` if no way holds `key`. For a thread that uses several
 /// registries in turn: a few loads and compares, four stores on a hit.
+#[cfg(not(loom))]
 #[inline]
 pub(crate) fn find_cached_table(key: u64) -> Option<*const ()> {
     TABLE_CACHE
@@ -315,6 +316,17 @@ pub(crate) fn find_cached_table(key: u64) -> Option<*const ()> {
         })
         .ok()
         .flatten()
+}
+
+/// Under loom only way 0 is searched: the other ways are this thread's own
+/// sequential bookkeeping (unit-tested below, and by
+/// `tests/registries_per_thread.rs`), while a model that switches registries
+/// on a thread must reach the registry's thread directory — the concurrent
+/// part (`concurrent_first_use_installs_pages_once` and its mutant
+/// `page-install-without-cas`).
+#[cfg(loom)]
+pub(crate) fn find_cached_table(_key: u64) -> Option<*const ()> {
+    None
 }
 
 /// Caches the calling thread's table of the registry with cache key `key`

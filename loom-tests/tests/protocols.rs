@@ -243,8 +243,10 @@ fn concurrent_first_use_installs_pages_once() {
                 thread::spawn(move || {
                     let h = reg.insert(i).unwrap();
                     // Now `other` is the cached one: `reg`'s table is found
-                    // through the directory, and a lost page would mean a
-                    // fresh, empty table here and `NotHeld`.
+                    // through the directory (under loom the table cache
+                    // searches only its first way, see `tid::find_cached_table`),
+                    // and a lost page would mean a fresh, empty table here
+                    // and `NotHeld`.
                     other.insert(i).unwrap();
                     assert_eq!(*reg.get(h).unwrap(), i);
                     // Thread exit releases both objects.
