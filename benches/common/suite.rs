@@ -824,11 +824,8 @@ fn lifecycle_mutex() -> Run {
         })
     };
     Box::new(move |n| {
-        let mut total = Duration::ZERO;
-        let mut left = n;
-        while left > 0 {
-            let b = left.min(L_BATCH);
-            left -= b;
+        in_batches(n, L_BATCH, |b| {
+            let mut total = Duration::ZERO;
             let t = Instant::now();
             for i in 0..b {
                 let k = slab.lock().expect("lock").insert(black_box(val(i)));
@@ -836,8 +833,8 @@ fn lifecycle_mutex() -> Run {
             }
             total += t.elapsed();
             total += worker.run(b);
-        }
-        total
+            total
+        })
     })
 }
 
@@ -860,11 +857,8 @@ fn lifecycle_tether() -> Run {
         })
     };
     Box::new(move |n| {
-        let mut total = Duration::ZERO;
-        let mut left = n;
-        while left > 0 {
-            let b = left.min(L_BATCH);
-            left -= b;
+        in_batches(n, L_BATCH, |b| {
+            let mut total = Duration::ZERO;
             let t = Instant::now();
             for i in 0..b {
                 let h = reg.insert(black_box(val(i))).expect("insert");
@@ -876,12 +870,25 @@ fn lifecycle_tether() -> Run {
             let dropped = black_box(reg.pump());
             total += t.elapsed();
             assert_eq!(dropped as u64, b, "every value must come home");
-        }
-        total
+            total
+        })
     })
 }
 
 // ----- G6 ---------------------------------------------------------------------
+
+/// `n` operations in batches of at most `size`: the sum of the spans
+/// `batch(b)` times for each batch of `b`.
+fn in_batches(n: u64, size: u64, mut batch: impl FnMut(u64) -> Duration) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = n;
+    while left > 0 {
+        let b = left.min(size);
+        left -= b;
+        total += batch(b);
+    }
+    total
+}
 
 /// A helper thread that lives as long as the workload: `job` runs once per
 /// message and its timed span comes back.
@@ -966,11 +973,8 @@ fn g6_tether_with(notify: bool) -> Run {
         })
     };
     Box::new(move |n| {
-        let mut total = Duration::ZERO;
-        let mut left = n;
-        while left > 0 {
-            let b = left.min(G6_BATCH);
-            left -= b;
+        in_batches(n, G6_BATCH, |b| {
+            let mut total = Duration::ZERO;
             let mut batch = Vec::with_capacity(b as usize);
             for i in 0..b {
                 let h = reg.insert(val(i)).expect("insert");
@@ -984,8 +988,8 @@ fn g6_tether_with(notify: bool) -> Run {
                 dropped as u64, b,
                 "every release must have been queued home"
             );
-        }
-        total
+            total
+        })
     })
 }
 
@@ -1001,19 +1005,16 @@ fn g6_crossbeam() -> Run {
         t.elapsed()
     });
     Box::new(move |n| {
-        let mut total = Duration::ZERO;
-        let mut left = n;
-        while left > 0 {
-            let b = left.min(G6_BATCH);
-            left -= b;
+        in_batches(n, G6_BATCH, |b| {
+            let mut total = Duration::ZERO;
             total += worker.run(b);
             let t = Instant::now();
             for _ in 0..b {
                 black_box(rx.recv().expect("recv"));
             }
             total += t.elapsed();
-        }
-        total
+            total
+        })
     })
 }
 
