@@ -137,47 +137,11 @@ fn violation(what: impl std::fmt::Display) {
 // ---------------------------------------------------------------------------
 // The engine: a QuickJS runtime and context, on main only.
 
-/// The JS side. `__weak` maps an object's id to a `WeakRef` and
-/// `__registry` is a `FinalizationRegistry` that records each collected id
-/// in `__collected`: the engine's own witnesses. Everything is a property of
-/// `globalThis`, never a top-level `const` or `let` holding an object (that
-/// would keep it reachable).
-const SETUP: &str = r#"
-class JsCounter {
-    constructor(id) {
-        this.id = id;
-        this.value = 0;
-        this.self = this; // a cycle: only run_gc() can collect it
-    }
-    getId() { return this.id; }
-    add(n) { this.value += n; return this.value; }
-    read() { return this.value; }
-}
-globalThis.__weak = new Map();
-globalThis.__collected = [];
-globalThis.__registry = new FinalizationRegistry((id) => { __collected.push(id); });
-globalThis.__make = (id) => {
-    const o = new JsCounter(id);
-    __weak.set(id, new WeakRef(o));
-    __registry.register(o, id);
-    return o;
-};
-globalThis.__alive = (id) => {
-    const w = __weak.get(id);
-    return w !== undefined && w.deref() !== undefined;
-};
-globalThis.__takeCollected = () => {
-    const c = __collected;
-    __collected = [];
-    return c;
-};
-globalThis.__forget = (id) => { __weak.delete(id); };
-globalThis.__settle = () => {
-    const alive = [...__weak].filter(([id, w]) => w.deref() !== undefined).map(([id]) => id);
-    __weak.clear();
-    return alive;
-};
-"#;
+/// The JS side (`examples/quickjs_setup.js`, shared with `tests/quickjs.rs`).
+/// `__weak` maps an object's id to a `WeakRef` and `__registry` is a
+/// `FinalizationRegistry` that records each collected id in `__collected`:
+/// the engine's own witnesses.
+const SETUP: &str = include_str!("quickjs_setup.js");
 
 type JsObj = Persistent<Object<'static>>;
 

@@ -28,34 +28,9 @@ use tether::{Handle, Registry, Transfer};
 // ---------------------------------------------------------------------------
 // The engine.
 
-/// Everything on `globalThis` (a top-level `const` holding an object would
-/// keep it reachable).
-const SETUP: &str = r#"
-class JsCounter {
-    constructor(id) { this.id = id; this.value = 0; this.self = this; }
-    getId() { return this.id; }
-    add(n) { this.value += n; return this.value; }
-}
-globalThis.__weak = new Map();
-globalThis.__collected = [];
-globalThis.__registry = new FinalizationRegistry((id) => { __collected.push(id); });
-globalThis.__make = (id) => {
-    const o = new JsCounter(id);
-    __weak.set(id, new WeakRef(o));
-    __registry.register(o, id);
-    return o;
-};
-globalThis.__alive = (id) => {
-    const w = __weak.get(id);
-    return w !== undefined && w.deref() !== undefined;
-};
-globalThis.__takeCollected = () => { const c = __collected; __collected = []; return c; };
-globalThis.__settle = () => {
-    const alive = [...__weak].filter(([id, w]) => w.deref() !== undefined).map(([id]) => id);
-    __weak.clear();
-    return alive;
-};
-"#;
+/// The example's JS side (its class, `WeakRef`s and `FinalizationRegistry`):
+/// one copy for both.
+const SETUP: &str = include_str!("../examples/quickjs_setup.js");
 
 type JsObj = Persistent<Object<'static>>;
 
