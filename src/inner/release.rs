@@ -10,11 +10,36 @@ use crate::{Error, Handle, Released};
 
 impl<T: Send + Sync + 'static> Inner<T> {
     /// `release`: gives up one explicit reference of the calling thread.
+    ///
+    /// The fast path makes no call it returns from (each exit is a tail
+    /// call or a return), so it keeps nothing in callee-saved registers and
+    /// has no prologue: way 0 of the table cache, else
+    /// [`Inner::release_other`].
     #[inline]
     pub(crate) fn release(&self, h: Handle) -> Result<Released, Error> {
+        match self.way0(h) {
+            Some(table) => self.release_in(table, h),
+            None => self.release_other(h),
+        }
+    }
+
+    /// `release` when way 0 of the thread's table cache holds another
+    /// registry's table: the others ways, else the general path.
+    #[cold]
+    #[inline(never)]
+    fn release_other(&self, h: Handle) -> Result<Released, Error> {
+        match self.table_other(h) {
+            Some(table) => self.release_in(table, h),
+            None => self.release_slow(h),
+        }
+    }
+
+    /// `release` with the calling thread's `table` found.
+    #[inline(always)]
+    fn release_in(&self, table: &ThreadTable<T>, h: Handle) -> Result<Released, Error> {
         // The entry first: only a thread with an explicit reference goes on
         // (and reads the slot).
-        let Some((table, loc, entry, e)) = self.my_entry(h) else {
+        let Some((loc, entry, e)) = self.entry_in(table, h) else {
             return self.release_slow(h);
         };
         if refs(e) == 0 {
@@ -23,16 +48,25 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let Some(slot) = self.held_slot(h, loc) else {
             return self.release_slow(h);
         };
-        Ok(self.remove(
-            Held {
-                slot,
-                table,
-                entry,
-                h,
-                e,
-            },
-            Kind::Ref,
-        ))
+        let left = e - Kind::Ref.one();
+        entry.store(left, Ordering::Relaxed);
+        if left != 0 {
+            // Not the thread's last reference: nothing shared changes.
+            return Ok(Released::Held(total(left)));
+        }
+        self.let_go_ok(h, slot, table)
+    }
+
+    /// [`Inner::let_go`] as `release`'s result (a tail call of the fast
+    /// path).
+    #[inline(never)]
+    fn let_go_ok(
+        &self,
+        h: Handle,
+        slot: &Slot<T>,
+        table: &ThreadTable<T>,
+    ) -> Result<Released, Error> {
+        Ok(self.let_go(h, slot, table))
     }
 
     /// The general path of `release`.
@@ -56,8 +90,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 
     /// The calling thread's count for `h` just went 1 → 0 (its entry is
-    /// stored): its hold goes.
-    #[inline(never)]
+    /// stored): its hold goes. Inlined into its few out-of-line callers.
+    #[inline]
     pub(crate) fn let_go(&self, h: Handle, slot: &Slot<T>, table: &ThreadTable<T>) -> Released {
         self.lost(h, table);
         self.drop_hold(slot, h, Some(table))

@@ -117,29 +117,57 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// checked yet (see [`Inner::held_slot`]).
     #[inline(always)]
     pub(crate) fn my_entry(&self, h: Handle) -> Option<(&ThreadTable<T>, Loc, &AtomicU64, u64)> {
-        // First, so that the entry's address does not wait for the loads
-        // below.
-        let loc = Loc::of(h.index() as usize);
+        let table = match self.way0(h) {
+            Some(table) => table,
+            None => self.table_other(h)?,
+        };
+        let (loc, entry, e) = self.entry_in(table, h)?;
+        Some((table, loc, entry, e))
+    }
+
+    /// The calling thread's table if way 0 of its table cache holds it and
+    /// `h` carries this registry's tag: one thread-local load and a compare.
+    #[inline(always)]
+    pub(crate) fn way0(&self, h: Handle) -> Option<&ThreadTable<T>> {
         // No fork check here: in a forked child the cache misses (see
-        // `my_table`), so this returns `None` and the general path says
+        // `my_table`), so the fast paths take the general one, which says
         // `Forked`.
         let (key, p) = tid::cached_table();
-        let table = if key | h.tag() == self.handle_key {
-            // SAFETY: a handle's tag is below 2^TAG_BITS and a cache key's
-            // low TAG_BITS bits are zero, so the OR equals `handle_key` only
-            // if `key == self.cache_key` (and `h.tag() == self.tag`).
-            unsafe { self.cached(p) }
-        } else if h.tag() == self.tag {
-            self.my_table_other()? // another registry's table was in way 0
-        } else {
+        // SAFETY: a handle's tag is below 2^TAG_BITS and a cache key's low
+        // TAG_BITS bits are zero, so the OR equals `handle_key` only if
+        // `key == self.cache_key` (and `h.tag() == self.tag`).
+        (key | h.tag() == self.handle_key).then(|| unsafe { self.cached(p) })
+    }
+
+    /// The calling thread's table when way 0 of its cache holds another
+    /// registry's (out of line, so a fast path that misses way 0 calls it
+    /// without keeping its own registers across the call); `None` for a
+    /// handle of another registry too.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn table_other(&self, h: Handle) -> Option<&ThreadTable<T>> {
+        if h.tag() != self.tag {
             return None;
-        };
+        }
+        self.my_table_other()
+    }
+
+    /// The thread's entry for `h` in its `table`, with `h`'s location and
+    /// the entry's value, if the entry's page exists and no queued
+    /// finalization is waiting to be drained.
+    #[inline(always)]
+    pub(crate) fn entry_in<'a>(
+        &self,
+        table: &'a ThreadTable<T>,
+        h: Handle,
+    ) -> Option<(Loc, &'a AtomicU64, u64)> {
+        let loc = Loc::of(h.index() as usize);
         let entry = table.entry_at(loc)?;
         let e = entry.load(Ordering::Relaxed);
         if table.inbox.has_pending() {
             return None; // the general path drains first
         }
-        Some((table, loc, entry, e))
+        Some((loc, entry, e))
     }
 
     /// The slot at `loc` if it holds the object `h` names, for a thread
