@@ -19,7 +19,8 @@
 //! reported in ns per operation per thread, with the fastest and slowest
 //! sample beside it. Every target compares two cases of the same group (a
 //! 2-thread row with a control divides its slowdown by the control's, all
-//! four cases from one group).
+//! four cases from one group); its ratio is paired: the median over the
+//! rounds of each round's own ratio (see `paired_ratio`).
 //! Figures from a busy machine are noisy: the load average at the start is
 //! printed for that reason.
 //!
@@ -62,11 +63,14 @@ const SMOKE: Plan = Plan {
 };
 
 /// A measured figure: ns per operation, or bytes per object for G7.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Figure {
     median: f64,
     low: f64,
     high: f64,
+    /// Every sample, in the order taken: sample `i` of each case of a
+    /// group was taken in the same round (see [`paired_ratio`]).
+    samples: Vec<f64>,
 }
 
 /// What a row is: a target (counted), a floor's distance from a baseline or
@@ -154,6 +158,8 @@ const TARGETS: &[Target] = &[
     target("G5", "insert+release vs Mutex<Slab>, home finalization off", "g5.nohome.1t", "g5.mutex.1t", 1.0),
     target("G5", "insert+release vs sharded-slab, 2 threads", "g5.tether.2t", "g5.sharded.2t", 1.0),
     target("L", "lifecycle vs Mutex<Slab> + crossbeam send", "l.tether", "l.mutex", 1.0),
+    info(target("L", "(floor with the trip home vs Mutex<Slab> + crossbeam send)", "l.floor", "l.mutex", 1.0)),
+    info(target("L", "(lifecycle vs its floor with the trip home)", "l.tether", "l.floor", 1.3)),
     target("G6", "remote release + pump vs crossbeam send+recv", "g6.tether", "g6.crossbeam", 1.5),
     target("G7", "bytes per object vs Vec<Arc<T>>", "g7.tether", "g7.arc", 1.0),
     info(target("G7", "(floor: state + value + counts, exact, vs Arc)", "g7.floor", "g7.arc", 1.0)),
@@ -249,15 +255,43 @@ fn measure_group(runs: &mut [Run], plan: &Plan) -> Vec<Figure> {
         }
     }
     ns.into_iter()
-        .map(|mut ns| {
-            ns.sort_by(f64::total_cmp);
+        .map(|samples| {
+            let mut sorted = samples.clone();
+            sorted.sort_by(f64::total_cmp);
             Figure {
-                median: ns[ns.len() / 2],
-                low: ns[0],
-                high: ns[ns.len() - 1],
+                median: median(&samples),
+                low: sorted[0],
+                high: sorted[sorted.len() - 1],
+                samples,
             }
         })
         .collect()
+}
+
+/// The median of `xs` (not empty).
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A row's ratio from paired samples: for each round `i` the ratio of
+/// the cases' samples `i` (`(a/b) / (cn/c1)` with a control), then the
+/// median over the rounds. The samples of one round were taken one after
+/// the other, so a load change on the VM (a second vCPU there for some
+/// rounds and not for others) hits both sides of each ratio alike, where a
+/// ratio of two medians could pair a quiet sample with a busy one.
+fn paired_ratio(a: &Figure, b: &Figure, control: Option<(&Figure, &Figure)>) -> f64 {
+    let ratios: Vec<f64> = (0..a.samples.len().min(b.samples.len()))
+        .map(|i| {
+            let r = a.samples[i] / b.samples[i];
+            match control {
+                None => r,
+                Some((cn, c1)) => r / (cn.samples[i] / c1.samples[i]),
+            }
+        })
+        .collect();
+    median(&ratios)
 }
 
 fn first_line(text: &str, prefix: &str) -> Option<String> {
@@ -297,7 +331,7 @@ fn unit_of(key: &str) -> &'static str {
     }
 }
 
-fn show(f: Figure, unit: &str) -> String {
+fn show(f: &Figure, unit: &str) -> String {
     let digits = if f.median < 10.0 { 2 } else { 1 };
     format!("{:.*} {unit}", digits, f.median)
 }
@@ -452,15 +486,15 @@ fn main() {
         let measured = measure_group(&mut runs, plan);
         drop(runs);
         for (case, f) in g.cases.iter().zip(measured) {
-            figures.insert((g.id, case.key), f);
             println!(
                 "    {:<50} {:>9}   [{:.2} .. {:.2}]  {:>5} instr",
                 case.name,
-                show(f, "ns"),
+                show(&f, "ns"),
                 f.low,
                 f.high,
                 show_instr(case.key),
             );
+            figures.insert((g.id, case.key), f);
         }
         if g.id == "G6" && wanted("G7") {
             println!(
@@ -471,9 +505,10 @@ fn main() {
                     median: bytes,
                     low: bytes,
                     high: bytes,
+                    samples: vec![bytes],
                 };
+                println!("    {name:<50} {:>9}", show(&f, "B"));
                 figures.insert(("G7", key), f);
-                println!("    {name:<50} {:>9}", show(f, "B"));
             }
         }
     }
@@ -495,15 +530,15 @@ fn main() {
         .filter(|t| t.kind == Kind::Target && wanted(t.id))
         .count();
     for t in TARGETS.iter().filter(|t| wanted(t.id)) {
-        let fig = |key| figures[&(t.id, key)];
+        let fig = |key| &figures[&(t.id, key)];
         let (a, b) = (fig(t.tether), fig(t.baseline));
         let unit = unit_of(t.tether);
         let (ratio, tether, baseline) = match t.control {
-            None => (a.median / b.median, show(a, unit), show(b, unit)),
+            None => (paired_ratio(a, b, None), show(a, unit), show(b, unit)),
             Some((cn, c1)) => {
                 let (cn, c1) = (fig(cn), fig(c1));
                 (
-                    (a.median / b.median) / (cn.median / c1.median),
+                    paired_ratio(a, b, Some((cn, c1))),
                     format!("{:.2} / {:.2} ns", a.median, b.median),
                     format!("{:.2} / {:.2} ns", cn.median, c1.median),
                 )

@@ -271,6 +271,11 @@ pub fn groups() -> Vec<Group> {
                     lifecycle_mutex,
                 ),
                 case(
+                    "l.floor",
+                    "floor: Mutex<Slab> insert, send there, send home, recv + remove at home",
+                    lifecycle_floor,
+                ),
+                case(
                     "l.tether",
                     "tether insert+transfer, send, claim+release, pump",
                     lifecycle_tether,
@@ -833,6 +838,52 @@ fn lifecycle_mutex() -> Run {
             }
             total += t.elapsed();
             total += worker.run(b);
+            total
+        })
+    })
+}
+
+/// The floor of the lifecycle with home finalization: the cheapest correct
+/// code that hands each object to another thread and drops it back on its
+/// home thread. The home inserts into a `Mutex<Slab>` and sends the key
+/// (timed); the worker receives it, reads the value under the lock and
+/// sends the key home (timed); the home receives every key and removes
+/// its value, dropping it there (timed). `l.mutex` leaves out the trip
+/// home (its worker drops the value), which no home finalization can.
+fn lifecycle_floor() -> Run {
+    let slab = Arc::new(Mutex::new(slab::Slab::<V>::new()));
+    let (tx, rx) = unbounded::<usize>();
+    let (home_tx, home_rx) = unbounded::<usize>();
+    let worker = {
+        let slab = Arc::clone(&slab);
+        Worker::spawn(move |b: u64| {
+            let t = Instant::now();
+            for _ in 0..b {
+                let k = rx.recv().expect("recv");
+                black_box(slab.lock().expect("lock")[k][0]);
+                home_tx.send(k).expect("send home");
+            }
+            t.elapsed()
+        })
+    };
+    Box::new(move |n| {
+        in_batches(n, L_BATCH, |b| {
+            let mut total = Duration::ZERO;
+            let t = Instant::now();
+            for i in 0..b {
+                let k = slab.lock().expect("lock").insert(black_box(val(i)));
+                tx.send(k).expect("send");
+            }
+            total += t.elapsed();
+            total += worker.run(b);
+            let t = Instant::now();
+            let mut dropped = 0;
+            for k in home_rx.try_iter() {
+                black_box(slab.lock().expect("lock").remove(k));
+                dropped += 1;
+            }
+            total += t.elapsed();
+            assert_eq!(dropped, b, "every value must come home");
             total
         })
     })
