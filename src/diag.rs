@@ -427,6 +427,13 @@ impl Diag {
         self.emit(|| Event::FirstReference { handle, thread });
     }
 
+    /// Whether the slow paths have work to do: origins are kept or
+    /// somebody listens (one load of a field fixed at build time).
+    #[inline]
+    pub(crate) fn is_active(&self) -> bool {
+        self.active
+    }
+
     /// `thread`'s count for `handle` went 1 → 0.
     #[inline]
     pub(crate) fn last_reference(&self, handle: Handle, thread: ThreadId) {

@@ -46,6 +46,12 @@ impl Observers {
         self.any.store(true, Ordering::Release);
     }
 
+    /// Whether any observer was ever added (one relaxed load).
+    #[inline]
+    pub(crate) fn any(&self) -> bool {
+        self.any.load(Ordering::Relaxed)
+    }
+
     /// The calling thread's count for `h` went to 0.
     #[inline]
     pub(crate) fn let_go(&self, h: Handle) {

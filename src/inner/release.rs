@@ -92,7 +92,24 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// The calling thread's count for `h` just went 1 → 0 (its entry is
     /// stored): its hold goes. Inlined into its few out-of-line callers.
     #[inline]
+    ///
+    /// Shaped so that its usual path (no diagnostics, no death observers)
+    /// makes tail calls only: no register is kept across a call, so its
+    /// callers push none before the hold's atomic RMW.
     pub(crate) fn let_go(&self, h: Handle, slot: &Slot<T>, table: &ThreadTable<T>) -> Released {
+        if self.diag.is_active() || self.deaths.any() {
+            return self.let_go_observed(h, slot, table);
+        }
+        if slot.drop_hold() {
+            return self.finalize(slot, h, Some(table));
+        }
+        Released::Held(0)
+    }
+
+    /// [`Inner::let_go`] with the diagnostics or death observers told.
+    #[cold]
+    #[inline(never)]
+    fn let_go_observed(&self, h: Handle, slot: &Slot<T>, table: &ThreadTable<T>) -> Released {
         self.lost(h, table);
         self.drop_hold(slot, h, Some(table))
     }
@@ -121,8 +138,15 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if crate::fork::forked() {
             return false;
         }
+        // Read first (only this thread writes it, in its exit hook, which
+        // `let_go`'s user code cannot start), so nothing but the result is
+        // kept across the call.
+        if table.exited.load(Ordering::Relaxed) {
+            self.let_go(h, slot, table);
+            return true;
+        }
         self.let_go(h, slot, table);
-        table.exited.load(Ordering::Relaxed)
+        false
     }
 
     /// The calling thread's count for `h` just went 1 → 0: tell the
