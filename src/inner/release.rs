@@ -14,8 +14,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// The fast path makes no call it returns from (each exit is a tail
     /// call or a return), so it keeps nothing in callee-saved registers and
     /// has no prologue: way 0 of the table cache, else
-    /// [`Inner::release_other`].
-    #[inline]
+    /// [`Inner::release_other`]. Inlined into the caller like `retain`'s,
+    /// so its result stays in registers.
+    #[inline(always)]
     pub(crate) fn release(&self, h: Handle) -> Result<Released, Error> {
         match self.way0(h) {
             Some(table) => self.release_in(table, h),
