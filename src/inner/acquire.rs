@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::resolve::{Held, Resolved, Unheld};
 use super::{Inner, Kind};
 use crate::local::total;
+use crate::page::Loc;
 use crate::slot::is_pinned;
 use crate::sync::{self, Ordering};
 use crate::{Error, Handle, InsertError};
@@ -16,12 +17,17 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// Inserts `value`; the calling thread becomes its home and holds one
     /// reference of `kind`.
     pub(crate) fn insert(&self, value: T, kind: Kind) -> Result<Held<'_, T>, InsertError<T>> {
-        if crate::fork::forked() {
-            return Err(InsertError::new(Error::Forked, value));
-        }
         if self.is_closed() {
-            return Err(InsertError::new(Error::Closed, value));
+            let e = if crate::fork::forked() {
+                Error::Forked
+            } else {
+                Error::Closed
+            };
+            return Err(InsertError::new(e, value));
         }
+        // No fork check on the way: in a forked child `table()` says
+        // `Forked` (the fork cleared the thread's table cache, and neither
+        // the directory path nor `register` serves a child).
         let table = match self.table() {
             Ok(t) => t,
             Err(e) => return Err(InsertError::new(e, value)),
@@ -30,7 +36,12 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let Some((index, slot)) = self.claim_slot(table) else {
             return Err(InsertError::new(Error::Full, value));
         };
-        let Some(entry) = table.entry_or_alloc(index) else {
+        // The slot's location serves the count table too.
+        let entry = match table.entry_at(Loc::of(index as usize)) {
+            Some(entry) => Some(entry),
+            None => table.entry_or_alloc(index),
+        };
+        let Some(entry) = entry else {
             // Unreachable: the index is below MAX_CAPACITY. Give the slot
             // back, lose nothing.
             slot.unclaim();
