@@ -158,9 +158,12 @@ impl<T> Slot<T> {
     pub(crate) fn try_hold(&self, h: Handle) -> Result<u64, Error> {
         let mut cur = self.state();
         loop {
-            classify(cur, h)?;
-            if holds(cur) == MAX_HOLDS {
-                return Err(Error::Overflow(h));
+            // The live object `h` names, with room for one more hold: a
+            // compare of the generation and one of the holds (`0` wraps
+            // around). A live object is always issued, so everything else
+            // is refused, and classified, out of line.
+            if generation(cur) != h.generation() || holds(cur).wrapping_sub(1) >= MAX_HOLDS - 1 {
+                return Err(refusal(cur, h));
             }
             match self.state.compare_exchange_weak(
                 cur,
@@ -288,6 +291,17 @@ impl<T> Slot<T> {
     #[inline]
     pub(crate) fn home_addr(&self) -> *const Inbox<T> {
         self.home.load(Ordering::Acquire)
+    }
+}
+
+/// Why `try_hold` refuses `h` on `state`: what `classify` says, else (the
+/// live object, at its hold limit) `Overflow`.
+#[cold]
+#[inline(never)]
+fn refusal(state: u64, h: Handle) -> Error {
+    match classify(state, h) {
+        Err(e) => e,
+        Ok(()) => Error::Overflow(h),
     }
 }
 
