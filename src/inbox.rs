@@ -10,11 +10,21 @@
 //!
 //! # Closing
 //!
-//! When the home thread exits, it drains its inbox, sets `closed`, and drains
-//! again. A sender checks `closed` after sending. Both sides put a SeqCst
-//! fence between their write and their read (Dekker), so either the home's
-//! last drain sees the value, or the sender sees `closed` and drains the value
-//! itself: a value is never stranded in an inbox nobody reads.
+//! When the home thread exits, it drains its inbox, closes it, and drains
+//! again. A sender checks `closed` after sending. The two sides meet on
+//! `pending`, with read-modify-writes only (no fence): the sender's
+//! `pending.swap(true, AcqRel)` comes after its send and before its second
+//! look at `closed`; `close` stores `closed` and then does an RMW on
+//! `pending` (`fetch_or(false, AcqRel)`). Every write to `pending` is an RMW,
+//! so the two RMWs are ordered in `pending`'s modification order and the
+//! later one reads from a release sequence the earlier one heads:
+//!
+//! * the sender's first: `close` synchronises with it, so the value sent
+//!   happens before the home's drain after `close`, which takes it;
+//! * `close`'s first: the sender synchronises with it and sees `closed`,
+//!   and drains the inbox itself ([`Sent::Orphaned`]).
+//!
+//! Either way a value is never stranded in an inbox nobody reads.
 //!
 //! # Waking the home (DESIGN §8)
 //!
@@ -22,19 +32,28 @@
 //! future registers a *waker*. Both hear of the **idle → pending edge** only:
 //! `armed` is set when the home's drain empties the inbox and swapped off by
 //! the first sender after that, which alone calls the notifier and wakes the
-//! waker. No wake-up is lost (a Dekker handshake again, on `pending` and
-//! `armed`): the sender sets `pending` and then, after a SeqCst fence, takes
-//! the edge; the draining home re-arms and then, after a SeqCst fence, the
-//! home's next `has_pending()` reads `pending`. So a value queued after the
-//! home's last drain either finds the edge armed (and notifies) or is seen by
-//! the home's next `has_pending()` / `pending()`.
+//! waker. No wake-up is lost, by the same kind of handshake on `pending`:
+//! the sender swaps `pending` on (above) and then looks at `armed`; the
+//! home's re-arm stores `armed` and then does an RMW on `pending`
+//! (`fetch_or(false, AcqRel)`). If the re-arm's RMW comes first, the sender
+//! synchronises with it and finds the edge armed (or taken by a later
+//! sender, which notifies); if the sender's swap comes first, the re-arm
+//! reads `true` and leaves it there, so the home's next `has_pending()` (one
+//! relaxed load, after the RMW in the home's program order: coherence) reads
+//! `true` too. So a value queued after the home's last drain either finds
+//! the edge armed (and notifies) or is seen by the home's next
+//! `has_pending()` / `pending()`.
+//!
+//! (Loom models these handshakes exactly: they rest on RMW read-from
+//! chains and acquire/release, not on SeqCst accesses, which loom treats as
+//! AcqRel.)
 
 use crate::caught::{call_caught, drop_caught};
 use std::sync::Arc;
 use std::task::Waker;
 
 use crate::sync::channel::{self, Receiver, Sender};
-use crate::sync::{fence, AtomicBool, Mutex, Ordering};
+use crate::sync::{AtomicBool, Mutex, Ordering};
 use crate::Handle;
 
 /// A home thread's notifier (see [`Registry::set_notify`](crate::Registry::set_notify)).
@@ -46,6 +65,7 @@ pub(crate) struct Inbox<T> {
     tx: Sender<(Handle, T)>,
     rx: Receiver<(Handle, T)>,
     /// Set by senders after a send; cleared (swapped) by the draining thread.
+    /// Written by read-modify-writes only (see the module docs).
     pending: AtomicBool,
     /// The home thread has exited: send nothing more.
     closed: AtomicBool,
@@ -118,9 +138,9 @@ impl<T> Inbox<T> {
         drop(old);
     }
 
-    /// Registers `waker` for the next edge; then, after a fence paired with
-    /// the senders', whether a value is pending already (`true`: ready, do
-    /// not wait).
+    /// Registers `waker` for the next edge; then whether a value is pending
+    /// already (`true`: ready, do not wait), as the re-arm's RMW reads it
+    /// (see the module docs).
     pub(crate) fn register_waker(&self, waker: &Waker) -> bool {
         {
             let mut l = self.listeners.lock();
@@ -130,7 +150,8 @@ impl<T> Inbox<T> {
             }
             self.listening.store(true, Ordering::SeqCst);
         }
-        fence(Ordering::SeqCst);
+        // Already pending (one relaxed load, as `has_pending`): ready,
+        // without re-opening the edge.
         if self.pending.load(Ordering::Relaxed) {
             return true;
         }
@@ -138,15 +159,17 @@ impl<T> Inbox<T> {
         // a drain: a sender may have taken it for a value that the last
         // drain had already taken (it queued before that drain and took
         // the edge after the drain re-armed), and a waiting future, unlike
-        // a woken event loop, does not drain before it sleeps again. Then
-        // look once more (Dekker with the senders, as in `rearm`).
-        self.rearm();
-        self.pending.load(Ordering::Relaxed)
+        // a woken event loop, does not drain before it sleeps again. The
+        // re-arm's RMW is the handshake with the senders, for `listening`
+        // (stored above) as for `armed`: a sender whose swap comes after it
+        // sees both (and the waker, under the lock); one whose swap comes
+        // before is seen by it (then: ready).
+        self.rearm()
     }
 
     /// Takes the idle → pending edge if it is open: calls the notifier and
     /// wakes the waker (outside the lock). Called by a sender after `send`
-    /// queued its value (which set `pending`, then fenced).
+    /// queued its value (and swapped `pending` on).
     pub(crate) fn take_edge(&self) -> Edge {
         if !self.listening.load(Ordering::Relaxed)
             || !self.armed.load(Ordering::Relaxed)
@@ -168,11 +191,16 @@ impl<T> Inbox<T> {
         }
     }
 
-    /// The drain emptied the inbox: re-opens the edge, then a fence paired
-    /// with the senders' (see the module docs).
-    fn rearm(&self) {
+    /// The drain emptied the inbox: re-opens the edge, then an RMW on
+    /// `pending` paired with the senders' swap (see the module docs);
+    /// returns `pending` as that RMW read it (`true`: a value came since the
+    /// drain's swap, and `pending` stays set).
+    fn rearm(&self) -> bool {
         self.armed.store(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        // Release: a sender whose swap reads from this RMW (or from a later
+        // RMW in its release sequence: every write to `pending` is an RMW)
+        // sees `armed`. Acquire: a sender whose swap came first is seen here.
+        self.pending.fetch_or(false, Ordering::AcqRel)
     }
 
     /// One relaxed load: is anything waiting?
@@ -196,18 +224,26 @@ impl<T> Inbox<T> {
             // Unreachable: the inbox owns its receiver. Hand the value back.
             return Sent::Closed(channel_value(e).1);
         }
-        self.pending.store(true, Ordering::Release);
-        fence(Ordering::SeqCst);
+        // Release: the value is queued before `pending` says so; a drain or
+        // `close` whose RMW reads from this one sees it. Acquire: if
+        // `close`'s RMW (or a re-arm's) came first, this swap reads from its
+        // release sequence and sees `closed` (`armed`). See the module docs.
+        self.pending.swap(true, Ordering::AcqRel);
         if self.closed.load(Ordering::Relaxed) {
             return Sent::Orphaned;
         }
         Sent::Queued
     }
 
-    /// Marks the inbox closed (home thread exiting). Drain after this.
+    /// Marks the inbox closed (home thread exiting). Drain after this: the
+    /// drain takes every value whose sender did not see `closed`.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        // The handshake with the senders' swap (see the module docs). The
+        // drain after this starts with a swap on `pending` that pairs the
+        // same way; this RMW makes `close` hold on its own (that drain is
+        // skipped if one is already running on this thread).
+        self.pending.fetch_or(false, Ordering::AcqRel);
     }
 
     /// Takes up to `limit` values, handing each to `finalize`; returns how
@@ -240,7 +276,9 @@ impl<T> Inbox<T> {
         if self.rx.is_empty() {
             self.rearm();
         } else {
-            self.pending.store(true, Ordering::Release);
+            // An RMW, not a store: a store by this thread would end the
+            // release sequence of a sender's swap (see the module docs).
+            self.pending.fetch_or(true, Ordering::AcqRel);
         }
         n
     }
