@@ -44,16 +44,35 @@
 //! the edge armed (and notifies) or is seen by the home's next
 //! `has_pending()` / `pending()`.
 //!
+//! # Lifetime
+//!
+//! A thread's table owns its inbox (an `Arc`, shared with the thread's exit
+//! hook), and every object homed there keeps the inbox alive too, until its
+//! value has been dropped or sent home: a claimed slot's `home` is one
+//! *lent* count ([`HomeRef`] once the slot is taken). Lent counts are
+//! counted in `lent`, not in the `Arc`'s strong count, so that they move in
+//! batches instead of one read-modify-write per object on a line the home
+//! thread writes: the home's table takes [`LEND_BATCH`] at once for its next
+//! inserts and keeps those that come back from its own finalizations, and a
+//! thread that finalizes objects of another home keeps the counts it gets
+//! back and returns them together (`ThreadTable::keep_returned`), when it
+//! finalizes an object of yet another home or its table goes (so it keeps
+//! at most one foreign inbox alive). While `lent > 0` the lent counts
+//! together own one strong count of the `Arc`: taken by the `lend` that
+//! finds `lent == 0`, given up by the `give_back` that brings it to 0.
+//!
 //! (Loom models these handshakes exactly: they rest on RMW read-from
 //! chains and acquire/release, not on SeqCst accesses, which loom treats as
 //! AcqRel.)
 
 use crate::caught::{call_caught, drop_caught};
+use std::ops::Deref;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::Waker;
 
 use crate::sync::channel::{self, Receiver, Sender};
-use crate::sync::{AtomicBool, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
 use crate::Handle;
 
 /// A home thread's notifier (see [`Registry::set_notify`](crate::Registry::set_notify)).
@@ -74,6 +93,8 @@ pub(crate) struct Inbox<T> {
     armed: AtomicBool,
     /// A notifier or a waker is set: senders look at `armed` only then.
     listening: AtomicBool,
+    /// Lent counts outstanding (see the module docs).
+    lent: AtomicUsize,
     /// What to call on the edge, and what to wake. Locked only to set them
     /// and by the one sender that takes an edge; never while user code runs.
     listeners: Mutex<Listeners>,
@@ -117,6 +138,7 @@ impl<T> Inbox<T> {
             closed: AtomicBool::new(false),
             armed: AtomicBool::new(true),
             listening: AtomicBool::new(false),
+            lent: AtomicUsize::new(0),
             listeners: Mutex::new(Listeners::default()),
         }
     }
@@ -170,11 +192,22 @@ impl<T> Inbox<T> {
     /// Takes the idle → pending edge if it is open: calls the notifier and
     /// wakes the waker (outside the lock). Called by a sender after `send`
     /// queued its value (and swapped `pending` on).
+    #[inline]
     pub(crate) fn take_edge(&self) -> Edge {
-        if !self.listening.load(Ordering::Relaxed)
-            || !self.armed.load(Ordering::Relaxed)
-            || !self.armed.swap(false, Ordering::AcqRel)
-        {
+        // Inline: nobody listening, or the edge taken already (every value
+        // but a batch's first) costs two relaxed loads and no call.
+        if !self.listening.load(Ordering::Relaxed) || !self.armed.load(Ordering::Relaxed) {
+            return Edge::Quiet;
+        }
+        self.take_armed_edge()
+    }
+
+    /// [`Inbox::take_edge`] on an edge that looked armed: swaps it off
+    /// (one sender wins) and notifies.
+    #[cold]
+    #[inline(never)]
+    fn take_armed_edge(&self) -> Edge {
+        if !self.armed.swap(false, Ordering::AcqRel) {
             return Edge::Quiet;
         }
         let (notifier, waker) = {
@@ -216,6 +249,7 @@ impl<T> Inbox<T> {
 
     /// Sends `value` home. Never blocks. After `Sent::Queued` the sender
     /// calls [`Inbox::take_edge`] (the home's notifier may be due).
+    #[inline]
     pub(crate) fn send(&self, h: Handle, value: T) -> Sent<T> {
         if self.closed.load(Ordering::Acquire) {
             return Sent::Closed(value);
@@ -284,6 +318,92 @@ impl<T> Inbox<T> {
     }
 }
 
+/// Lent counts a home's table takes at once (see the module docs).
+pub(crate) const LEND_BATCH: usize = 64;
+
+impl<T> Inbox<T> {
+    /// Lends `n` more counts of this inbox, for the caller's table's
+    /// reserve (see the module docs).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn lend(self: &Arc<Self>, n: usize) {
+        if self.lent.fetch_add(n, Ordering::AcqRel) == 0 {
+            // SAFETY: `self` is a live `Arc`: this is the strong count the
+            // lent counts own from now until `give_back` brings `lent` to 0
+            // — which happens after this: it gives back counts lent from
+            // here on (every earlier one was given back already).
+            unsafe { Arc::increment_strong_count(Arc::as_ptr(self)) };
+        }
+    }
+
+    /// Gives back `n` lent counts of the inbox at `inbox`; the last one
+    /// gives up the lent counts' strong count, which may free the inbox.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `n >= 1` lent counts of `inbox`, gives them up here,
+    /// and uses `inbox` afterwards only through another count it holds.
+    pub(crate) unsafe fn give_back(inbox: NonNull<Self>, n: usize) {
+        // SAFETY: the caller's counts keep the inbox alive until here.
+        let lent = unsafe { &inbox.as_ref().lent };
+        // AcqRel: every RMW on `lent` is in the release sequence the last
+        // give-back reads from, so every holder's use of the inbox happens
+        // before the strong count goes (as in `Arc`'s own drop).
+        if lent.fetch_sub(n, Ordering::AcqRel) == n {
+            // SAFETY: `lent` reached 0: the strong count `lend` took for
+            // the lent counts, given up once.
+            unsafe { Arc::decrement_strong_count(inbox.as_ptr().cast_const()) };
+        }
+    }
+}
+
+/// One lent count of an inbox (see the module docs): the `home` of a slot
+/// whose value was just taken out. Dropping it gives the count back.
+pub(crate) struct HomeRef<T>(NonNull<Inbox<T>>);
+
+impl<T> HomeRef<T> {
+    /// # Safety
+    ///
+    /// `inbox` carries one lent count, which the caller gives to the
+    /// `HomeRef`.
+    #[inline]
+    pub(crate) unsafe fn from_lent(inbox: NonNull<Inbox<T>>) -> Self {
+        HomeRef(inbox)
+    }
+
+    /// The inbox's address (compared, never dereferenced).
+    #[inline]
+    pub(crate) fn as_ptr(&self) -> *const Inbox<T> {
+        self.0.as_ptr()
+    }
+
+    /// The count, now the caller's to give back (with
+    /// [`Inbox::give_back`]).
+    #[inline]
+    pub(crate) fn into_lent(self) -> NonNull<Inbox<T>> {
+        let inbox = self.0;
+        std::mem::forget(self);
+        inbox
+    }
+}
+
+impl<T> Deref for HomeRef<T> {
+    type Target = Inbox<T>;
+
+    #[inline]
+    fn deref(&self) -> &Inbox<T> {
+        // SAFETY: the lent count keeps the inbox alive while `self` lives.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl<T> Drop for HomeRef<T> {
+    fn drop(&mut self) {
+        // SAFETY: `self` owns one lent count and is not used again.
+        unsafe { Inbox::give_back(self.0, 1) };
+    }
+}
+
 impl<T: Send> crate::tid::Leftovers for Inbox<T> {
     fn close_and_drop(&self) {
         self.close();
@@ -315,4 +435,35 @@ fn channel_value<T>(e: crossbeam_channel::SendError<T>) -> T {
 #[cfg(loom)]
 fn channel_value<T>(e: T) -> T {
     e
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Lent counts keep the inbox alive after its table's own `Arc` is
+    /// gone, and the last one given back frees it; a second batch lent
+    /// after every count came back takes the strong count again.
+    #[test]
+    fn lent_counts_keep_the_inbox_alive_until_the_last_is_given_back() {
+        let inbox = Arc::new(Inbox::<u32>::new());
+        let weak = Arc::downgrade(&inbox);
+        let p = NonNull::from(&*inbox);
+        inbox.lend(2);
+        assert_eq!(Arc::strong_count(&inbox), 2, "one for all lent counts");
+        // SAFETY: one of the two counts lent above, each handed over once.
+        let (a, b) = unsafe { (HomeRef::from_lent(p), HomeRef::from_lent(p)) };
+        drop(a);
+        assert_eq!(Arc::strong_count(&inbox), 2);
+        let b = b.into_lent();
+        // SAFETY: the last count lent, given back once.
+        unsafe { Inbox::give_back(b, 1) };
+        assert_eq!(Arc::strong_count(&inbox), 1, "none lent: none kept");
+        inbox.lend(3);
+        drop(inbox);
+        assert!(weak.upgrade().is_some(), "the lent counts keep it");
+        // SAFETY: the three counts of the second batch, given back once.
+        unsafe { Inbox::give_back(p, 3) };
+        assert!(weak.upgrade().is_none(), "the last count freed it");
+    }
 }
