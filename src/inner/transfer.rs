@@ -24,6 +24,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// in-flight transfer. Fails (changing nothing) only if the slot's hold
     /// count would overflow. `Ok(true)` as [`Inner::root_gone`]'s `true`:
     /// the exited table's last late hold went into the transfer.
+    #[inline]
     pub(crate) fn hand_off(&self, held: Held<'_, T>, kind: Kind) -> Result<bool, Error> {
         let Held {
             slot,
