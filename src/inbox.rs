@@ -10,11 +10,21 @@
 //!
 //! # Closing
 //!
-//! When the home thread exits, it drains its inbox, sets `closed`, and drains
-//! again. A sender checks `closed` after sending. Both sides put a SeqCst
-//! fence between their write and their read (Dekker), so either the home's
-//! last drain sees the value, or the sender sees `closed` and drains the value
-//! itself: a value is never stranded in an inbox nobody reads.
+//! When the home thread exits, it drains its inbox, closes it, and drains
+//! again. A sender checks `closed` after sending. The two sides meet on
+//! `pending`, with read-modify-writes only (no fence): the sender's
+//! `pending.swap(true, AcqRel)` comes after its send and before its second
+//! look at `closed`; `close` stores `closed` and then does an RMW on
+//! `pending` (`fetch_or(false, AcqRel)`). Every write to `pending` is an RMW,
+//! so the two RMWs are ordered in `pending`'s modification order and the
+//! later one reads from a release sequence the earlier one heads:
+//!
+//! * the sender's first: `close` synchronises with it, so the value sent
+//!   happens before the home's drain after `close`, which takes it;
+//! * `close`'s first: the sender synchronises with it and sees `closed`,
+//!   and drains the inbox itself ([`Sent::Orphaned`]).
+//!
+//! Either way a value is never stranded in an inbox nobody reads.
 //!
 //! # Waking the home (DESIGN §8)
 //!
@@ -22,19 +32,47 @@
 //! future registers a *waker*. Both hear of the **idle → pending edge** only:
 //! `armed` is set when the home's drain empties the inbox and swapped off by
 //! the first sender after that, which alone calls the notifier and wakes the
-//! waker. No wake-up is lost (a Dekker handshake again, on `pending` and
-//! `armed`): the sender sets `pending` and then, after a SeqCst fence, takes
-//! the edge; the draining home re-arms and then, after a SeqCst fence, the
-//! home's next `has_pending()` reads `pending`. So a value queued after the
-//! home's last drain either finds the edge armed (and notifies) or is seen by
-//! the home's next `has_pending()` / `pending()`.
+//! waker. No wake-up is lost, by the same kind of handshake on `pending`:
+//! the sender swaps `pending` on (above) and then looks at `armed`; the
+//! home's re-arm stores `armed` and then does an RMW on `pending`
+//! (`fetch_or(false, AcqRel)`). If the re-arm's RMW comes first, the sender
+//! synchronises with it and finds the edge armed (or taken by a later
+//! sender, which notifies); if the sender's swap comes first, the re-arm
+//! reads `true` and leaves it there, so the home's next `has_pending()` (one
+//! relaxed load, after the RMW in the home's program order: coherence) reads
+//! `true` too. So a value queued after the home's last drain either finds
+//! the edge armed (and notifies) or is seen by the home's next
+//! `has_pending()` / `pending()`.
+//!
+//! # Lifetime
+//!
+//! A thread's table owns its inbox (an `Arc`, shared with the thread's exit
+//! hook), and every object homed there keeps the inbox alive too, until its
+//! value has been dropped or sent home: a claimed slot's `home` is one
+//! *lent* count ([`HomeRef`] once the slot is taken). Lent counts are
+//! counted in `lent`, not in the `Arc`'s strong count, so that they move in
+//! batches instead of one read-modify-write per object on a line the home
+//! thread writes: the home's table takes [`LEND_BATCH`] at once for its next
+//! inserts and keeps those that come back from its own finalizations, and a
+//! thread that finalizes objects of another home keeps the counts it gets
+//! back and returns them together (`ThreadTable::keep_returned`), when it
+//! finalizes an object of yet another home or its table goes (so it keeps
+//! at most one foreign inbox alive). While `lent > 0` the lent counts
+//! together own one strong count of the `Arc`: taken by the `lend` that
+//! finds `lent == 0`, given up by the `give_back` that brings it to 0.
+//!
+//! (Loom models these handshakes exactly: they rest on RMW read-from
+//! chains and acquire/release, not on SeqCst accesses, which loom treats as
+//! AcqRel.)
 
 use crate::caught::{call_caught, drop_caught};
+use std::ops::Deref;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::Waker;
 
 use crate::sync::channel::{self, Receiver, Sender};
-use crate::sync::{fence, AtomicBool, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
 use crate::Handle;
 
 /// A home thread's notifier (see [`Registry::set_notify`](crate::Registry::set_notify)).
@@ -46,6 +84,7 @@ pub(crate) struct Inbox<T> {
     tx: Sender<(Handle, T)>,
     rx: Receiver<(Handle, T)>,
     /// Set by senders after a send; cleared (swapped) by the draining thread.
+    /// Written by read-modify-writes only (see the module docs).
     pending: AtomicBool,
     /// The home thread has exited: send nothing more.
     closed: AtomicBool,
@@ -54,6 +93,8 @@ pub(crate) struct Inbox<T> {
     armed: AtomicBool,
     /// A notifier or a waker is set: senders look at `armed` only then.
     listening: AtomicBool,
+    /// Lent counts outstanding (see the module docs).
+    lent: AtomicUsize,
     /// What to call on the edge, and what to wake. Locked only to set them
     /// and by the one sender that takes an edge; never while user code runs.
     listeners: Mutex<Listeners>,
@@ -97,6 +138,7 @@ impl<T> Inbox<T> {
             closed: AtomicBool::new(false),
             armed: AtomicBool::new(true),
             listening: AtomicBool::new(false),
+            lent: AtomicUsize::new(0),
             listeners: Mutex::new(Listeners::default()),
         }
     }
@@ -118,9 +160,9 @@ impl<T> Inbox<T> {
         drop(old);
     }
 
-    /// Registers `waker` for the next edge; then, after a fence paired with
-    /// the senders', whether a value is pending already (`true`: ready, do
-    /// not wait).
+    /// Registers `waker` for the next edge; then whether a value is pending
+    /// already (`true`: ready, do not wait), as the re-arm's RMW reads it
+    /// (see the module docs).
     pub(crate) fn register_waker(&self, waker: &Waker) -> bool {
         {
             let mut l = self.listeners.lock();
@@ -130,7 +172,8 @@ impl<T> Inbox<T> {
             }
             self.listening.store(true, Ordering::SeqCst);
         }
-        fence(Ordering::SeqCst);
+        // Already pending (one relaxed load, as `has_pending`): ready,
+        // without re-opening the edge.
         if self.pending.load(Ordering::Relaxed) {
             return true;
         }
@@ -138,20 +181,33 @@ impl<T> Inbox<T> {
         // a drain: a sender may have taken it for a value that the last
         // drain had already taken (it queued before that drain and took
         // the edge after the drain re-armed), and a waiting future, unlike
-        // a woken event loop, does not drain before it sleeps again. Then
-        // look once more (Dekker with the senders, as in `rearm`).
-        self.rearm();
-        self.pending.load(Ordering::Relaxed)
+        // a woken event loop, does not drain before it sleeps again. The
+        // re-arm's RMW is the handshake with the senders, for `listening`
+        // (stored above) as for `armed`: a sender whose swap comes after it
+        // sees both (and the waker, under the lock); one whose swap comes
+        // before is seen by it (then: ready).
+        self.rearm()
     }
 
     /// Takes the idle → pending edge if it is open: calls the notifier and
     /// wakes the waker (outside the lock). Called by a sender after `send`
-    /// queued its value (which set `pending`, then fenced).
+    /// queued its value (and swapped `pending` on).
+    #[inline]
     pub(crate) fn take_edge(&self) -> Edge {
-        if !self.listening.load(Ordering::Relaxed)
-            || !self.armed.load(Ordering::Relaxed)
-            || !self.armed.swap(false, Ordering::AcqRel)
-        {
+        // Inline: nobody listening, or the edge taken already (every value
+        // but a batch's first) costs two relaxed loads and no call.
+        if !self.listening.load(Ordering::Relaxed) || !self.armed.load(Ordering::Relaxed) {
+            return Edge::Quiet;
+        }
+        self.take_armed_edge()
+    }
+
+    /// [`Inbox::take_edge`] on an edge that looked armed: swaps it off
+    /// (one sender wins) and notifies.
+    #[cold]
+    #[inline(never)]
+    fn take_armed_edge(&self) -> Edge {
+        if !self.armed.swap(false, Ordering::AcqRel) {
             return Edge::Quiet;
         }
         let (notifier, waker) = {
@@ -168,11 +224,16 @@ impl<T> Inbox<T> {
         }
     }
 
-    /// The drain emptied the inbox: re-opens the edge, then a fence paired
-    /// with the senders' (see the module docs).
-    fn rearm(&self) {
+    /// The drain emptied the inbox: re-opens the edge, then an RMW on
+    /// `pending` paired with the senders' swap (see the module docs);
+    /// returns `pending` as that RMW read it (`true`: a value came since the
+    /// drain's swap, and `pending` stays set).
+    fn rearm(&self) -> bool {
         self.armed.store(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        // Release: a sender whose swap reads from this RMW (or from a later
+        // RMW in its release sequence: every write to `pending` is an RMW)
+        // sees `armed`. Acquire: a sender whose swap came first is seen here.
+        self.pending.fetch_or(false, Ordering::AcqRel)
     }
 
     /// One relaxed load: is anything waiting?
@@ -188,6 +249,7 @@ impl<T> Inbox<T> {
 
     /// Sends `value` home. Never blocks. After `Sent::Queued` the sender
     /// calls [`Inbox::take_edge`] (the home's notifier may be due).
+    #[inline]
     pub(crate) fn send(&self, h: Handle, value: T) -> Sent<T> {
         if self.closed.load(Ordering::Acquire) {
             return Sent::Closed(value);
@@ -196,18 +258,26 @@ impl<T> Inbox<T> {
             // Unreachable: the inbox owns its receiver. Hand the value back.
             return Sent::Closed(channel_value(e).1);
         }
-        self.pending.store(true, Ordering::Release);
-        fence(Ordering::SeqCst);
+        // Release: the value is queued before `pending` says so; a drain or
+        // `close` whose RMW reads from this one sees it. Acquire: if
+        // `close`'s RMW (or a re-arm's) came first, this swap reads from its
+        // release sequence and sees `closed` (`armed`). See the module docs.
+        self.pending.swap(true, Ordering::AcqRel);
         if self.closed.load(Ordering::Relaxed) {
             return Sent::Orphaned;
         }
         Sent::Queued
     }
 
-    /// Marks the inbox closed (home thread exiting). Drain after this.
+    /// Marks the inbox closed (home thread exiting). Drain after this: the
+    /// drain takes every value whose sender did not see `closed`.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        // The handshake with the senders' swap (see the module docs). The
+        // drain after this starts with a swap on `pending` that pairs the
+        // same way; this RMW makes `close` hold on its own (that drain is
+        // skipped if one is already running on this thread).
+        self.pending.fetch_or(false, Ordering::AcqRel);
     }
 
     /// Takes up to `limit` values, handing each to `finalize`; returns how
@@ -240,9 +310,97 @@ impl<T> Inbox<T> {
         if self.rx.is_empty() {
             self.rearm();
         } else {
-            self.pending.store(true, Ordering::Release);
+            // An RMW, not a store: a store by this thread would end the
+            // release sequence of a sender's swap (see the module docs).
+            self.pending.fetch_or(true, Ordering::AcqRel);
         }
         n
+    }
+}
+
+/// Lent counts a home's table takes at once (see the module docs).
+pub(crate) const LEND_BATCH: usize = 64;
+
+impl<T> Inbox<T> {
+    /// Lends `n` more counts of this inbox, for the caller's table's
+    /// reserve (see the module docs).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn lend(self: &Arc<Self>, n: usize) {
+        if self.lent.fetch_add(n, Ordering::AcqRel) == 0 {
+            // SAFETY: `self` is a live `Arc`: this is the strong count the
+            // lent counts own from now until `give_back` brings `lent` to 0
+            // — which happens after this: it gives back counts lent from
+            // here on (every earlier one was given back already).
+            unsafe { Arc::increment_strong_count(Arc::as_ptr(self)) };
+        }
+    }
+
+    /// Gives back `n` lent counts of the inbox at `inbox`; the last one
+    /// gives up the lent counts' strong count, which may free the inbox.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `n >= 1` lent counts of `inbox`, gives them up here,
+    /// and uses `inbox` afterwards only through another count it holds.
+    pub(crate) unsafe fn give_back(inbox: NonNull<Self>, n: usize) {
+        // SAFETY: the caller's counts keep the inbox alive until here.
+        let lent = unsafe { &inbox.as_ref().lent };
+        // AcqRel: every RMW on `lent` is in the release sequence the last
+        // give-back reads from, so every holder's use of the inbox happens
+        // before the strong count goes (as in `Arc`'s own drop).
+        if lent.fetch_sub(n, Ordering::AcqRel) == n {
+            // SAFETY: `lent` reached 0: the strong count `lend` took for
+            // the lent counts, given up once.
+            unsafe { Arc::decrement_strong_count(inbox.as_ptr().cast_const()) };
+        }
+    }
+}
+
+/// One lent count of an inbox (see the module docs): the `home` of a slot
+/// whose value was just taken out. Dropping it gives the count back.
+pub(crate) struct HomeRef<T>(NonNull<Inbox<T>>);
+
+impl<T> HomeRef<T> {
+    /// # Safety
+    ///
+    /// `inbox` carries one lent count, which the caller gives to the
+    /// `HomeRef`.
+    #[inline]
+    pub(crate) unsafe fn from_lent(inbox: NonNull<Inbox<T>>) -> Self {
+        HomeRef(inbox)
+    }
+
+    /// The inbox's address (compared, never dereferenced).
+    #[inline]
+    pub(crate) fn as_ptr(&self) -> *const Inbox<T> {
+        self.0.as_ptr()
+    }
+
+    /// The count, now the caller's to give back (with
+    /// [`Inbox::give_back`]).
+    #[inline]
+    pub(crate) fn into_lent(self) -> NonNull<Inbox<T>> {
+        let inbox = self.0;
+        std::mem::forget(self);
+        inbox
+    }
+}
+
+impl<T> Deref for HomeRef<T> {
+    type Target = Inbox<T>;
+
+    #[inline]
+    fn deref(&self) -> &Inbox<T> {
+        // SAFETY: the lent count keeps the inbox alive while `self` lives.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl<T> Drop for HomeRef<T> {
+    fn drop(&mut self) {
+        // SAFETY: `self` owns one lent count and is not used again.
+        unsafe { Inbox::give_back(self.0, 1) };
     }
 }
 
@@ -277,4 +435,35 @@ fn channel_value<T>(e: crossbeam_channel::SendError<T>) -> T {
 #[cfg(loom)]
 fn channel_value<T>(e: T) -> T {
     e
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Lent counts keep the inbox alive after its table's own `Arc` is
+    /// gone, and the last one given back frees it; a second batch lent
+    /// after every count came back takes the strong count again.
+    #[test]
+    fn lent_counts_keep_the_inbox_alive_until_the_last_is_given_back() {
+        let inbox = Arc::new(Inbox::<u32>::new());
+        let weak = Arc::downgrade(&inbox);
+        let p = NonNull::from(&*inbox);
+        inbox.lend(2);
+        assert_eq!(Arc::strong_count(&inbox), 2, "one for all lent counts");
+        // SAFETY: one of the two counts lent above, each handed over once.
+        let (a, b) = unsafe { (HomeRef::from_lent(p), HomeRef::from_lent(p)) };
+        drop(a);
+        assert_eq!(Arc::strong_count(&inbox), 2);
+        let b = b.into_lent();
+        // SAFETY: the last count lent, given back once.
+        unsafe { Inbox::give_back(b, 1) };
+        assert_eq!(Arc::strong_count(&inbox), 1, "none lent: none kept");
+        inbox.lend(3);
+        drop(inbox);
+        assert!(weak.upgrade().is_some(), "the lent counts keep it");
+        // SAFETY: the three counts of the second batch, given back once.
+        unsafe { Inbox::give_back(p, 3) };
+        assert!(weak.upgrade().is_none(), "the last count freed it");
+    }
 }

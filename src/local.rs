@@ -23,12 +23,13 @@
 //! increment. Other threads only read entries, for `holders()` and
 //! snapshots.
 
+use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
 use crate::free::FreeCache;
-use crate::inbox::Inbox;
+use crate::inbox::{HomeRef, Inbox, LEND_BATCH};
 use crate::page::{Loc, Pages};
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, ThreadId};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, ThreadId};
 
 /// One in the total of an entry: a root (proxy or guard).
 pub(crate) const ROOT_ONE: u64 = 1 << 32;
@@ -98,24 +99,33 @@ pub(crate) struct ThreadTable<T> {
     /// as a sender whose home exited meanwhile, that home's). See
     /// `Inner::quiescent`.
     pub(crate) received: Counter,
-    /// Strong counts of `inbox` that the table owns beyond its own, kept
+    /// Lent counts of `inbox` (see [`crate::inbox`]) that the table keeps
     /// for the next inserts (see [`ThreadTable::lend_home`]). Owner only.
     credits: AtomicUsize,
+    /// Another home's inbox, of which the table keeps `returned_n` lent
+    /// counts given back by this thread's finalizations, to return them
+    /// together (see [`ThreadTable::keep_returned`]). Owner only.
+    returned: AtomicPtr<Inbox<T>>,
+    /// See `returned`.
+    returned_n: AtomicUsize,
 }
 
-/// Most inbox counts a table keeps in reserve.
+/// Most lent counts of its own inbox a table keeps in reserve.
 const MAX_CREDITS: usize = 1024;
 
 impl<T> Drop for ThreadTable<T> {
     fn drop(&mut self) {
-        let inbox = Arc::as_ptr(&self.inbox);
-        for _ in 0..self.credits.load(Ordering::Relaxed) {
-            // SAFETY: each credit is one strong count of `self.inbox` that
-            // `keep_home` kept by forgetting an `Arc` of it; it is given up
-            // once, here. The table's own `inbox` field holds another count,
-            // so the inbox outlives this loop.
-            unsafe { Arc::decrement_strong_count(inbox) };
+        let credits = self.credits.load(Ordering::Relaxed);
+        if let (Some(inbox), true) = (
+            NonNull::new(Arc::as_ptr(&self.inbox).cast_mut()),
+            credits > 0,
+        ) {
+            // SAFETY: the table owns `credits` lent counts of its inbox
+            // (taken by `lend` or kept by `keep_home`), given up once, here;
+            // its own `inbox` field keeps the inbox alive meanwhile.
+            unsafe { Inbox::give_back(inbox, credits) };
         }
+        self.return_kept();
     }
 }
 
@@ -161,34 +171,76 @@ impl<T> ThreadTable<T> {
             sent: Counter::new(),
             received: Counter::new(),
             credits: AtomicUsize::new(0),
+            returned: AtomicPtr::new(ptr::null_mut()),
+            returned_n: AtomicUsize::new(0),
         }
     }
 
-    /// Owner only: one strong count of this thread's inbox for a new
-    /// object's slot, as `Arc::into_raw` (given back by `Slot::take`'s
-    /// `Arc::from_raw`). A count returned by [`ThreadTable::keep_home`]
-    /// is reused when there is one, so an insert after a release on the
-    /// home thread does no atomic read-modify-write on the inbox's count.
+    /// Owner only: one lent count of this thread's inbox for a new
+    /// object's slot (given back through `Slot::take`'s [`HomeRef`]). The
+    /// table takes them from the inbox [`LEND_BATCH`] at a time, and keeps
+    /// those [`ThreadTable::keep_home`] returns, so an insert does no
+    /// atomic read-modify-write on the inbox's counts but once a batch.
     #[inline]
     pub(crate) fn lend_home(&self) -> *const Inbox<T> {
-        let c = self.credits.load(Ordering::Relaxed);
+        let mut c = self.credits.load(Ordering::Relaxed);
         if c == 0 {
-            return Arc::into_raw(Arc::clone(&self.inbox));
+            self.inbox.lend(LEND_BATCH);
+            c = LEND_BATCH;
         }
         self.credits.store(c - 1, Ordering::Relaxed);
         Arc::as_ptr(&self.inbox)
     }
 
-    /// Owner only: takes back the inbox count of an object finalized on
+    /// Whether `home` is this table's inbox.
+    #[inline]
+    pub(crate) fn is_home(&self, home: &HomeRef<T>) -> bool {
+        ptr::eq(home.as_ptr(), Arc::as_ptr(&self.inbox))
+    }
+
+    /// Owner only: takes back the lent count of an object finalized on
     /// its home thread (`home` must be this table's inbox), for the next
     /// [`ThreadTable::lend_home`].
     #[inline]
-    pub(crate) fn keep_home(&self, home: Arc<Inbox<T>>) {
-        debug_assert!(Arc::ptr_eq(&home, &self.inbox));
+    pub(crate) fn keep_home(&self, home: HomeRef<T>) {
+        debug_assert!(self.is_home(&home));
         let c = self.credits.load(Ordering::Relaxed);
         if c < MAX_CREDITS {
-            std::mem::forget(home);
+            let _ = home.into_lent();
             self.credits.store(c + 1, Ordering::Relaxed);
+        }
+        // Else `home` drops: its count goes back to the inbox.
+    }
+
+    /// Owner only: keeps the lent count of an object of another home that
+    /// this thread finalized, to give it back with the others of that home
+    /// (one RMW); first gives back those of the home kept before, if it is
+    /// another. See [`crate::inbox`].
+    #[inline]
+    pub(crate) fn keep_returned(&self, home: HomeRef<T>) {
+        let n = self.returned_n.load(Ordering::Relaxed);
+        if ptr::eq(self.returned.load(Ordering::Relaxed), home.as_ptr()) {
+            let _ = home.into_lent();
+            self.returned_n.store(n + 1, Ordering::Relaxed);
+            return;
+        }
+        self.return_kept();
+        self.returned
+            .store(home.into_lent().as_ptr(), Ordering::Relaxed);
+        self.returned_n.store(1, Ordering::Relaxed);
+    }
+
+    /// Owner only (or the table's drop): gives back the lent counts kept
+    /// by [`ThreadTable::keep_returned`].
+    #[cold]
+    fn return_kept(&self) {
+        let n = self.returned_n.load(Ordering::Relaxed);
+        if let (Some(inbox), true) = (NonNull::new(self.returned.load(Ordering::Relaxed)), n > 0) {
+            self.returned.store(ptr::null_mut(), Ordering::Relaxed);
+            self.returned_n.store(0, Ordering::Relaxed);
+            // SAFETY: the table kept `n` lent counts of `inbox` (each from
+            // a `HomeRef`), given back once, here.
+            unsafe { Inbox::give_back(inbox, n) };
         }
     }
 

@@ -29,9 +29,9 @@
 
 use std::mem::MaybeUninit;
 use std::ptr;
-use std::sync::Arc;
+use std::ptr::NonNull;
 
-use crate::inbox::Inbox;
+use crate::inbox::{HomeRef, Inbox};
 use crate::page::PageEntry;
 use crate::sync::{AtomicPtr, AtomicU64, Ordering, UnsafeCell};
 use crate::{Error, Handle};
@@ -69,8 +69,8 @@ pub(crate) struct Slot<T> {
     /// `generation << 32 | pinned << 31 | issued << 30 | holds`, see the
     /// module docs.
     state: AtomicU64,
-    /// The home thread's inbox (`Arc::into_raw`) from the claim until the
-    /// slot is published free again, null while the slot is free (a dangling
+    /// The home thread's inbox (one lent count of it, see [`crate::inbox`])
+    /// from the claim until the slot is published free again, null while the slot is free (a dangling
     /// marker once retired). Compared by address to decide "am I home";
     /// dereferenced only by the finalizer, which owns the slot exclusively.
     home: AtomicPtr<Inbox<T>>,
@@ -234,7 +234,7 @@ impl<T> Slot<T> {
     ///
     /// The caller's `drop_hold` must have returned `true` for this object, and
     /// `take` must be called once for it.
-    pub(crate) unsafe fn take(&self) -> (T, Option<Arc<Inbox<T>>>) {
+    pub(crate) unsafe fn take(&self) -> (T, Option<HomeRef<T>>) {
         // Relaxed: the caller's `drop_hold` (AcqRel) already synchronised with
         // the claim and every holder; nobody else writes `home` until the slot
         // is published free.
@@ -244,10 +244,11 @@ impl<T> Slot<T> {
         // refuses 0); the value was initialised by `fill` (caller's
         // precondition: the object was live) and is read exactly once.
         let value = self.value.with(|v| unsafe { ptr::read(v).assume_init() });
-        // SAFETY: a non-null `home` was produced by `Arc::into_raw` in the
-        // registry's insert for this object and is converted back once, here
-        // (the caller's precondition); the field keeps only the address.
-        let home = (!home.is_null()).then(|| unsafe { Arc::from_raw(home) });
+        // SAFETY: a non-null `home` carries the lent count the registry's
+        // insert took for this object (`ThreadTable::lend_home`), handed
+        // over once, here (the caller's precondition); the field keeps only
+        // the address.
+        let home = NonNull::new(home).map(|p| unsafe { HomeRef::from_lent(p) });
         (value, home)
     }
 

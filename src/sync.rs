@@ -183,39 +183,106 @@ pub(crate) mod channel {
     pub(crate) use crossbeam_channel::{unbounded, Receiver, Sender};
 }
 
-/// Under loom: a queue over loom's mutex with the subset of the
-/// crossbeam-channel API tether uses (`send`, `try_recv`, `len`).
+/// Under loom: a small lock-free queue over loom's atomics with the subset
+/// of the crossbeam-channel API tether uses (`send`, `try_recv`, `len`).
+///
+/// No stronger than crossbeam's list channel: a send happens before the
+/// receive that takes its value, senders' reservations are RMWs on one
+/// index (crossbeam's SeqCst CAS, which loom reads as AcqRel), and a
+/// `try_recv` that finds the queue empty only *loads*, so it synchronises
+/// with no later sender. (A mutex here would: its unlock after an empty
+/// receive would order the receiver before every later send, and hide a
+/// missing handshake in the inbox.) Holds [`CAPACITY`] values in all:
+/// models send a few.
 #[cfg(loom)]
 pub(crate) mod channel {
-    use std::collections::VecDeque;
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    pub(crate) struct Sender<T>(Arc<super::Mutex<VecDeque<T>>>);
-    pub(crate) struct Receiver<T>(Arc<super::Mutex<VecDeque<T>>>);
+    /// Values a queue takes over its life (models send a few).
+    const CAPACITY: usize = 4;
+
+    struct Cell<T> {
+        /// The value is written (Release, by its sender).
+        ready: AtomicBool,
+        value: UnsafeCell<Option<T>>,
+    }
+
+    struct Queue<T> {
+        /// Next cell to fill: senders reserve it with an RMW.
+        tail: AtomicUsize,
+        /// Next cell to take: receivers claim it with a CAS.
+        head: AtomicUsize,
+        cells: Vec<Cell<T>>,
+    }
+
+    // SAFETY: a value moves from its sender to the one receiver that
+    // claims its cell (see `send` and `try_recv`): `T: Send` suffices.
+    unsafe impl<T: Send> Sync for Queue<T> {}
+    // SAFETY: as above.
+    unsafe impl<T: Send> Send for Queue<T> {}
+
+    pub(crate) struct Sender<T>(Arc<Queue<T>>);
+    pub(crate) struct Receiver<T>(Arc<Queue<T>>);
 
     pub(crate) fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
-        let q = Arc::new(super::Mutex::new(VecDeque::new()));
+        let q = Arc::new(Queue {
+            tail: AtomicUsize::new(0),
+            head: AtomicUsize::new(0),
+            cells: (0..CAPACITY)
+                .map(|_| Cell {
+                    ready: AtomicBool::new(false),
+                    value: UnsafeCell::new(None),
+                })
+                .collect(),
+        });
         (Sender(q.clone()), Receiver(q))
     }
 
     impl<T> Sender<T> {
         pub(crate) fn send(&self, value: T) -> Result<(), T> {
-            self.0.lock().push_back(value);
+            let i = self.0.tail.fetch_add(1, Ordering::AcqRel);
+            let cell = self.0.cells.get(i).expect("loom channel: capacity");
+            // SAFETY: cell `i` was reserved by this sender alone, and no
+            // receiver reads it before `ready` says it is written.
+            cell.value.with_mut(|v| unsafe { *v = Some(value) });
+            cell.ready.store(true, Ordering::Release);
             Ok(())
         }
     }
 
     impl<T> Receiver<T> {
         pub(crate) fn try_recv(&self) -> Result<T, ()> {
-            self.0.lock().pop_front().ok_or(())
+            let q = &self.0;
+            loop {
+                let h = q.head.load(Ordering::Acquire);
+                if h >= q.tail.load(Ordering::Acquire) {
+                    return Err(());
+                }
+                // Reserved: crossbeam waits for the sender's write, too.
+                while !q.cells[h].ready.load(Ordering::Acquire) {
+                    loom::thread::yield_now();
+                }
+                if q.head
+                    .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    // SAFETY: the CAS made cell `h` this receiver's alone,
+                    // and its `ready` (acquire) says the sender wrote it.
+                    let v = q.cells[h].value.with_mut(|v| unsafe { (*v).take() });
+                    return Ok(v.expect("written"));
+                }
+            }
         }
 
         pub(crate) fn len(&self) -> usize {
-            self.0.lock().len()
+            let h = self.0.head.load(Ordering::Acquire);
+            self.0.tail.load(Ordering::Acquire).saturating_sub(h)
         }
 
         pub(crate) fn is_empty(&self) -> bool {
-            self.0.lock().is_empty()
+            self.len() == 0
         }
     }
 }

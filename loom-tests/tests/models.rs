@@ -132,6 +132,69 @@ fn remote_release_racing_home_exit_is_never_lost() {
     });
 }
 
+/// Invariants 2, 7, 8 and the inbox handshakes, through a drain stopped at
+/// its limit: two values wait in the home's inbox; the home drains one
+/// (`pump_at_most(1)`: the rest stays flagged) and exits while a worker's
+/// final release sends a third. The third is dropped exactly once — by the
+/// home's exit drain or by the worker — never stranded: the flag the
+/// stopped drain leaves must not cut the chain from the worker's swap to
+/// the home's next drain (it is set by an RMW, not a store). A fourth
+/// object, held by the main thread throughout, keeps the inbox alive.
+#[test]
+fn limited_drain_racing_a_remote_release_and_exit_never_strands() {
+    loom_tests::model(|| {
+        let drops = Drops::new();
+        let reg: Registry<Tracked> = Registry::builder().capacity(4).build();
+        let (to_worker, from_home) = mpsc::channel();
+        let (to_main, from_home_main) = mpsc::channel();
+        let (queued, wait_queued) = mpsc::channel();
+        let home = {
+            let reg = reg.clone();
+            let drops = drops.clone();
+            thread::spawn(move || {
+                drops.set_home();
+                let hs: Vec<_> = (1..=4)
+                    .map(|i| reg.insert(drops.value(i)).unwrap())
+                    .collect();
+                for &h in &[hs[0], hs[1], hs[3]] {
+                    to_main.send(reg.transfer(h).unwrap()).unwrap();
+                }
+                to_worker.send(reg.transfer(hs[2]).unwrap()).unwrap();
+                wait_queued.recv().unwrap();
+                assert_eq!(reg.pump_at_most(1), 1);
+                // exits: thread-local destructors drain and close the inbox
+            })
+        };
+        let worker = {
+            let reg = reg.clone();
+            thread::spawn(move || {
+                let h = reg.claim(from_home.recv().unwrap()).unwrap();
+                reg.release(h).unwrap();
+            })
+        };
+        for _ in 0..2 {
+            let h = reg.claim(from_home_main.recv().unwrap()).unwrap();
+            assert_eq!(reg.release(h).unwrap(), Released::Queued);
+        }
+        let kept = reg.claim(from_home_main.recv().unwrap()).unwrap();
+        queued.send(()).unwrap();
+        home.join().unwrap();
+        worker.join().unwrap();
+        // As in `remote_release_racing_home_exit_is_never_lost`: wait for
+        // the drops (a stranded value never comes: loom's branch limit).
+        while drops.total() < 3 {
+            thread::yield_now();
+        }
+        assert_eq!(drops.total(), 3, "values 1-3 dropped exactly once");
+        reg.release(kept).unwrap();
+        while drops.total() < 4 {
+            thread::yield_now();
+        }
+        assert_eq!(drops.total(), 4);
+        assert!(reg.is_empty());
+    });
+}
+
 /// Invariants 5, 13: the home thread, holding no reference, takes a `get`
 /// guard (its access as home) while a worker drops the object's last other
 /// reference. Either the guard comes first — then it keeps the object alive:

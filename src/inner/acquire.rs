@@ -64,7 +64,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             return Err(InsertError::new(Error::Closed, value));
         }
         // The claim stored the inbox's address in the slot; this is the
-        // count that goes with it (given back by `take`'s `Arc::from_raw`).
+        // lent count that goes with it (given back through `take`).
         let home = table.lend_home();
         debug_assert!(ptr::eq(home, slot.home_addr()));
         let generation = slot.fill(value);

@@ -181,9 +181,7 @@ impl<T> Drop for Inner<T> {
             // taken once.
             let (value, home) = unsafe { slot.take() };
             let value = match &home {
-                Some(inbox)
-                    if self.config.home_finalization && mine != Some(Arc::as_ptr(inbox)) =>
-                {
+                Some(inbox) if self.config.home_finalization && mine != Some(inbox.as_ptr()) => {
                     match inbox.send(h, value) {
                         Sent::Queued => {
                             // Wake the home if it sleeps (a panic of its

@@ -1,10 +1,8 @@
 //! Finalization: the last hold's value dropped here or sent to its home
 //! thread's inbox (DESIGN §5), and the home draining its inbox.
 
-use std::sync::Arc;
-
 use super::Inner;
-use crate::inbox::{Edge, Sent};
+use crate::inbox::{Edge, HomeRef, Sent};
 use crate::limits::DRAIN_BATCH;
 use crate::local::ThreadTable;
 use crate::slot::Slot;
@@ -64,11 +62,16 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let (value, home) = unsafe { slot.take() };
         // `Some` iff the value must travel to another thread's inbox.
         let home = match (home, table) {
-            (Some(home), Some(t)) if Arc::ptr_eq(&home, &t.inbox) => {
+            (Some(home), Some(t)) if t.is_home(&home) => {
                 t.keep_home(home);
                 None
             }
-            (home, _) => home.filter(|_| self.config.home_finalization),
+            (Some(home), _) if self.config.home_finalization => Some(home),
+            (Some(home), t) => {
+                self.return_home(home, t);
+                None
+            }
+            (None, _) => None,
         };
         if home.is_some() {
             // On its way home: `shutdown` waits for it (see `quiescent`).
@@ -102,7 +105,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 self.loose_sent.fetch_add(1, Ordering::SeqCst);
             }
         }
-        match sent {
+        let released = match sent {
             Sent::Queued => {
                 self.diag.emit(|| crate::Event::QueuedHome {
                     handle: h,
@@ -129,6 +132,20 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 });
                 Released::Finalized
             }
+        };
+        // Last: the count kept the inbox alive while we used it.
+        self.return_home(home, table);
+        released
+    }
+
+    /// Gives back the lent count of another thread's inbox: kept by the
+    /// calling thread's table (`table`, if it has one) to return with the
+    /// next ones of that home, else at once (see [`crate::inbox`]).
+    #[inline]
+    fn return_home(&self, home: HomeRef<T>, table: Option<&ThreadTable<T>>) {
+        match table {
+            Some(t) => t.keep_returned(home),
+            None => drop(home),
         }
     }
 
