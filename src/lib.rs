@@ -291,7 +291,9 @@
 //! that dropped the last hold), per-thread table pointers (owned by the
 //! registry until the owning thread exits and its last late proxy or guard
 //! is gone — `inner/exit.rs`, `Inner::late_hold_gone`), proxies' pointers
-//! into those,
+//! into those, a slot's pointer to its home inbox (`inbox.rs` — one *lent*
+//! count of `Inbox::lent`, which owns a strong count of the inbox's `Arc`
+//! while it is non-zero; counts move in batches and are given back once),
 //! each thread's pointer to the interner cache it used last
 //! (`interner/cache.rs` — cleared before that cache can be freed; tested
 //! under AddressSanitizer with user code re-entering from the cache's key
@@ -307,7 +309,7 @@
 //! | holds are only incremented from a non-zero value of the right generation (CAS): nothing resurrects, a stale handle never acquires a reused slot | `stale_handle_never_resolves_to_reused_slot` |
 //! | a transfer carries its own hold; a raw token is claimed at most once | `transfer_in_flight_keeps_object_alive`, `raw_transfer_taken_back_racing_claim_raw` |
 //! | a guard or proxy is a reference of its thread | `guard_blocks_finalization_not_threads` |
-//! | a value sent to a home inbox is dropped exactly once, even if the home exits meanwhile (Dekker handshake on `closed`) | `remote_release_racing_home_exit_is_never_lost`, `thread_exit_racing_release` |
+//! | a value sent to a home inbox is dropped exactly once, even if the home exits meanwhile (the sender's swap on `pending` and `close`'s RMW on it: one reads from the other) | `remote_release_racing_home_exit_is_never_lost`, `limited_drain_racing_a_remote_release_and_exit_never_strands`, `thread_exit_racing_release` |
 //! | the `pending` flag never loses a queued value | `pending_flag_never_loses_a_queued_value` |
 //! | pages are installed once (CAS); a thread always finds its table | `concurrent_first_use_installs_pages_once` |
 //! | no lock is held while user code runs | `reentrant_drop_racing_remote_release` |
@@ -317,7 +319,7 @@
 //! | a failed `init` wakes its waiters with the error and leaves the key usable | `failing_init_with_a_waiter_does_not_poison_the_key` |
 //! | `shutdown` returns `Ok` only after every value released to a home was dropped there (a value counts from "not live" until its `Drop` ran out of the inbox), and never while an insert can still complete (Dekker on `closed`) | `shutdown_waits_for_a_value_on_its_way_home`, `no_insert_completes_after_shutdown_says_ok` |
 //! | the access rule is decided about the object a thread's first hold lands on (a successor id taking the slot mid-check gets nothing) | `successor_id_gives_no_access_when_the_slot_is_reused_mid_check` |
-//! | a home's notifier runs at most once per idle → pending edge, and no wake-up is lost (Dekker on `pending` and `armed`) | `a_value_queued_during_the_homes_drain_is_never_lost`, `two_senders_on_one_edge_notify_once` |
+//! | a home's notifier runs at most once per idle → pending edge, and no wake-up is lost (the sender's swap on `pending`, then `armed`; the re-arm's `armed`, then its RMW on `pending`) | `a_value_queued_during_the_homes_drain_is_never_lost`, `two_senders_on_one_edge_notify_once` |
 //! | a weak upgrade takes its hold by the same CAS (non-zero holds, right generation): it wins against the last release or returns `None`, never a finalized or queued value | `upgrade_racing_the_last_remote_release_never_resurrects`, `upgrade_racing_the_homes_finalization_never_sees_the_value_go` |
 //!
 //! # Implementation notes
