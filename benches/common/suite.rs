@@ -815,42 +815,21 @@ const L_BATCH: u64 = 256;
 /// inserts and sends each key (timed), the worker receives and removes it
 /// (timed), dropping the value there. The figure is the sum of both spans.
 fn lifecycle_mutex() -> Run {
-    let slab = Arc::new(Mutex::new(slab::Slab::<V>::new()));
-    let (tx, rx) = unbounded::<usize>();
-    let worker = {
-        let slab = Arc::clone(&slab);
-        Worker::spawn(move |b: u64| {
-            let t = Instant::now();
-            for _ in 0..b {
-                let k = rx.recv().expect("recv");
-                black_box(slab.lock().expect("lock").remove(k));
-            }
-            t.elapsed()
-        })
-    };
-    Box::new(move |n| {
-        in_batches(n, L_BATCH, |b| {
-            let mut total = Duration::ZERO;
-            let t = Instant::now();
-            for i in 0..b {
-                let k = slab.lock().expect("lock").insert(black_box(val(i)));
-                tx.send(k).expect("send");
-            }
-            total += t.elapsed();
-            total += worker.run(b);
-            total
-        })
-    })
+    lifecycle_slab(false)
 }
 
 /// The floor of the lifecycle with home finalization: the cheapest correct
 /// code that hands each object to another thread and drops it back on its
-/// home thread. The home inserts into a `Mutex<Slab>` and sends the key
-/// (timed); the worker receives it, reads the value under the lock and
-/// sends the key home (timed); the home receives every key and removes
-/// its value, dropping it there (timed). `l.mutex` leaves out the trip
-/// home (its worker drops the value), which no home finalization can.
+/// home thread. As [`lifecycle_mutex`], but the worker reads the value
+/// under the lock and sends the key home, and the home receives every key
+/// and removes its value, dropping it there (timed too). `l.mutex` leaves
+/// out that trip home, which no home finalization can.
 fn lifecycle_floor() -> Run {
+    lifecycle_slab(true)
+}
+
+/// [`lifecycle_mutex`], and with `trip_home` [`lifecycle_floor`].
+fn lifecycle_slab(trip_home: bool) -> Run {
     let slab = Arc::new(Mutex::new(slab::Slab::<V>::new()));
     let (tx, rx) = unbounded::<usize>();
     let (home_tx, home_rx) = unbounded::<usize>();
@@ -860,8 +839,12 @@ fn lifecycle_floor() -> Run {
             let t = Instant::now();
             for _ in 0..b {
                 let k = rx.recv().expect("recv");
-                black_box(slab.lock().expect("lock")[k][0]);
-                home_tx.send(k).expect("send home");
+                if trip_home {
+                    black_box(slab.lock().expect("lock")[k][0]);
+                    home_tx.send(k).expect("send home");
+                } else {
+                    black_box(slab.lock().expect("lock").remove(k));
+                }
             }
             t.elapsed()
         })
@@ -876,14 +859,16 @@ fn lifecycle_floor() -> Run {
             }
             total += t.elapsed();
             total += worker.run(b);
-            let t = Instant::now();
-            let mut dropped = 0;
-            for k in home_rx.try_iter() {
-                black_box(slab.lock().expect("lock").remove(k));
-                dropped += 1;
+            if trip_home {
+                let t = Instant::now();
+                let mut dropped = 0;
+                for k in home_rx.try_iter() {
+                    black_box(slab.lock().expect("lock").remove(k));
+                    dropped += 1;
+                }
+                total += t.elapsed();
+                assert_eq!(dropped, b, "every value must come home");
             }
-            total += t.elapsed();
-            assert_eq!(dropped, b, "every value must come home");
             total
         })
     })
