@@ -259,7 +259,7 @@ fn measure_group(runs: &mut [Run], plan: &Plan) -> Vec<Figure> {
             let mut sorted = samples.clone();
             sorted.sort_by(f64::total_cmp);
             Figure {
-                median: median(&samples),
+                median: sorted[sorted.len() / 2],
                 low: sorted[0],
                 high: sorted[sorted.len() - 1],
                 samples,

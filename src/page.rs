@@ -184,6 +184,7 @@ impl<E: PageEntry> Pages<E> {
 
     /// The entry at `i`, allocating its page if needed. `None` if `i` is
     /// beyond [`MAX_CAPACITY`](crate::limits::MAX_CAPACITY).
+    #[inline]
     pub(crate) fn get_or_alloc(&self, i: usize) -> Option<&E> {
         if let Some(e) = self.get(i) {
             return Some(e);

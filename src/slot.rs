@@ -70,8 +70,8 @@ pub(crate) struct Slot<T> {
     /// module docs.
     state: AtomicU64,
     /// The home thread's inbox (one lent count of it, see [`crate::inbox`])
-    /// from the claim until the slot is published free again, null while the slot is free (a dangling
-    /// marker once retired). Compared by address to decide "am I home";
+    /// from the claim until the slot is published free again, null while
+    /// the slot is free (a dangling marker once retired). Compared by address to decide "am I home";
     /// dereferenced only by the finalizer, which owns the slot exclusively.
     home: AtomicPtr<Inbox<T>>,
     /// Initialised iff the object is live (or being finalized by its owner).

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use super::resolve::{Held, Resolved, Unheld};
 use super::{Inner, Kind};
 use crate::local::total;
-use crate::page::Loc;
 use crate::slot::is_pinned;
 use crate::sync::{self, Ordering};
 use crate::{Error, Handle, InsertError};
@@ -36,12 +35,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let Some((index, slot)) = self.claim_slot(table) else {
             return Err(InsertError::new(Error::Full, value));
         };
-        // The slot's location serves the count table too.
-        let entry = match table.entry_at(Loc::of(index as usize)) {
-            Some(entry) => Some(entry),
-            None => table.entry_or_alloc(index),
-        };
-        let Some(entry) = entry else {
+        let Some(entry) = table.entry_or_alloc(index) else {
             // Unreachable: the index is below MAX_CAPACITY. Give the slot
             // back, lose nothing.
             slot.unclaim();

@@ -49,13 +49,13 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let Some(slot) = self.held_slot(h, loc) else {
             return self.release_slow(h);
         };
-        let left = e - Kind::Ref.one();
-        entry.store(left, Ordering::Relaxed);
-        if left != 0 {
-            // Not the thread's last reference: nothing shared changes.
-            return Ok(Released::Held(total(left)));
-        }
-        self.let_go_ok(h, slot, table)
+        self.remove_ref(Held {
+            slot,
+            table,
+            entry,
+            h,
+            e,
+        })
     }
 
     /// [`Inner::let_go`] as `release`'s result (a tail call of the fast
@@ -74,29 +74,30 @@ impl<T: Send + Sync + 'static> Inner<T> {
     #[inline(never)]
     fn release_slow(&self, h: Handle) -> Result<Released, Error> {
         let held = self.resolve_explicit(h, true)?;
-        Ok(self.remove(held, Kind::Ref))
+        self.remove_ref(held)
     }
 
-    /// One reference of `kind` less in a held entry (which has one); the
-    /// thread's last one lets go of its hold.
+    /// One explicit reference less in a held entry (which has one); the
+    /// thread's last one lets go of its hold, by a tail call (so the fast
+    /// path keeps no register across it).
     #[inline(always)]
-    fn remove(&self, held: Held<'_, T>, kind: Kind) -> Released {
-        let left = held.e - kind.one();
+    fn remove_ref(&self, held: Held<'_, T>) -> Result<Released, Error> {
+        let left = held.e - Kind::Ref.one();
         held.entry.store(left, Ordering::Relaxed);
         if left != 0 {
             // Not the thread's last reference: nothing shared changes.
-            return Released::Held(total(left));
+            return Ok(Released::Held(total(left)));
         }
-        self.let_go(held.h, held.slot, held.table)
+        self.let_go_ok(held.h, held.slot, held.table)
     }
 
     /// The calling thread's count for `h` just went 1 → 0 (its entry is
     /// stored): its hold goes. Inlined into its few out-of-line callers.
-    #[inline]
     ///
     /// Shaped so that its usual path (no diagnostics, no death observers)
     /// makes tail calls only: no register is kept across a call, so its
     /// callers push none before the hold's atomic RMW.
+    #[inline]
     pub(crate) fn let_go(&self, h: Handle, slot: &Slot<T>, table: &ThreadTable<T>) -> Released {
         if self.diag.is_active() || self.deaths.any() {
             return self.let_go_observed(h, slot, table);
@@ -142,12 +143,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
         // Read first (only this thread writes it, in its exit hook, which
         // `let_go`'s user code cannot start), so nothing but the result is
         // kept across the call.
-        if table.exited.load(Ordering::Relaxed) {
-            self.let_go(h, slot, table);
-            return true;
-        }
+        let exited = table.exited.load(Ordering::Relaxed);
         self.let_go(h, slot, table);
-        false
+        exited
     }
 
     /// The calling thread's count for `h` just went 1 → 0: tell the
