@@ -10,6 +10,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Weak};
 
+use crate::limits::{GEN_BITS, INDEX_BITS};
 use crate::sync::thread_locals;
 
 /// `TID` value of a thread that has not used tether yet.
@@ -162,33 +163,46 @@ impl Drop for ThreadState {
     }
 }
 
-/// A table cache way's value when it holds no table: key 0 is never a
+/// A table cache slot's value when it holds no table: key 0 is never a
 /// registry's.
 const NO_TABLE: (u64, *const ()) = (0, std::ptr::null());
 
-/// How many registries' tables a thread's cache holds: a thread that uses up
-/// to this many registries in turn finds each table without the slow path.
-pub(crate) const CACHE_WAYS: usize = 4;
+/// Slots of a thread's table cache: one per registry tag (tags are
+/// `1..=MAX_TAG`; slot 0 stays empty). Under loom one slot serves every
+/// tag, so a model that switches registries on a thread reaches the
+/// registry's thread directory (the concurrent part).
+#[cfg(not(loom))]
+const CACHE_SLOTS: usize = crate::limits::MAX_TAG as usize + 1;
+#[cfg(loom)]
+const CACHE_SLOTS: usize = 1;
 
-/// A thread's table cache: up to [`CACHE_WAYS`] `(registry cache key, this
-/// thread's table there)` pairs, the most recently used in way 0 (the only
-/// one the fast path reads). Ways move only as whole pairs, so a key never
-/// sits beside another registry's table. An empty way is [`NO_TABLE`].
+/// A thread's table cache: `(registry key, this thread's table there)`,
+/// direct-mapped by the registry's tag. The registries alive have distinct
+/// tags while there are at most 255 of them (`crate::tag`), so each has a
+/// slot of its own: a thread that uses several registries in turn finds
+/// every table at the cost of one (one load and a compare of the key), with
+/// no search and no eviction. Registries beyond 255 share tags, and the
+/// sharers of a tag evict each other from its slot (each finds its table
+/// through its directory then). A slot is written only as a whole pair, so a
+/// key never sits beside another registry's table. 4 KiB per thread.
 struct TableCache {
-    ways: [Cell<(u64, *const ())>; CACHE_WAYS],
+    slots: [Cell<(u64, *const ())>; CACHE_SLOTS],
 }
 
 impl TableCache {
     const fn new() -> Self {
         TableCache {
-            ways: [
-                Cell::new(NO_TABLE),
-                Cell::new(NO_TABLE),
-                Cell::new(NO_TABLE),
-                Cell::new(NO_TABLE),
-            ],
+            slots: [const { Cell::new(NO_TABLE) }; CACHE_SLOTS],
         }
     }
+}
+
+/// The cache slot of a registry key (a registry's `handle_key`, whose low
+/// [`TAG_BITS`](crate::limits::TAG_BITS) bits are its tag) or of a tag.
+#[inline(always)]
+fn slot_of(key_or_tag: u64) -> usize {
+    // In range for any argument: CACHE_SLOTS is a power of two.
+    (key_or_tag as usize) & (CACHE_SLOTS - 1)
 }
 
 thread_locals! {
@@ -280,69 +294,43 @@ pub(crate) fn drop_leftovers() {
     }
 }
 
-/// The calling thread's most recently used `(registry cache key, table)`
-/// (way 0 of its cache); [`NO_TABLE`] if none (or while thread-locals are
-/// torn down).
-#[inline]
-pub(crate) fn cached_table() -> (u64, *const ()) {
+/// The calling thread's cached `(registry key, table)` in the slot of
+/// `tag`; [`NO_TABLE`] if none (or while thread-locals are torn down). The
+/// table is the registry's iff the key is its `cache_key`.
+#[inline(always)]
+pub(crate) fn cached_table(tag: u64) -> (u64, *const ()) {
     TABLE_CACHE
-        .try_with(|c| c.ways[0].get())
+        .try_with(|c| c.slots[slot_of(tag)].get())
         .unwrap_or(NO_TABLE)
 }
 
-/// The table cached for the registry with cache key `key` (non-zero) in a
-/// way other than the first, moved to the first (swapped with the pair
-/// there); `None` if no way holds `key`. For a thread that uses several
-/// registries in turn: a few loads and compares, four stores on a hit.
-#[cfg(not(loom))]
-#[inline]
-pub(crate) fn find_cached_table(key: u64) -> Option<*const ()> {
+/// Bytes of one cache slot: a power of two, so a slot's byte offset is its
+/// tag shifted.
+const SLOT_BYTES: usize = std::mem::size_of::<Cell<(u64, *const ())>>();
+const _: () = assert!(SLOT_BYTES == 16);
+
+/// [`cached_table`] of the tag of the handle whose raw form is `raw`: its
+/// slot's byte offset is taken from `raw` with one shift and one mask (the
+/// fast path of every operation on a handle).
+#[inline(always)]
+pub(crate) fn cached_table_of(raw: u64) -> (u64, *const ()) {
+    const SHIFT: u32 = INDEX_BITS + GEN_BITS - SLOT_BYTES.trailing_zeros();
+    let offset = (raw >> SHIFT) as usize & ((CACHE_SLOTS - 1) * SLOT_BYTES);
     TABLE_CACHE
         .try_with(|c| {
-            // Unrolled (one straight path per way) so each hit is a few
-            // loads and four stores at fixed offsets: 127 instructions per
-            // pair with two registries in turn, against 133 for a loop
-            // (`scripts/callgrind.sh alt2`; one registry: 118).
-            const _: () = assert!(CACHE_WAYS == 4, "one `hit` per way below");
-            let hit = |i: usize| {
-                let pair = c.ways[i].get();
-                (pair.0 == key).then(|| {
-                    c.ways[i].set(c.ways[0].get());
-                    c.ways[0].set(pair);
-                    pair.1
-                })
-            };
-            hit(1).or_else(|| hit(2)).or_else(|| hit(3))
+            // SAFETY: `offset` is a multiple of SLOT_BYTES at most
+            // `(CACHE_SLOTS - 1) * SLOT_BYTES` (the mask), so it is the
+            // offset of a slot of the array: slot `slot_of(raw tag)`.
+            unsafe { &*c.slots.as_ptr().byte_add(offset) }.get()
         })
-        .ok()
-        .flatten()
+        .unwrap_or(NO_TABLE)
 }
 
-/// Under loom only way 0 is searched: the other ways are this thread's own
-/// sequential bookkeeping (unit-tested below, and by
-/// `tests/registries_per_thread.rs`), while a model that switches registries
-/// on a thread must reach the registry's thread directory — the concurrent
-/// part (`concurrent_first_use_installs_pages_once` and its mutant
-/// `page-install-without-cas`).
-#[cfg(loom)]
-pub(crate) fn find_cached_table(_key: u64) -> Option<*const ()> {
-    None
-}
-
-/// Caches the calling thread's table of the registry with cache key `key`
-/// in way 0; the other pairs move down one way, into the first empty way or
-/// over the way that held `key` before, else the last pair is dropped.
+/// Caches the calling thread's table of the registry whose `handle_key` is
+/// `key`, in the slot of its tag (evicting a registry that shares the tag).
 #[inline]
 pub(crate) fn cache_table(key: u64, table: *const ()) {
-    let _ = TABLE_CACHE.try_with(|c| {
-        let mut carry = (key, table);
-        for way in &c.ways {
-            carry = way.replace(carry);
-            if carry.0 == key || carry.0 == NO_TABLE.0 {
-                break;
-            }
-        }
-    });
+    let _ = TABLE_CACHE.try_with(|c| c.slots[slot_of(key)].set((key, table)));
 }
 
 /// In a `fork()` child handler: forgets the forking thread's cached tables,
@@ -354,49 +342,56 @@ pub(crate) fn cache_table(key: u64, table: *const ()) {
 #[cfg_attr(any(loom, not(unix)), allow(dead_code))]
 pub(crate) fn forget_cache_after_fork() {
     let _ = TABLE_CACHE.try_with(|c| {
-        for way in &c.ways {
-            way.set(NO_TABLE);
+        for slot in &c.slots {
+            slot.set(NO_TABLE);
         }
     });
 }
 
-/// Forgets the cached table of the registry with cache key `key`, in
-/// whichever way holds it (its thread is exiting, or the registry is being
+/// Forgets the cached table of the registry whose `handle_key` is `key`, if
+/// its slot holds it (its thread is exiting, or the registry is being
 /// dropped).
 pub(crate) fn uncache_table(key: u64) {
     let _ = TABLE_CACHE.try_with(|c| {
-        for way in &c.ways {
-            if way.get().0 == key {
-                way.set(NO_TABLE);
-            }
+        let slot = &c.slots[slot_of(key)];
+        if slot.get().0 == key {
+            slot.set(NO_TABLE);
         }
     });
 }
 
-/// The cache keys in the calling thread's cache, way 0 first (0: empty).
+/// The keys in the calling thread's cache, by slot (0: empty).
 #[cfg(all(test, not(loom)))]
-pub(crate) fn cached_keys() -> [u64; CACHE_WAYS] {
+fn cached_keys() -> Vec<u64> {
     TABLE_CACHE
-        .try_with(|c| std::array::from_fn(|i| c.ways[i].get().0))
-        .unwrap_or([0; CACHE_WAYS])
+        .try_with(|c| c.slots.iter().map(|s| s.get().0).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::limits::MAX_TAG;
 
     /// A fake table address for key `k` (never dereferenced here).
     fn table(k: u64) -> *const () {
         (k as usize * 64) as *const ()
     }
 
-    /// Looks `k` up the way `Inner::my_table` does: way 0, then the others.
+    /// A registry key with serial `serial` and tag `tag`, as `Inner::new`
+    /// makes them.
+    fn key(serial: u64, tag: u64) -> u64 {
+        serial << crate::limits::TAG_BITS | tag
+    }
+
+    /// Looks `k` up the way `Inner::cached_table` does: the slot of its tag, then
+    /// the key.
     fn find(k: u64) -> Option<*const ()> {
-        let (key, p) = cached_table();
-        if key == k {
-            return Some(p);
-        }
-        find_cached_table(k)
+        let (key, p) = cached_table(k & MAX_TAG);
+        // The handle form finds the same slot.
+        let raw = (k & MAX_TAG) << (INDEX_BITS + GEN_BITS) | 12345;
+        assert_eq!(cached_table_of(raw), (key, p));
+        (key == k).then_some(p)
     }
 
     // Each test runs on its own thread: the cache is the thread's.
@@ -405,73 +400,57 @@ mod tests {
     }
 
     #[test]
-    fn fills_move_down_and_the_fifth_evicts_the_oldest() {
+    fn every_tag_has_its_own_slot() {
         on_fresh_thread(|| {
-            assert_eq!(cached_keys(), [0; CACHE_WAYS]);
-            for k in 1..=5 {
+            assert!(cached_keys().iter().all(|&k| k == 0));
+            let keys: Vec<u64> = (1..=MAX_TAG).map(|t| key(1000 + t, t)).collect();
+            for &k in &keys {
                 cache_table(k, table(k));
             }
-            assert_eq!(cached_keys(), [5, 4, 3, 2]);
-            assert_eq!(find(1), None);
-            for k in 2..=5 {
-                assert_eq!(find(k), Some(table(k)), "key {k}");
-                assert_eq!(cached_keys()[0], k, "a hit moves to way 0");
+            // All 255 at once: none evicted another.
+            for &k in &keys {
+                assert_eq!(find(k), Some(table(k)), "key {k:#x}");
             }
+            assert_eq!(cached_keys()[0], 0, "tag 0 is never a registry's");
+            // A handle's tag selects the slot; another registry's key there
+            // never matches.
+            assert_eq!(find(key(7, 3)), None);
         });
     }
 
     #[test]
-    fn a_hit_swaps_with_way_0_as_a_pair() {
+    fn a_registry_sharing_a_tag_evicts_the_other() {
         on_fresh_thread(|| {
-            for k in 1..=4 {
-                cache_table(k, table(k));
-            }
-            assert_eq!(cached_keys(), [4, 3, 2, 1]);
-            assert_eq!(find_cached_table(1), Some(table(1)));
-            assert_eq!(cached_keys(), [1, 3, 2, 4]);
-            assert_eq!(cached_table(), (1, table(1)));
-            assert_eq!(find_cached_table(4), Some(table(4)));
-            assert_eq!(cached_table(), (4, table(4)));
-            assert_eq!(find(1), Some(table(1)));
-            assert_eq!(find(9), None);
+            let (a, b) = (key(1, 9), key(2, 9));
+            cache_table(a, table(a));
+            cache_table(b, table(b));
+            assert_eq!(find(a), None);
+            assert_eq!(find(b), Some(table(b)));
+            // Uncaching a key that is not in its slot leaves the slot alone.
+            uncache_table(a);
+            assert_eq!(find(b), Some(table(b)));
+            uncache_table(b);
+            assert_eq!(find(b), None);
         });
     }
 
     #[test]
-    fn uncache_clears_the_key_in_any_way() {
+    fn uncache_and_fork_clear() {
         on_fresh_thread(|| {
-            for way in 0..CACHE_WAYS as u64 {
-                for k in 1..=4 {
-                    cache_table(k, table(k));
-                }
-                // Key 4 - way sits in way `way`.
-                let k = 4 - way;
-                assert_eq!(cached_keys()[way as usize], k);
-                uncache_table(k);
-                assert_eq!(find(k), None);
-                assert_eq!(cached_keys()[way as usize], 0);
-                // A refill takes the hole, evicting nobody.
-                cache_table(9, table(9));
-                assert_eq!(cached_keys().iter().filter(|&&c| c != 0).count(), 4);
-                uncache_table(9);
-                for k in (1..=4).filter(|&o| o != k) {
-                    assert_eq!(find(k), Some(table(k)), "key {k}");
-                }
-                forget_cache_after_fork();
-                assert_eq!(cached_keys(), [0; CACHE_WAYS]);
-            }
-        });
-    }
-
-    #[test]
-    fn refilling_a_cached_key_keeps_one_copy() {
-        on_fresh_thread(|| {
-            for k in 1..=4 {
+            let keys: Vec<u64> = (1..=4).map(|t| key(t, t)).collect();
+            for &k in &keys {
                 cache_table(k, table(k));
             }
-            cache_table(2, table(7));
-            assert_eq!(cached_keys(), [2, 4, 3, 1]);
-            assert_eq!(cached_table(), (2, table(7)));
+            uncache_table(keys[1]);
+            assert_eq!(find(keys[1]), None);
+            for &k in [keys[0], keys[2], keys[3]].iter() {
+                assert_eq!(find(k), Some(table(k)));
+            }
+            // A refill of a key replaces its pair.
+            cache_table(keys[0], table(77));
+            assert_eq!(find(keys[0]), Some(table(77)));
+            forget_cache_after_fork();
+            assert!(cached_keys().iter().all(|&k| k == 0));
         });
     }
 }

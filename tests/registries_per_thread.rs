@@ -1,7 +1,9 @@
 //! Several registries used in turn on one thread (issue 18). A thread's
-//! table cache holds the tables of the last four registries it used; these
-//! tests attack its edges: more registries than ways, registries dropped
-//! while cached (in every position), threads exiting with several cached
+//! table cache holds one table per registry tag (direct-mapped: the 255
+//! tags are distinct among the registries alive, beyond that registries
+//! share a tag and evict each other); these tests attack its edges: more
+//! registries than tags, registries dropped while cached (in every slot, in
+//! every order), threads exiting with several cached
 //! (and values whose `Drop` uses another registry meanwhile), and new
 //! registries created after others were dropped — which may get a dropped
 //! one's tag and addresses, and must never find its stale cache entry. Run
@@ -87,17 +89,42 @@ fn more_registries_than_the_cache_holds_alternate_correctly() {
 }
 
 #[test]
+fn more_registries_than_tags_alternate_correctly() {
+    // 300 alive: at least 45 tags are shared by two registries (more while
+    // other tests run), whose tables evict each other from the tag's cache
+    // slot at every switch. Each must still find its own table and object.
+    let drops = Arc::new(AtomicUsize::new(0));
+    let regs = registries(300, &drops);
+    for round in 0..3 {
+        for step in 0..regs.len() {
+            // Forwards, backwards, and odd strides (coprime to 300).
+            let i = match round {
+                0 => step,
+                1 => regs.len() - 1 - step,
+                _ => (step * 7 + 11) % regs.len(),
+            };
+            let (reg, h) = &regs[i];
+            use_once(reg, *h, i as u64);
+        }
+    }
+    for (reg, h) in &regs {
+        assert_eq!(reg.count(*h), Ok(1));
+        assert_eq!(reg.release(*h), Ok(Released::Finalized));
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 300);
+}
+
+#[test]
 fn registries_dropped_while_cached_in_any_way() {
     let drops = Arc::new(AtomicUsize::new(0));
     let mut made = 0;
     for round in 0..60 {
         let mut regs = registries(5, &drops);
         made += 5;
-        // The last four used are cached, in use order.
         for (i, (reg, h)) in regs.iter().enumerate() {
             use_once(reg, *h, i as u64);
         }
-        // Drop one from a different way each round (objects still held:
+        // Drop a different one each round (objects still held:
         // the registry finalizes them as it goes).
         let gone = regs.remove(round % 5);
         drop(gone);

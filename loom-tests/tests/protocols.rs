@@ -244,7 +244,7 @@ fn concurrent_first_use_installs_pages_once() {
                     let h = reg.insert(i).unwrap();
                     // Now `other` is the cached one: `reg`'s table is found
                     // through the directory (under loom the table cache
-                    // searches only its first way, see `tid::find_cached_table`),
+                    // has one slot for every tag, see `tid::CACHE_SLOTS`),
                     // and a lost page would mean a fresh, empty table here
                     // and `NotHeld`.
                     other.insert(i).unwrap();

@@ -148,7 +148,7 @@ impl<T> Drop for Inner<T> {
             // leak the values rather than touch anything.
             return;
         }
-        // Frees this thread's cache way (other threads' ways of this
+        // Frees this thread's cache slot (other threads' slots holding this
         // registry never match again: keys are not reused).
         tid::uncache_table(self.cache_key);
         // Every `Registry`, `Proxy` and `Transfer` is gone. What is left is

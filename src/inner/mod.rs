@@ -87,13 +87,9 @@ pub(crate) struct Inner<T> {
     pub(crate) tag: u64,
     /// The key of this registry in the per-thread table cache: its serial,
     /// unique for the life of the process (never reused, unlike addresses),
-    /// shifted above the tag bits, which stay zero.
+    /// shifted above the tag bits, ORed with its tag (which picks the
+    /// cache slot, see `tid::TableCache`).
     pub(super) cache_key: u64,
-    /// `cache_key | tag`: what a cache key ORed with a handle's tag equals
-    /// exactly when the cache holds this registry's table and the handle
-    /// carries this registry's tag (the two occupy disjoint bits), so
-    /// `lookup` checks both with one comparison.
-    pub(super) handle_key: u64,
     /// `config.capacity`, beside the other fast-path fields.
     pub(crate) capacity: u32,
     /// `config.max_count << 32`, beside the other fast-path fields: an
@@ -164,12 +160,11 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let tag = crate::tag::alloc();
         // Serials count registries created: far below 2^(64 - TAG_BITS), so
         // the shift loses nothing and keys stay unique and non-zero.
-        let cache_key = serial << TAG_BITS;
+        let cache_key = serial << TAG_BITS | tag;
         let diag = Diag::new(config.diag.clone());
         Arc::new_cyclic(|me| Inner {
             tag,
             cache_key,
-            handle_key: cache_key | tag,
             capacity: config.capacity,
             count_limit: u64::from(config.max_count) << 32,
             slots: Pages::new(),

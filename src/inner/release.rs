@@ -13,23 +13,23 @@ impl<T: Send + Sync + 'static> Inner<T> {
     ///
     /// The fast path makes no call it returns from (each exit is a tail
     /// call or a return), so it keeps nothing in callee-saved registers and
-    /// has no prologue: way 0 of the table cache, else
-    /// [`Inner::release_other`]. Inlined into the caller like `retain`'s,
+    /// has no prologue: the thread's table cache, else
+    /// [`Inner::release_uncached`]. Inlined into the caller like `retain`'s,
     /// so its result stays in registers.
     #[inline(always)]
     pub(crate) fn release(&self, h: Handle) -> Result<Released, Error> {
-        match self.way0(h) {
+        match self.cached_table(h) {
             Some(table) => self.release_in(table, h),
-            None => self.release_other(h),
+            None => self.release_uncached(h),
         }
     }
 
-    /// `release` when way 0 of the thread's table cache holds another
-    /// registry's table: the others ways, else the general path.
+    /// `release` when the thread's table cache does not hold this
+    /// registry's table: its thread directory, else the general path.
     #[cold]
     #[inline(never)]
-    fn release_other(&self, h: Handle) -> Result<Released, Error> {
-        match self.table_other(h) {
+    fn release_uncached(&self, h: Handle) -> Result<Released, Error> {
+        match self.table_uncached(h) {
             Some(table) => self.release_in(table, h),
             None => self.release_slow(h),
         }

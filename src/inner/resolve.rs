@@ -117,39 +117,40 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// checked yet (see [`Inner::held_slot`]).
     #[inline(always)]
     pub(crate) fn my_entry(&self, h: Handle) -> Option<(&ThreadTable<T>, Loc, &AtomicU64, u64)> {
-        let table = match self.way0(h) {
+        let table = match self.cached_table(h) {
             Some(table) => table,
-            None => self.table_other(h)?,
+            None => self.table_uncached(h)?,
         };
         let (loc, entry, e) = self.entry_in(table, h)?;
         Some((table, loc, entry, e))
     }
 
-    /// The calling thread's table if way 0 of its table cache holds it and
-    /// `h` carries this registry's tag: one thread-local load and a compare.
+    /// The calling thread's table if its table cache holds it and `h`
+    /// carries this registry's tag: the cache slot of `h`'s tag, one
+    /// thread-local load and a compare.
     #[inline(always)]
-    pub(crate) fn way0(&self, h: Handle) -> Option<&ThreadTable<T>> {
+    pub(crate) fn cached_table(&self, h: Handle) -> Option<&ThreadTable<T>> {
         // No fork check here: in a forked child the cache misses (see
         // `my_table`), so the fast paths take the general one, which says
         // `Forked`.
-        let (key, p) = tid::cached_table();
-        // SAFETY: a handle's tag is below 2^TAG_BITS and a cache key's low
-        // TAG_BITS bits are zero, so the OR equals `handle_key` only if
-        // `key == self.cache_key` (and `h.tag() == self.tag`).
-        (key | h.tag() == self.handle_key).then(|| unsafe { self.cached(p) })
+        let (key, p) = tid::cached_table_of(h.to_raw());
+        // SAFETY: the slot of `h.tag()` holds this registry's key only if
+        // `h.tag()` is this registry's tag (the key's slot is its tag's),
+        // and then `p` is its table (see `Inner::cached`).
+        (key == self.cache_key).then(|| unsafe { self.cached(p) })
     }
 
-    /// The calling thread's table when way 0 of its cache holds another
-    /// registry's (out of line, so a fast path that misses way 0 calls it
-    /// without keeping its own registers across the call); `None` for a
-    /// handle of another registry too.
+    /// The calling thread's table when its cache does not hold it (out of
+    /// line, so a fast path that misses calls it without keeping its own
+    /// registers across the call); `None` for a handle of another registry
+    /// too.
     #[cold]
     #[inline(never)]
-    pub(crate) fn table_other(&self, h: Handle) -> Option<&ThreadTable<T>> {
+    pub(crate) fn table_uncached(&self, h: Handle) -> Option<&ThreadTable<T>> {
         if h.tag() != self.tag {
             return None;
         }
-        self.my_table_other()
+        self.my_table_slow()
     }
 
     /// The thread's entry for `h` in its `table`, with `h`'s location and
@@ -251,51 +252,36 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     /// The calling thread's table, if it has one.
     ///
-    /// Fast path: way 0 of the thread's table cache, `(registry key,
-    /// table)` of the registry it used last; then the other ways
-    /// ([`Inner::my_table_other`]).
+    /// Fast path: the thread's table cache, in the slot of this registry's
+    /// tag (see `tid::TableCache`); then the registry's thread directory.
     ///
     /// A hit also means the process has not forked since (invariant 9, at
-    /// no cost): the `fork()` child handler clears every way of the cache of
-    /// the forking thread, the only thread a child has, and
+    /// no cost): the `fork()` child handler clears every slot of the cache
+    /// of the forking thread, the only thread a child has, and
     /// [`Inner::my_table_slow`] never fills it in a child. So the fast paths
     /// built on this one (`lookup`) need no fork check of their own.
     #[inline]
     pub(crate) fn my_table(&self) -> Option<&ThreadTable<T>> {
-        let (key, p) = tid::cached_table();
+        let (key, p) = tid::cached_table(self.tag);
         if key == self.cache_key {
             // SAFETY: the cache holds this registry's key.
             return Some(unsafe { self.cached(p) });
         }
-        self.my_table_other()
+        self.my_table_slow()
     }
 
-    /// The calling thread's table when way 0 of its cache holds another
-    /// registry's: found in another way (and moved to way 0), else by the
-    /// slow path. A thread using a few registries in turn stays off the
-    /// slow path.
-    #[cold]
-    #[inline(never)]
-    fn my_table_other(&self) -> Option<&ThreadTable<T>> {
-        match tid::find_cached_table(self.cache_key) {
-            // SAFETY: the way held this registry's key with `p`.
-            Some(p) => Some(unsafe { self.cached(p) }),
-            None => self.my_table_slow(),
-        }
-    }
-
-    /// The table a way of the thread's cache points at.
+    /// The table a slot of the thread's cache points at.
     ///
     /// # Safety
     ///
-    /// `p` was read from a way of the calling thread's table cache together
-    /// with the key `self.cache_key`. A way holds this registry's key only
+    /// `p` was read from a slot of the calling thread's table cache together
+    /// with the key `self.cache_key`. A slot holds this registry's key only
     /// while it holds this thread's own table of this registry: `register`
-    /// and `my_table_slow` fill a way with a table owned by `self.tables`;
-    /// ways move only as whole `(key, table)` pairs (`tid::TableCache`); and
-    /// this thread's exit hook for this registry clears whichever way holds
-    /// the key before the table can be freed. Keys are never reused, so a
-    /// way left by a dropped registry never matches.
+    /// and `my_table_slow` fill it with a table owned by `self.tables`;
+    /// slots are written only as whole `(key, table)` pairs
+    /// (`tid::TableCache`); and this thread's exit hook for this registry
+    /// clears the key's slot before the table can be freed. Keys are never
+    /// reused, so a slot left by a dropped registry never matches.
     #[inline(always)]
     unsafe fn cached(&self, p: *const ()) -> &ThreadTable<T> {
         // SAFETY: by the precondition, a live table of this registry, kept
@@ -303,9 +289,10 @@ impl<T: Send + Sync + 'static> Inner<T> {
         unsafe { &*p.cast::<ThreadTable<T>>() }
     }
 
-    /// The calling thread's table when no way of its cache holds it: from
-    /// the registry's directory, then cached in way 0.
+    /// The calling thread's table when its cache does not hold it: from the
+    /// registry's directory, then cached.
     #[cold]
+    #[inline(never)]
     fn my_table_slow(&self) -> Option<&ThreadTable<T>> {
         if crate::fork::forked() {
             return None; // and never cache a table in a child (see `my_table`)
