@@ -131,7 +131,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
     #[inline(always)]
     pub(crate) fn add_fast(&self, h: Handle, kind: Kind) -> Option<Held<'_, T>> {
         let (table, loc, entry, e) = self.my_entry(h)?;
-        if e == 0 || !self.has_room(e) {
+        // e != 0 && has_room(e), in one compare (see `held_limit`).
+        if e.wrapping_sub(1) >= self.held_limit {
             return None;
         }
         let slot = self.held_slot(h, loc)?;

@@ -96,6 +96,10 @@ pub(crate) struct Inner<T> {
     /// entry is at the limit iff it is at least this (its total is in the
     /// high half, see [`crate::local`]).
     pub(super) count_limit: u64,
+    /// `count_limit - 1`: an entry `e` is held with room for one more
+    /// reference iff `e - 1 < held_limit` (wrapping: one compare tests both
+    /// `e != 0` and `e < count_limit`).
+    pub(super) held_limit: u64,
     pub(super) slots: Pages<Slot<T>>,
     pub(crate) config: Config,
     pub(super) alloc: Mutex<FreeList>,
@@ -167,6 +171,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
             cache_key,
             capacity: config.capacity,
             count_limit: u64::from(config.max_count) << 32,
+            // max_count >= 1 (the builder's clamp); 0 would refuse all.
+            held_limit: (u64::from(config.max_count) << 32).saturating_sub(1),
             slots: Pages::new(),
             config,
             alloc: Mutex::new(FreeList::default()),

@@ -177,7 +177,11 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// generations match.
     #[inline(always)]
     pub(crate) fn held_slot(&self, h: Handle, loc: Loc) -> Option<&Slot<T>> {
-        let slot = self.slots.at(loc)?;
+        // SAFETY: the calling thread holds the object at `loc`'s index (its
+        // entry there is non-zero), so it saw the slot's page installed:
+        // every first hold (an insert, a `try_hold`, a claim) found the slot
+        // through its page on this thread before its entry was stored.
+        let slot = unsafe { self.slots.at_installed(loc) }?;
         (slot.held_generation() == h.generation()).then_some(slot)
     }
 
