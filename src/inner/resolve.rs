@@ -182,7 +182,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         // every first hold (an insert, a `try_hold`, a claim) found the slot
         // through its page on this thread before its entry was stored.
         let slot = unsafe { self.slots.at_installed(loc) }?;
-        (slot.held_generation() == h.generation()).then_some(slot)
+        slot.names_held(h).then_some(slot)
     }
 
     /// The general path: `h` resolved for the calling thread, creating its
