@@ -172,6 +172,8 @@ const TARGETS: &[Target] = &[
     target("D", "hook installed, retain+release (emits nothing) vs none", "d1.hook", "d1.plain", 1.1),
     info(target("D", "(0->1->0 with a hook taking its 2 events vs none)", "d1.zhook", "d1.zplain", 1.1)),
     target("D", "intern+release of a held key vs get (+1 -1 both)", "d2.intern", "d2.get", 1.1),
+    // What the interner itself adds: both sides +1 and -1 a raw handle.
+    info(target("D", "(intern+release vs retain+release: the key lookup alone)", "d2.intern", "d1.plain", 1.1)),
 ];
 
 /// The callgrind operation (`benches/ops.rs`) that runs a case's

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use crate::diag::DiagConfig;
 use crate::inner::{Config, Inner};
 use crate::limits::{MAX_CAPACITY, MAX_GENERATION};
+use crate::local::MAX_COUNT;
 use crate::{Event, Misuse, Registry};
 
 /// What happens to a thread's references when it exits.
@@ -54,14 +55,14 @@ pub struct Builder<T> {
 
 impl<T: Send + Sync + 'static> Builder<T> {
     /// The default settings: maximum capacity (2^24), `ThreadExit::Release`,
-    /// home finalization on, counts up to `u32::MAX`.
+    /// home finalization on, counts up to 2^21 - 1 per thread and object.
     pub fn new() -> Self {
         Builder {
             config: Config {
                 capacity: MAX_CAPACITY as u32,
                 thread_exit: ThreadExit::Release,
                 home_finalization: true,
-                max_count: u32::MAX,
+                max_count: MAX_COUNT,
                 max_generation: MAX_GENERATION,
                 diag: DiagConfig::default(),
             },
@@ -95,15 +96,18 @@ impl<T: Send + Sync + 'static> Builder<T> {
     /// Limit on one thread's count for one object (explicit references plus
     /// proxies and guards); taking more returns
     /// [`Error::Overflow`](crate::Error::Overflow) (and `Proxy::clone`
-    /// panics). Default `u32::MAX`. Small values make overflow handling easy
-    /// to test.
+    /// panics). Default and maximum 2^21 - 1 (2 097 151): a thread's
+    /// entry for an object packs its explicit references, its total and the
+    /// object's generation in one word, so that an operation on a held
+    /// handle reads one cache line. Small values make overflow handling
+    /// easy to test.
     ///
     /// At least 1: `max_count(0)` is taken as `max_count(1)`, since an
     /// insert or a claim always gives its thread one reference. With 1, a
     /// thread holding its one reference cannot also take a guard or proxy
-    /// (`Overflow`).
+    /// (`Overflow`). Values above the maximum are taken as the maximum.
     pub fn max_count(mut self, n: u32) -> Self {
-        self.config.max_count = n.max(1);
+        self.config.max_count = n.clamp(1, MAX_COUNT);
         self
     }
 

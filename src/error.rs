@@ -34,7 +34,10 @@ pub enum Error {
     #[error("object {0} is not pinned: unpin only what was pinned, once per pin")]
     NotPinned(Handle),
 
-    /// A count would pass its limit (the count is unchanged).
+    /// A count would pass its limit (the count is unchanged): a thread's
+    /// count for one object is at most
+    /// [`Builder::max_count`](crate::Builder::max_count) (at most 2^21 - 1),
+    /// an object's holds (holding threads, pins, transfers) at most 2^30 - 1.
     #[error("a reference count of {0} would overflow; release references before taking more")]
     Overflow(Handle),
 

@@ -1,45 +1,72 @@
 //! A thread's own table of counts in one registry.
 //!
-//! One `AtomicU64` per slot index: `total << 32 | refs`, where `total =
-//! refs + roots` is everything the thread holds on the object.
+//! One `AtomicU64` per slot index: `total << 42 | refs << 21 | generation`,
+//! where `total = refs + roots` is everything the thread holds on the
+//! object and `generation` is the generation of that object (the one the
+//! thread holds at this index).
 //!
 //! * `refs` are explicit references (from `insert`, `retain`, `claim`); only
 //!   they can be given up with `release` or `transfer`.
 //! * `roots` are live [`Proxy`](crate::Proxy)s and [`Guard`](crate::Guard)s,
 //!   which hand out `&T`: they release themselves on drop, so no `release()`
 //!   call can pull a reference out from under a borrowed value.
+//! * `generation` lets a thread check that a handle names the object it
+//!   holds from its own entry: the fast paths never read the object's slot
+//!   for that (one cache line per operation on a held handle, wherever
+//!   the object lives among millions).
 //!
-//! Keeping the total rather than the roots makes the fast path's checks
-//! single operations: the limit check is one compare of the whole entry
-//! (`entry >= max_count << 32`), and the count that `retain` and `release`
-//! report is one shift. `refs <= total <= u32::MAX` always holds: every
-//! increment checks the total first (against `max_count`, or against
-//! `u32::MAX` in `Proxy::clone`).
+//! Keeping the total rather than the roots, in the high bits, makes the
+//! fast path's checks single operations: the limit check is one compare of
+//! the whole entry (`entry >= max_count << 42`), and the count that
+//! `retain` and `release` report is one shift. `refs <= total <=
+//! MAX_COUNT` always holds: every increment checks the total first
+//! (against `max_count <= MAX_COUNT`, also in `Proxy::clone`), so neither
+//! field carries into the next.
 //!
 //! The thread holds the object (one *hold* in the slot's state word) iff its
-//! entry is non-zero (iff its total is). Only the owning thread writes its
-//! table, with a plain load and store (no read-modify-write, no shared cache
-//! line): retaining a handle the thread already holds is an ordinary
-//! increment. Other threads only read entries, for `holders()` and
-//! snapshots.
+//! entry is non-zero (iff its total is: an entry whose total reaches 0 is
+//! stored as 0, generation and all, see [`settled`]). Only the owning
+//! thread writes its table, with a plain load and store (no
+//! read-modify-write, no shared cache line): retaining a handle the thread
+//! already holds is an ordinary increment. Other threads only read entries,
+//! for `holders()` and snapshots.
 
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
 use crate::free::FreeCache;
 use crate::inbox::{HomeRef, Inbox, LEND_BATCH};
+use crate::limits::{GEN_BITS, INDEX_BITS};
 use crate::page::{Loc, Pages};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, ThreadId};
+use crate::Handle;
+
+/// Where an entry keeps its explicit references (above the generation).
+const REFS_SHIFT: u32 = GEN_BITS;
+/// Where an entry keeps its total (above the explicit references).
+const TOTAL_SHIFT: u32 = REFS_SHIFT + GEN_BITS;
+/// The generation bits of an entry (its lowest).
+const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
+/// The explicit references of an entry, shifted down.
+const REFS_MASK: u64 = (1 << (TOTAL_SHIFT - REFS_SHIFT)) - 1;
+
+/// The largest count a thread can have on one object (references, proxies
+/// and guards together): what its explicit references fit in.
+pub(crate) const MAX_COUNT: u32 = REFS_MASK as u32;
+const _: () = assert!(
+    MAX_COUNT as u64 <= u64::MAX >> TOTAL_SHIFT,
+    "the total fits too"
+);
 
 /// One in the total of an entry: a root (proxy or guard).
-pub(crate) const ROOT_ONE: u64 = 1 << 32;
+pub(crate) const ROOT_ONE: u64 = 1 << TOTAL_SHIFT;
 /// One explicit reference in an entry: one in its refs and one in its total.
-pub(crate) const REF_ONE: u64 = ROOT_ONE | 1;
+pub(crate) const REF_ONE: u64 = ROOT_ONE | 1 << REFS_SHIFT;
 
 /// Explicit references of an entry.
 #[inline]
 pub(crate) fn refs(entry: u64) -> u32 {
-    entry as u32
+    ((entry >> REFS_SHIFT) & REFS_MASK) as u32
 }
 
 /// Roots (proxies and guards) of an entry.
@@ -51,14 +78,46 @@ pub(crate) fn roots(entry: u64) -> u32 {
 /// Everything the thread holds, as reported by `count()`.
 #[inline]
 pub(crate) fn total(entry: u64) -> u32 {
-    (entry >> 32) as u32
+    (entry >> TOTAL_SHIFT) as u32
+}
+
+/// The entry of a thread's first reference (`one`: [`REF_ONE`] or
+/// [`ROOT_ONE`]) to the object `h` names.
+#[inline]
+pub(crate) fn first(one: u64, h: Handle) -> u64 {
+    one | u64::from(h.generation())
+}
+
+/// Whether `h` names the object a thread holds with the non-zero `entry`:
+/// the entry's generation is `h`'s (one shift, one xor, one test).
+#[inline(always)]
+pub(crate) fn names(entry: u64, h: Handle) -> bool {
+    (entry ^ h.to_raw() >> INDEX_BITS) & GEN_MASK == 0
+}
+
+/// The entry to store once a count was taken off a held `entry`: itself
+/// while its total is non-zero, else 0 (the thread holds nothing: its
+/// generation goes too).
+#[inline(always)]
+pub(crate) fn settled(entry: u64) -> u64 {
+    if entry < ROOT_ONE {
+        0
+    } else {
+        entry
+    }
+}
+
+/// The entries at or above which a thread's count is at `max_count`.
+#[inline]
+pub(crate) fn count_limit(max_count: u32) -> u64 {
+    u64::from(max_count) << TOTAL_SHIFT
 }
 
 /// The entry `entry` leaves once its explicit references are gone: its
-/// roots alone.
+/// roots alone (0 if it has none).
 #[inline]
 pub(crate) fn roots_only(entry: u64) -> u64 {
-    u64::from(roots(entry)) * ROOT_ONE
+    settled((u64::from(roots(entry)) * ROOT_ONE) | (entry & GEN_MASK))
 }
 
 /// See the module docs.
@@ -297,5 +356,87 @@ impl<T> ThreadTable<T> {
     /// Ends the drain started by `begin_drain`.
     pub(crate) fn end_drain(&self) {
         self.draining.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::limits::{MAX_GENERATION, MAX_TAG};
+
+    const GENS: [u32; 7] = [
+        0,
+        1,
+        2,
+        0x15_5555,
+        0x0a_aaaa,
+        MAX_GENERATION - 1,
+        MAX_GENERATION,
+    ];
+
+    /// The fields of an entry never carry into each other, at every limit.
+    #[test]
+    fn fields_stay_apart_at_their_limits() {
+        for g in GENS {
+            let h = Handle::new(MAX_TAG, g, (1 << INDEX_BITS) - 1);
+            // MAX_COUNT explicit references, then roots up to MAX_COUNT in all.
+            let mut e = first(REF_ONE, h);
+            for _ in 1..MAX_COUNT {
+                e += REF_ONE;
+            }
+            assert_eq!((refs(e), total(e), roots(e)), (MAX_COUNT, MAX_COUNT, 0));
+            assert!(names(e, h), "generation {g:#x} kept");
+            assert!(e < count_limit(MAX_COUNT) + ROOT_ONE);
+            assert!(e >= count_limit(MAX_COUNT), "at the limit");
+            // Half of them roots instead.
+            let mut e = first(ROOT_ONE, h);
+            for i in 1..MAX_COUNT {
+                e += if i % 2 == 0 { ROOT_ONE } else { REF_ONE };
+            }
+            assert_eq!(total(e), MAX_COUNT);
+            assert_eq!(refs(e) + roots(e), MAX_COUNT);
+            assert!(names(e, h));
+            // Explicit references gone: the roots and the generation stay.
+            let r = roots_only(e);
+            assert_eq!((refs(r), total(r)), (0, roots(e)));
+            assert!(names(r, h));
+        }
+    }
+
+    /// `names` compares the generation only, at every bit of it, and ignores
+    /// the tag and index bits around it in the raw handle.
+    #[test]
+    fn names_compares_exactly_the_generation() {
+        for g in GENS {
+            for (tag, index) in [(1, 0), (MAX_TAG, (1 << INDEX_BITS) - 1), (77, 12345)] {
+                let e = first(REF_ONE, Handle::new(tag, g, index)) + ROOT_ONE;
+                for (tag2, index2) in [(1, 0), (MAX_TAG, 9)] {
+                    assert!(names(e, Handle::new(tag2, g, index2)), "gen {g:#x}");
+                    for bit in 0..GEN_BITS {
+                        let other = g ^ (1 << bit);
+                        assert!(
+                            !names(e, Handle::new(tag2, other, index2)),
+                            "gen {g:#x} vs {other:#x}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The thread's last count gone, the entry is 0 (holds nothing), its
+    /// generation and all; any count left keeps the entry as it is.
+    #[test]
+    fn an_entry_whose_total_reaches_zero_settles_to_zero() {
+        for g in GENS {
+            let h = Handle::new(3, g, 5);
+            assert_eq!(settled(first(REF_ONE, h) - REF_ONE), 0);
+            assert_eq!(settled(first(ROOT_ONE, h) - ROOT_ONE), 0);
+            assert_eq!(roots_only(first(REF_ONE, h) + REF_ONE), 0);
+            let two = first(REF_ONE, h) + ROOT_ONE;
+            assert_eq!(settled(two - REF_ONE), two - REF_ONE);
+            assert_eq!(total(settled(two - ROOT_ONE)), 1);
+            assert!(names(settled(two - ROOT_ONE), h));
+        }
     }
 }

@@ -183,22 +183,27 @@ impl<E: PageEntry> Pages<E> {
     }
 
     /// The entry at `loc`, whose page the calling thread knows is
-    /// installed: no null check.
+    /// installed: no range check, no null check.
     ///
     /// # Safety
     ///
-    /// The calling thread has seen `loc`'s page installed before: it read
-    /// the page pointer non-null (or installed it) earlier. Pages are never
-    /// uninstalled while `&self` lives, and a later load by the same thread
-    /// cannot read an older value of the pointer (read-read coherence).
+    /// `loc` is the location of an index below
+    /// [`MAX_CAPACITY`](crate::limits::MAX_CAPACITY) (so its page is one of
+    /// the array's), and the calling thread has seen its page installed
+    /// before: it read the page pointer non-null (or installed it) earlier.
+    /// Pages are never uninstalled while `&self` lives, and a later load by
+    /// the same thread cannot read an older value of the pointer (read-read
+    /// coherence).
     #[inline(always)]
-    pub(crate) unsafe fn at_installed(&self, loc: Loc) -> Option<&E> {
+    pub(crate) unsafe fn at_installed(&self, loc: Loc) -> &E {
         let Loc { page: p, off } = loc;
-        let page = self.pages.get(p)?.load(Ordering::Acquire);
+        debug_assert!(p < MAX_PAGES, "page {p} out of range");
+        // SAFETY: `p < MAX_PAGES` by the caller's precondition.
+        let page = unsafe { self.pages.get_unchecked(p) }.load(Ordering::Acquire);
         debug_assert!(!page.is_null(), "page {p} not installed");
         // SAFETY: as in `at`; the page is non-null by the caller's
         // precondition.
-        Some(unsafe { &*page.add(off) })
+        unsafe { &*page.add(off) }
     }
 
     /// The entry at `i`, allocating its page if needed. `None` if `i` is

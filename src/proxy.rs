@@ -245,7 +245,7 @@ impl<T: Send + Sync + 'static> Clone for Proxy<T> {
     ///
     /// If this thread's count for the object (references, proxies and
     /// guards) is at its limit ([`Builder::max_count`](crate::Builder::max_count),
-    /// `u32::MAX` by default): the same rule as `retain`, `proxy` and `get`,
+    /// 2^21 - 1 by default): the same rule as `retain`, `proxy` and `get`,
     /// which return [`Error::Overflow`] there. The count is unchanged and
     /// nothing is lost. Use [`try_clone`](Proxy::try_clone) to get the
     /// error instead.

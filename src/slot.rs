@@ -32,7 +32,6 @@ use std::ptr;
 use std::ptr::NonNull;
 
 use crate::inbox::{HomeRef, Inbox};
-use crate::limits::{GEN_BITS, INDEX_BITS};
 use crate::page::PageEntry;
 use crate::sync::{AtomicPtr, AtomicU64, Ordering, UnsafeCell};
 use crate::{Error, Handle};
@@ -144,18 +143,6 @@ impl<T> Slot<T> {
         } else {
             Err(Error::Invalid(h.to_raw()))
         }
-    }
-
-    /// Whether `h` names the object of this slot, asked by a thread that
-    /// holds the object at this index (its generation is stable then).
-    #[inline(always)]
-    pub(crate) fn names_held(&self, h: Handle) -> bool {
-        // The state's generation (its high 32 bits, below 2^GEN_BITS)
-        // shifted to where a raw handle keeps its own, compared under the
-        // handle's generation mask: one shift, one xor, one test.
-        const SHIFT: u32 = 32 - INDEX_BITS;
-        const MASK: u64 = ((1 << GEN_BITS) - 1) << INDEX_BITS;
-        (self.state.load(Ordering::Relaxed) >> SHIFT ^ h.to_raw()) & MASK == 0
     }
 
     /// Adds one hold if `h` names the live object (never resurrects).
@@ -337,45 +324,4 @@ fn classify(state: u64, h: Handle) -> Result<(), Error> {
         return Err(Error::Stale(h));
     }
     Ok(())
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use crate::limits::{INDEX_BITS, MAX_GENERATION, MAX_TAG};
-
-    /// `names_held` compares the generation only, at every bit of it, and
-    /// ignores the tag and index bits around it in the raw handle.
-    #[test]
-    fn names_held_compares_exactly_the_generation() {
-        let page = <Slot<u32> as PageEntry>::new_page(1);
-        let slot = &page[0];
-        for g in [
-            0,
-            1,
-            2,
-            0x15_5555,
-            0x0a_aaaa,
-            MAX_GENERATION - 1,
-            MAX_GENERATION,
-        ] {
-            slot.publish_free(g);
-            let claimed = slot.try_claim(ptr::NonNull::dangling().as_ptr());
-            assert!(claimed);
-            assert_eq!(slot.fill(7), g);
-            for (tag, index) in [(1, 0), (MAX_TAG, (1 << INDEX_BITS) - 1), (77, 12345)] {
-                assert!(slot.names_held(Handle::new(tag, g, index)), "gen {g:#x}");
-                for bit in 0..GEN_BITS {
-                    let other = g ^ (1 << bit);
-                    assert!(
-                        !slot.names_held(Handle::new(tag, other, index)),
-                        "gen {g:#x} vs {other:#x}"
-                    );
-                }
-            }
-            // The last hold: the next round's `publish_free` frees the
-            // slot (a `u32` needs no drop; the dangling home is never used).
-            assert!(slot.drop_hold());
-        }
-    }
 }

@@ -305,3 +305,50 @@ fn max_count_zero_is_taken_as_one() {
     reg.pump();
     assert!(reg.is_empty());
 }
+
+/// A thread's count for one object is at most 2^21 - 1 (its entry packs the
+/// count beside the object's generation): larger `max_count`s are clamped,
+/// the count reaches the limit exactly (references and proxies together),
+/// overflows cleanly, and every count taken is given back.
+#[test]
+fn max_count_is_clamped_to_what_an_entry_holds_and_reached_exactly() {
+    const MAX: u32 = (1 << 21) - 1;
+    assert!(format!("{:?}", Registry::<u32>::builder()).contains(&format!("max_count: {MAX}")));
+    let b = Registry::<u32>::builder().max_count(u32::MAX);
+    assert!(format!("{b:?}").contains(&format!("max_count: {MAX}")));
+    let log = DropLog::new();
+    let reg = Registry::builder().max_count(u32::MAX).build();
+    let h = reg.insert(Tracked::new(&log, 1)).expect("insert");
+    let p = reg.proxy(h).expect("proxy");
+    let mut proxies = Vec::new();
+    for n in 3..=MAX {
+        if n % 1000 == 0 {
+            proxies.push(p.try_clone().expect("clone below the limit"));
+        } else {
+            assert_eq!(reg.retain(h), Ok(n));
+        }
+    }
+    assert_eq!(reg.count(h), Ok(MAX));
+    assert_eq!(reg.retain(h), Err(Error::Overflow(h)));
+    assert!(matches!(p.try_clone(), Err(Error::Overflow(_))));
+    assert!(matches!(reg.get(h), Err(Error::Overflow(_))));
+    assert_eq!(reg.count(h), Ok(MAX), "a refused count changed nothing");
+    // One back: room for a guard again, and the generation kept beside the
+    // counts still names the object.
+    assert_eq!(rel(reg.release(h)), Rel::Held(MAX - 1));
+    assert!(reg.get(h).is_ok());
+    drop(proxies);
+    drop(p);
+    let proxies_made = MAX / 1000;
+    let refs = MAX - 2 - proxies_made;
+    assert_eq!(reg.count(h), Ok(refs));
+    for left in (0..refs).rev() {
+        let r = rel(reg.release(h));
+        if left == 0 {
+            assert_eq!(r, Rel::Finalized);
+        } else {
+            assert_eq!(r, Rel::Held(left));
+        }
+    }
+    assert_eq!(log.count(), 1);
+}

@@ -5,11 +5,12 @@
 //! What any registry must do at least to retain, release or borrow a handle
 //! the calling thread already holds, if it counts references per thread and
 //! refuses stale handles: find the thread's own count table (one
-//! thread-local read), check the handle's generation against the slot's
-//! shared state word (one load), and add to or subtract from the thread's own
-//! word (one load, one store), sending a thread that holds nothing yet to
-//! the access rule's path and its last release to the hold's (a test each,
-//! as correct code must). Nothing else: no registry identity or range check,
+//! thread-local read), read the thread's own word for the handle's index
+//! (one load: its count and the generation of the object it holds there —
+//! stable while it holds it, so no shared word is read), check both, and
+//! store the word back changed by one, sending a thread that holds nothing
+//! yet to the access rule's path and its last release to the hold's (a
+//! test each, as correct code must). Nothing else: no registry identity or range check,
 //! no fork flag, no queued-finalization flag, no overflow check (64-bit
 //! counts). tether does all of those as well, so it cannot be faster than
 //! this; `Rc` does none of it (it already holds the pointer), so
@@ -20,9 +21,13 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 thread_local! {
-    /// The calling thread's count per slot (leaked once per thread and size).
+    /// The calling thread's word per slot: `count << 32 | generation` of
+    /// the object it holds there (leaked once per thread and size).
     static COUNTS: Cell<&'static [Cell<u64>]> = const { Cell::new(&[]) };
 }
+
+/// One in a thread's word.
+const ONE: u64 = 1 << 32;
 
 /// A handle: slot index and generation.
 #[derive(Clone, Copy)]
@@ -40,7 +45,7 @@ pub struct Floor {
 impl Floor {
     /// `n` live objects held once by the calling thread.
     pub fn new(n: usize) -> (Floor, Vec<Id>) {
-        let counts: Vec<Cell<u64>> = (0..n).map(|_| Cell::new(1)).collect();
+        let counts: Vec<Cell<u64>> = (0..n).map(|_| Cell::new(ONE | 1)).collect();
         COUNTS.with(|c| c.set(Box::leak(counts.into_boxed_slice())));
         let floor = Floor {
             states: (0..n).map(|_| AtomicU64::new(1 << 32 | 1)).collect(),
@@ -55,36 +60,31 @@ impl Floor {
         (floor, ids)
     }
 
-    /// The thread's count word for `id`, if `id` names a live object.
+    /// The thread's word for `id` and its value, if the thread holds the
+    /// object `id` names (a count, and `id`'s generation). A thread holding
+    /// nothing there takes another path (the access rule).
     #[inline]
-    fn mine(&self, id: Id) -> Option<&'static Cell<u64>> {
-        let state = self.states.get(id.index)?.load(Ordering::Relaxed);
-        if (state >> 32) as u32 != id.generation {
-            return None;
-        }
-        COUNTS.with(Cell::get).get(id.index)
+    fn mine(&self, id: Id) -> Option<(&'static Cell<u64>, u64)> {
+        let c = COUNTS.with(Cell::get).get(id.index)?;
+        let w = c.get();
+        (w >= ONE && w as u32 == id.generation).then_some((c, w))
     }
 
     /// +1 for the calling thread, which holds the object; its count after.
-    /// A thread holding nothing takes another path (the access rule).
     #[inline]
     pub fn retain(&self, id: Id) -> Option<u64> {
-        let c = self.mine(id)?;
-        let n = c.get();
-        if n == 0 {
-            return None;
-        }
-        c.set(n + 1);
-        Some(n + 1)
+        let (c, w) = self.mine(id)?;
+        c.set(w + ONE);
+        Some((w >> 32) + 1)
     }
 
     /// -1 for the calling thread; its count after. The thread's last
     /// reference gives up its hold on the shared word (never here).
     #[inline]
     pub fn release(&self, id: Id) -> Option<u64> {
-        let c = self.mine(id)?;
-        let n = c.get().checked_sub(1)?;
-        c.set(n);
+        let (c, w) = self.mine(id)?;
+        let n = (w >> 32) - 1;
+        c.set(if n == 0 { 0 } else { w - ONE });
         if n == 0 {
             self.last(id);
         }
@@ -122,10 +122,10 @@ impl Floor {
             state.fetch_sub(1, Ordering::Release);
             return None;
         }
-        c.set(c.get() + 1);
-        // Two calls in a real program: the -1 reloads the count.
+        c.set(ONE | u64::from(id.generation));
+        // Two calls in a real program: the -1 reloads the word.
         let c = black_box(c);
-        c.set(c.get() - 1);
+        c.set(c.get() - ONE);
         state.fetch_sub(1, Ordering::Release);
         Some(())
     }
@@ -136,14 +136,10 @@ impl Floor {
     /// store.
     #[inline]
     pub fn get(&self, id: Id) -> Option<[u64; 2]> {
-        let c = self.mine(id)?;
-        let n = c.get();
-        if n == 0 {
-            return None; // not held: the access rule's path
-        }
-        c.set(n + 1);
+        let (c, w) = self.mine(id)?; // not held: the access rule's path
+        c.set(w + ONE);
         let v = black_box(self.values[id.index]);
-        c.set(n);
+        c.set(w);
         Some(v)
     }
 }

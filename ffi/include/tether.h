@@ -70,7 +70,8 @@ enum tether_status
   TETHER_NOT_HELD = 4,
   // `tether_unpin` of an object that has no pin.
   TETHER_NOT_PINNED = 5,
-  // The calling thread's count for the object would pass 2^32 - 1.
+  // The calling thread's count for the object would pass its limit
+  // (2^21 - 1 references per thread and object).
   TETHER_OVERFLOW = 6,
   // The registry is at its capacity (2^24 live objects).
   TETHER_FULL = 7,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::resolve::{Held, Resolved, Unheld};
 use super::{Inner, Kind};
-use crate::local::total;
+use crate::local::{first, total};
 use crate::slot::is_pinned;
 use crate::sync::{self, Ordering};
 use crate::{Error, Handle, InsertError};
@@ -62,9 +62,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let home = table.lend_home();
         debug_assert!(ptr::eq(home, slot.home_addr()));
         let generation = slot.fill(value);
-        let e = kind.one();
-        entry.store(e, Ordering::Relaxed);
         let h = Handle::new(self.tag, generation, index);
+        let e = first(kind.one(), h);
+        entry.store(e, Ordering::Relaxed);
         self.diag.inserted(h, table.thread);
         Ok(Held {
             slot,
@@ -135,7 +135,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if e.wrapping_sub(1) >= self.held_limit {
             return None;
         }
-        let slot = self.held_slot(h, loc)?;
+        let slot = self.held_slot(e, h, loc)?;
         let e = e + kind.one();
         entry.store(e, Ordering::Relaxed);
         Some(Held {
@@ -224,7 +224,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             self.drop_hold(u.slot, u.h, Some(u.table));
             return Err(Error::Invalid(u.h.to_raw()));
         };
-        let e = kind.one();
+        let e = first(kind.one(), u.h);
         entry.store(e, Ordering::Relaxed);
         self.diag.first_reference(u.h, u.table.thread);
         Ok(Held {
@@ -297,7 +297,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         };
         if e == 0 {
             // The transfer's hold becomes the thread's.
-            let e = kind.one();
+            let e = first(kind.one(), h);
             entry.store(e, Ordering::Relaxed);
             claimed();
             self.diag.first_reference(h, table.thread);

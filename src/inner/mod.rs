@@ -170,9 +170,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
             tag,
             cache_key,
             capacity: config.capacity,
-            count_limit: u64::from(config.max_count) << 32,
+            count_limit: crate::local::count_limit(config.max_count),
             // max_count >= 1 (the builder's clamp); 0 would refuse all.
-            held_limit: (u64::from(config.max_count) << 32).saturating_sub(1),
+            held_limit: crate::local::count_limit(config.max_count).saturating_sub(1),
             slots: Pages::new(),
             config,
             alloc: Mutex::new(FreeList::default()),

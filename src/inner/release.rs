@@ -3,7 +3,7 @@
 
 use super::resolve::Held;
 use super::{Inner, Kind};
-use crate::local::{refs, total, ThreadTable, ROOT_ONE};
+use crate::local::{refs, settled, total, ThreadTable, ROOT_ONE};
 use crate::slot::Slot;
 use crate::sync::{AtomicU64, Ordering};
 use crate::{Error, Handle, Released};
@@ -46,7 +46,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if refs(e) == 0 {
             return self.release_slow(h);
         }
-        let Some(slot) = self.held_slot(h, loc) else {
+        let Some(slot) = self.held_slot(e, h, loc) else {
             return self.release_slow(h);
         };
         self.remove_ref(Held {
@@ -82,7 +82,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// path keeps no register across it).
     #[inline(always)]
     fn remove_ref(&self, held: Held<'_, T>) -> Result<Released, Error> {
-        let left = held.e - Kind::Ref.one();
+        let left = settled(held.e - Kind::Ref.one());
         held.entry.store(left, Ordering::Relaxed);
         if left != 0 {
             // Not the thread's last reference: nothing shared changes.
@@ -122,7 +122,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// nothing but the entry, so a proxy's drop stays a few instructions.
     #[inline(always)]
     pub(crate) fn release_root(entry: &AtomicU64) -> bool {
-        let left = entry.load(Ordering::Relaxed).wrapping_sub(ROOT_ONE);
+        let left = settled(entry.load(Ordering::Relaxed).wrapping_sub(ROOT_ONE));
         entry.store(left, Ordering::Relaxed);
         left == 0
     }

@@ -101,7 +101,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 h,
             }));
         }
-        let slot = self.held_slot(h, loc)?;
+        let slot = self.held_slot(e, h, loc)?;
         Some(Resolved::Held(Held {
             slot,
             table,
@@ -172,17 +172,21 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 
     /// The slot at `loc` if it holds the object `h` names, for a thread
-    /// whose entry there is non-zero: the thread holds the object at this
-    /// index, so its generation is stable, and `h` names it iff the
-    /// generations match.
+    /// whose entry there, `e`, is non-zero: the thread holds the object at
+    /// this index, whose generation its entry keeps, and `h` names it iff
+    /// the generations match. The slot itself is not read.
     #[inline(always)]
-    pub(crate) fn held_slot(&self, h: Handle, loc: Loc) -> Option<&Slot<T>> {
-        // SAFETY: the calling thread holds the object at `loc`'s index (its
-        // entry there is non-zero), so it saw the slot's page installed:
-        // every first hold (an insert, a `try_hold`, a claim) found the slot
-        // through its page on this thread before its entry was stored.
-        let slot = unsafe { self.slots.at_installed(loc) }?;
-        slot.names_held(h).then_some(slot)
+    pub(crate) fn held_slot(&self, e: u64, h: Handle, loc: Loc) -> Option<&Slot<T>> {
+        if !crate::local::names(e, h) {
+            return None;
+        }
+        // SAFETY: `loc` is that of an index below the capacity (the thread
+        // has an entry there), and the calling thread holds the object at
+        // that index (its entry there is non-zero), so it saw the slot's
+        // page installed: every first hold (an insert, a `try_hold`, a
+        // claim) found the slot through its page on this thread before its
+        // entry was stored.
+        Some(unsafe { self.slots.at_installed(loc) })
     }
 
     /// The general path: `h` resolved for the calling thread, creating its

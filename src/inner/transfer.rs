@@ -33,7 +33,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             h,
             e,
         } = held;
-        let left = e - kind.one();
+        let left = crate::local::settled(e - kind.one());
         if left != 0 {
             // The thread keeps its hold; the transfer needs its own.
             slot.try_hold(h)?;
