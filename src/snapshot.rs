@@ -141,7 +141,7 @@ impl Snapshot {
                     .iter()
                     .filter_map(|t| {
                         let e = t.load(handle.index());
-                        (e != 0).then(|| HolderSnapshot {
+                        (e != 0 && crate::local::names(e, handle)).then(|| HolderSnapshot {
                             thread: t.thread,
                             count: crate::local::total(e),
                             exited: t.exited.load(crate::sync::Ordering::Relaxed),

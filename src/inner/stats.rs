@@ -35,7 +35,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let mut out = Vec::new();
         for t in self.tables.lock().list.iter() {
             let e = t.load(h.index());
-            if e != 0 {
+            // A thread holding another object at this index (this one died
+            // and the slot was reused meanwhile) is not its holder.
+            if e != 0 && crate::local::names(e, h) {
                 out.push((t.thread, total(e), t.exited.load(Ordering::Relaxed)));
             }
         }
