@@ -29,11 +29,25 @@ thread_local! {
 /// One in a thread's word.
 const ONE: u64 = 1 << 32;
 
-/// A handle: slot index and generation.
+/// A handle: slot index and generation in one word (`generation << 32 |
+/// index`), as compact as tether's.
 #[derive(Clone, Copy)]
-pub struct Id {
-    index: usize,
-    generation: u32,
+pub struct Id(u64);
+
+impl Id {
+    fn new(index: usize, generation: u32) -> Id {
+        Id(u64::from(generation) << 32 | index as u64)
+    }
+
+    #[inline]
+    fn index(self) -> usize {
+        self.0 as u32 as usize
+    }
+
+    #[inline]
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
 }
 
 /// `n` live slots, each held once by the calling thread.
@@ -51,12 +65,7 @@ impl Floor {
             states: (0..n).map(|_| AtomicU64::new(1 << 32 | 1)).collect(),
             values: (0..n as u64).map(|i| [i, !i]).collect(),
         };
-        let ids = (0..n)
-            .map(|index| Id {
-                index,
-                generation: 1,
-            })
-            .collect();
+        let ids = (0..n).map(|index| Id::new(index, 1)).collect();
         (floor, ids)
     }
 
@@ -65,9 +74,9 @@ impl Floor {
     /// nothing there takes another path (the access rule).
     #[inline]
     fn mine(&self, id: Id) -> Option<(&'static Cell<u64>, u64)> {
-        let c = COUNTS.with(Cell::get).get(id.index)?;
+        let c = COUNTS.with(Cell::get).get(id.index())?;
         let w = c.get();
-        (w >= ONE && w as u32 == id.generation).then_some((c, w))
+        (w >= ONE && w as u32 == id.generation()).then_some((c, w))
     }
 
     /// +1 for the calling thread, which holds the object; its count after.
@@ -95,7 +104,7 @@ impl Floor {
     #[cold]
     #[inline(never)]
     fn last(&self, id: Id) {
-        self.states[id.index].fetch_sub(1, Ordering::Release);
+        self.states[id.index()].fetch_sub(1, Ordering::Release);
     }
 
     /// Gives the calling thread its own count table, holding nothing (for a
@@ -115,14 +124,14 @@ impl Floor {
     /// contention this costs what the two RMWs cost.
     #[inline]
     pub fn first_and_last(&self, id: Id) -> Option<()> {
-        let state = self.states.get(id.index)?;
-        let c = COUNTS.with(Cell::get).get(id.index)?;
+        let state = self.states.get(id.index())?;
+        let c = COUNTS.with(Cell::get).get(id.index())?;
         let old = state.fetch_add(1, Ordering::Acquire);
-        if (old >> 32) as u32 != id.generation {
+        if (old >> 32) as u32 != id.generation() {
             state.fetch_sub(1, Ordering::Release);
             return None;
         }
-        c.set(ONE | u64::from(id.generation));
+        c.set(ONE | u64::from(id.generation()));
         // Two calls in a real program: the -1 reloads the word.
         let c = black_box(c);
         c.set(c.get() - ONE);
@@ -138,7 +147,7 @@ impl Floor {
     pub fn get(&self, id: Id) -> Option<[u64; 2]> {
         let (c, w) = self.mine(id)?; // not held: the access rule's path
         c.set(w + ONE);
-        let v = black_box(self.values[id.index]);
+        let v = black_box(self.values[id.index()]);
         c.set(w);
         Some(v)
     }
