@@ -79,11 +79,12 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// stays within `max_count`.
     ///
     /// Either kind fits the entry then: `refs(e) <= total(e) < max_count
-    /// <= u32::MAX`, so neither half carries over.
+    /// <= MAX_COUNT`, so no field carries into the next (see
+    /// [`crate::local`]).
     #[inline]
     pub(crate) fn has_room(&self, e: u64) -> bool {
-        // total(e) < max_count, compared on the whole entry: the low half
-        // (refs) is below 2^32.
+        // total(e) < max_count, compared on the whole entry: the total is
+        // its top field.
         e < self.count_limit
     }
 

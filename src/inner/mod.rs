@@ -92,9 +92,9 @@ pub(crate) struct Inner<T> {
     pub(super) cache_key: u64,
     /// `config.capacity`, beside the other fast-path fields.
     pub(crate) capacity: u32,
-    /// `config.max_count << 32`, beside the other fast-path fields: an
-    /// entry is at the limit iff it is at least this (its total is in the
-    /// high half, see [`crate::local`]).
+    /// `local::count_limit(config.max_count)`, beside the other fast-path
+    /// fields: an entry is at the limit iff it is at least this (its total
+    /// is its top field, see [`crate::local`]).
     pub(super) count_limit: u64,
     /// `count_limit - 1`: an entry `e` is held with room for one more
     /// reference iff `e - 1 < held_limit` (wrapping: one compare tests both
@@ -200,8 +200,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
         })
     }
 
-    /// `max_count << 32`: an entry is at the limit iff it is at least this
-    /// (see [`Inner::has_room`]).
+    /// `local::count_limit(max_count)`: an entry is at the limit iff it is
+    /// at least this (see [`Inner::has_room`]).
     #[inline]
     pub(crate) fn count_limit(&self) -> u64 {
         self.count_limit
