@@ -203,7 +203,7 @@ fn main() {
         "floor_first_last" => {
             let (f, ids) = floor::Floor::new(1);
             for _ in 0..n {
-                f.first_and_last(black_box(ids[0])).expect("live");
+                f.first_and_last(black_box(ids[0].split())).expect("live");
             }
         }
         "floor_proxy_clone_drop" => {

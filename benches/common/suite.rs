@@ -420,7 +420,7 @@ fn g3_floor(threads: usize) -> Run {
         on_threads(vec![(); threads], |(), start| {
             floor.adopt();
             timed(start, n, || {
-                floor.first_and_last(black_box(id)).expect("live");
+                floor.first_and_last(black_box(id.split())).expect("live");
             })
         })
     })
