@@ -9,10 +9,13 @@
 //! | 24..45  | generation | bumped each time the slot is freed; wraps retire  |
 //! | 45..53  | tag        | registry tag, `1..=255`, never 0 (so raw != 0)    |
 //!
-//! Counts are `u32`; an object's holds (one per holding thread, pin and
-//! in-flight transfer) are at most 2^30 - 1, as its state word keeps a
-//! pinned and an issued flag beside them (`slot::MAX_HOLDS`). Under `cfg(loom)` pages are
-//! tiny so models reach page boundaries in a handful of operations.
+//! Counts are `u32`. A thread's count for one object is at most 2^21 - 1,
+//! as its entry keeps the object's generation beside its explicit
+//! references and its total (`local::MAX_COUNT`). An object's holds (one
+//! per holding thread, pin and in-flight transfer) are at most 2^30 - 1,
+//! as its state word keeps a pinned and an issued flag beside them
+//! (`slot::MAX_HOLDS`). Under `cfg(loom)` pages are tiny so models reach
+//! page boundaries in a handful of operations.
 
 /// Bits of a handle holding the slot index.
 pub(crate) const INDEX_BITS: u32 = 24;
