@@ -63,6 +63,17 @@ impl Drops {
         self.in_teardown.load(Ordering::SeqCst)
     }
 
+    /// Yields to the model's other threads until `n` values were dropped.
+    /// loom's `join` returns before the joined thread's thread-local
+    /// destructors (its exit hook) have run, where std's waits for them; a
+    /// value that never comes (stranded) makes loom fail the model when the
+    /// spin exceeds its branch limit.
+    pub fn wait_for(&self, n: usize) {
+        while self.total() < n {
+            loom::thread::yield_now();
+        }
+    }
+
     /// A value that records its drop here.
     pub fn value(&self, id: u32) -> Tracked {
         Tracked {

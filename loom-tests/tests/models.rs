@@ -6,7 +6,7 @@
 use loom::sync::mpsc;
 use loom::thread;
 use loom_tests::{Drops, Tracked};
-use tether::{Error, Registry, Released};
+use tether::{Error, Registry, Released, Transfer};
 
 /// Invariants 1, 2, 8: the last two references are released at the same time
 /// on the home thread and on a worker: finalized exactly once, on the home
@@ -72,6 +72,19 @@ fn transfer_in_flight_keeps_object_alive() {
     });
 }
 
+/// A worker that claims the transfer it receives and releases it: its
+/// thread's last reference, sent home (or dropped, if home has exited).
+fn claim_and_release(
+    reg: &Registry<Tracked>,
+    from_home: mpsc::Receiver<Transfer<Tracked>>,
+) -> thread::JoinHandle<()> {
+    let reg = reg.clone();
+    thread::spawn(move || {
+        let h = reg.claim(from_home.recv().unwrap()).unwrap();
+        reg.release(h).unwrap();
+    })
+}
+
 /// Invariants 2, 7, 8 and the inbox Dekker handshake: a worker's final
 /// release races its home thread's `pump` and its exit. The value is dropped exactly once —
 /// by the home's exit drain or by the worker — and never stranded in a
@@ -99,23 +112,11 @@ fn remote_release_racing_home_exit_is_never_lost() {
                 // exits: thread-local destructors drain and close the inbox
             })
         };
-        let worker = {
-            let reg = reg.clone();
-            thread::spawn(move || {
-                let h = reg.claim(from_home.recv().unwrap()).unwrap();
-                reg.release(h).unwrap();
-            })
-        };
+        let worker = claim_and_release(&reg, from_home);
         let b = reg.claim(from_home_main.recv().unwrap()).unwrap();
         home.join().unwrap();
         worker.join().unwrap();
-        // loom's `join` returns before the joined thread's thread-local
-        // destructors (its exit hook) have run; std's waits for them. Wait
-        // for the drop: a stranded value never comes, and loom fails the
-        // model when the spin exceeds its branch limit.
-        while drops.total() == 0 {
-            thread::yield_now();
-        }
+        drops.wait_for(1);
         assert_eq!(
             drops.total(),
             1,
@@ -123,9 +124,7 @@ fn remote_release_racing_home_exit_is_never_lost() {
         );
         // Queued if the home's exit hook has not run yet, else dropped here.
         reg.release(b).unwrap();
-        while drops.total() < 2 {
-            thread::yield_now();
-        }
+        drops.wait_for(2);
         assert_eq!(drops.total(), 2);
         assert!(reg.is_empty());
         assert_eq!(reg.snapshot().drop_panics, 0);
@@ -165,13 +164,7 @@ fn limited_drain_racing_a_remote_release_and_exit_never_strands() {
                 // exits: thread-local destructors drain and close the inbox
             })
         };
-        let worker = {
-            let reg = reg.clone();
-            thread::spawn(move || {
-                let h = reg.claim(from_home.recv().unwrap()).unwrap();
-                reg.release(h).unwrap();
-            })
-        };
+        let worker = claim_and_release(&reg, from_home);
         for _ in 0..2 {
             let h = reg.claim(from_home_main.recv().unwrap()).unwrap();
             assert_eq!(reg.release(h).unwrap(), Released::Queued);
@@ -180,16 +173,10 @@ fn limited_drain_racing_a_remote_release_and_exit_never_strands() {
         queued.send(()).unwrap();
         home.join().unwrap();
         worker.join().unwrap();
-        // As in `remote_release_racing_home_exit_is_never_lost`: wait for
-        // the drops (a stranded value never comes: loom's branch limit).
-        while drops.total() < 3 {
-            thread::yield_now();
-        }
+        drops.wait_for(3);
         assert_eq!(drops.total(), 3, "values 1-3 dropped exactly once");
         reg.release(kept).unwrap();
-        while drops.total() < 4 {
-            thread::yield_now();
-        }
+        drops.wait_for(4);
         assert_eq!(drops.total(), 4);
         assert!(reg.is_empty());
     });

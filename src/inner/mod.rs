@@ -166,13 +166,14 @@ impl<T: Send + Sync + 'static> Inner<T> {
         // the shift loses nothing and keys stay unique and non-zero.
         let cache_key = serial << TAG_BITS | tag;
         let diag = Diag::new(config.diag.clone());
+        let count_limit = crate::local::count_limit(config.max_count);
         Arc::new_cyclic(|me| Inner {
             tag,
             cache_key,
             capacity: config.capacity,
-            count_limit: crate::local::count_limit(config.max_count),
+            count_limit,
             // max_count >= 1 (the builder's clamp); 0 would refuse all.
-            held_limit: crate::local::count_limit(config.max_count).saturating_sub(1),
+            held_limit: count_limit.saturating_sub(1),
             slots: Pages::new(),
             config,
             alloc: Mutex::new(FreeList::default()),
