@@ -324,9 +324,13 @@ fn short_frames(text: &str) -> Vec<Vec<&str>> {
             || s.starts_with("bool>::then")
             || s.starts_with("std::backtrace::")
     };
+    // With `debug = "line-tables-only"` an inlined frame is named without
+    // its path (`inserted_slow`, `insert<alloc::string::String>`), so a
+    // frame whose source is one of tether's own files is tether's too.
+    let ours = tether_source();
     let start = frames
         .iter()
-        .position(|fr| !internal(symbol(fr)))
+        .position(|fr| !internal(symbol(fr)) && !fr.iter().any(|l| in_source(l, ours.as_deref())))
         .unwrap_or(0);
     let end = frames
         .iter()
@@ -336,4 +340,108 @@ fn short_frames(text: &str) -> Vec<Vec<&str>> {
     frames.drain(start..end).collect()
 }
 
+/// tether's own `src/` directory, as the backtrace printer shows paths
+/// under the current directory (`./src/diag.rs`) or absolute.
+fn tether_source() -> Option<std::path::PathBuf> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    src.is_absolute().then_some(src)
+}
+
+/// Whether `line` is a frame's `at file:line:col` line naming a file under
+/// `src` (tether's sources). A path the printer made relative (`./…`) is
+/// taken from the current directory, as std prints it.
+fn in_source(line: &str, src: Option<&std::path::Path>) -> bool {
+    let Some(src) = src else { return false };
+    let Some(at) = line.trim_start().strip_prefix("at ") else {
+        return false;
+    };
+    // Strip `:line` and `:col` (each all digits), not a colon in the path.
+    let mut path = at;
+    for _ in 0..2 {
+        if let Some((head, tail)) = path.rsplit_once(':') {
+            if !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit()) {
+                path = head;
+            }
+        }
+    }
+    let path = std::path::Path::new(path);
+    if path.is_absolute() {
+        return path.starts_with(src);
+    }
+    std::env::current_dir().is_ok_and(|cwd| cwd.join(path).starts_with(src))
+}
+
 impl std::error::Error for LeakReport {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The symbol line of each frame `short_frames` keeps.
+    fn kept(text: &str) -> Vec<String> {
+        short_frames(text)
+            .iter()
+            .map(|fr| fr[0].trim().to_owned())
+            .collect()
+    }
+
+    /// Full debug info: every frame is named with its path.
+    #[test]
+    fn drops_tethers_frames_named_with_their_path() {
+        let text = "   0: std::backtrace::Backtrace::capture
+             at /rustc/x/library/std/src/backtrace.rs:296:9
+   1: tether::diag::Diag::inserted_slow
+             at ./src/diag.rs:399:35
+   2: tether::registry::Registry<T>::insert
+             at ./src/registry/mod.rs:79:20
+   3: app::make
+             at ./app/src/main.rs:7:9
+   4: app::main
+             at ./app/src/main.rs:3:5
+   5: std::sys::backtrace::__rust_begin_short_backtrace
+             at /rustc/x/library/std/src/sys/backtrace.rs:158:18
+   6: main
+";
+        assert_eq!(kept(text), ["3: app::make", "4: app::main"]);
+    }
+
+    /// `debug = "line-tables-only"`: inlined frames carry no path in their
+    /// name; their source file says they are tether's.
+    #[test]
+    fn drops_tethers_inlined_frames_known_by_their_file() {
+        let src = tether_source().expect("CARGO_MANIFEST_DIR is absolute");
+        let diag = src.join("diag.rs");
+        let acquire = src.join("inner/acquire.rs");
+        let text = format!(
+            "   0: std::backtrace::Backtrace::capture
+             at /rustc/x/library/std/src/backtrace.rs:296:9
+   1: inserted_slow
+             at {}:399:35
+   2: insert<alloc::string::String>
+             at {}:68:19
+   3: tether::registry::Registry<T>::insert
+             at ./src/registry/mod.rs:79:20
+   4: make
+             at /home/u/app/src/main.rs:7:9
+   5: app::main
+             at /home/u/app/src/main.rs:3:5
+",
+            diag.display(),
+            acquire.display()
+        );
+        assert_eq!(kept(&text), ["4: make", "5: app::main"]);
+    }
+
+    #[test]
+    fn a_location_is_tethers_only_under_its_source_directory() {
+        let src = tether_source().expect("CARGO_MANIFEST_DIR is absolute");
+        let ours = format!("at {}:1:2", src.join("leak.rs").display());
+        assert!(in_source(&ours, Some(&src)));
+        assert!(in_source(&format!("  {ours}"), Some(&src)));
+        let no_col = format!("at {}:12", src.join("leak.rs").display());
+        assert!(in_source(&no_col, Some(&src)));
+        assert!(!in_source("at /elsewhere/src/leak.rs:1:2", Some(&src)));
+        assert!(!in_source("2: tether::x", Some(&src)));
+        assert!(!in_source(&ours, None));
+    }
+}
