@@ -12,9 +12,12 @@
 //! objects it holds (it claimed a `Transfer` of its own) or, for G3, a
 //! pinned object; each thread releases what it claimed when it is done.
 
+use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::mem::MaybeUninit;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -287,6 +290,11 @@ pub fn groups() -> Vec<Group> {
             title: "remote final release (worker releases, home pumps)",
             cases: vec![
                 case("g6.crossbeam", "crossbeam-channel send+recv", g6_crossbeam),
+                case(
+                    "g6.floor",
+                    "floor: last hold's RMW, value sent home over crossbeam, dropped there",
+                    g6_floor,
+                ),
                 case("g6.tether", "tether worker release + home pump", g6_tether),
                 case(
                     "g6.tether.notify",
@@ -1049,6 +1057,90 @@ fn g6_crossbeam() -> Run {
                 black_box(rx.recv().expect("recv"));
             }
             total += t.elapsed();
+            total
+        })
+    })
+}
+
+/// One object of the G6 floor: its holds and its value, in a slot the home
+/// thread reuses.
+struct FloorObject {
+    holds: AtomicU32,
+    value: UnsafeCell<MaybeUninit<V>>,
+}
+
+/// The slots of the G6 floor, one per object of a batch.
+struct FloorObjects(Box<[FloorObject]>);
+
+// SAFETY: a slot's value is written by the home while the slot is free
+// (nobody else can reach it: its index is not sent yet), then read once by
+// the thread whose decrement took `holds` to 0 (AcqRel: after the home's
+// write, which the worker job's channel and the home's release store
+// order before it); the home reuses the slot only after that value came
+// back over the channel (which orders the read before the reuse).
+unsafe impl Sync for FloorObjects {}
+
+/// The floor of G6: the cheapest correct code that lets a worker give up
+/// the last hold of an object homed elsewhere and has its value dropped on
+/// the home thread. The home fills preallocated slots (untimed, as tether's
+/// insert+transfer); the worker's last hold goes with one read-modify-write
+/// on a count the home wrote, and its value travels home over a crossbeam
+/// channel with its index (timed); the home receives each, drops the value
+/// and keeps the index for reuse (timed). What it leaves out that tether
+/// does: handles and their checks, the worker's per-thread count, slot
+/// generations, the free-slot lists, the pending flag and the events.
+fn g6_floor() -> Run {
+    let slots = Arc::new(FloorObjects(
+        (0..G6_BATCH)
+            .map(|_| FloorObject {
+                holds: AtomicU32::new(0),
+                value: UnsafeCell::new(MaybeUninit::uninit()),
+            })
+            .collect(),
+    ));
+    let (tx, rx) = unbounded::<(u32, V)>();
+    let worker = {
+        let slots = Arc::clone(&slots);
+        Worker::spawn(move |batch: Vec<u32>| {
+            let t = Instant::now();
+            for &i in &batch {
+                let slot = &slots.0[i as usize];
+                if slot.holds.fetch_sub(1, AtomicOrdering::AcqRel) == 1 {
+                    // SAFETY: our decrement took `holds` to 0: the value is
+                    // initialised (the home wrote it before its release
+                    // store of 1) and nobody else reads it (see
+                    // `FloorObjects`).
+                    let v = unsafe { (*slot.value.get()).assume_init_read() };
+                    tx.send((black_box(i), v)).expect("send home");
+                }
+            }
+            t.elapsed()
+        })
+    };
+    let mut free: Vec<u32> = (0..G6_BATCH as u32).rev().collect();
+    Box::new(move |n| {
+        in_batches(n, G6_BATCH, |b| {
+            let mut total = Duration::ZERO;
+            let mut batch = Vec::with_capacity(b as usize);
+            for i in 0..b {
+                let k = free.pop().expect("a free slot per object of a batch");
+                let slot = &slots.0[k as usize];
+                // SAFETY: slot `k` is free (its last value came home), so
+                // only this thread reaches it until its index is sent.
+                unsafe { (*slot.value.get()).write(val(i)) };
+                slot.holds.store(1, AtomicOrdering::Release);
+                batch.push(k);
+            }
+            total += worker.run(batch);
+            let t = Instant::now();
+            let mut dropped = 0;
+            for (k, v) in rx.try_iter() {
+                black_box(v);
+                free.push(k);
+                dropped += 1;
+            }
+            total += t.elapsed();
+            assert_eq!(dropped, b, "every value must come home");
             total
         })
     })
