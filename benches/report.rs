@@ -176,6 +176,8 @@ const TARGETS: &[Target] = &[
     target("D", "intern+release of a held key vs get (+1 -1 both)", "d2.intern", "d2.get", 1.1),
     // What the interner itself adds: both sides +1 and -1 a raw handle.
     info(target("D", "(intern+release vs retain+release: the key lookup alone)", "d2.intern", "d1.plain", 1.1)),
+    info(target("D", "(floor: key lookup + retain+release vs the get floor)", "d2.floor", "d2.getfloor", 1.1)),
+    info(target("D", "(intern+release vs its floor)", "d2.intern", "d2.floor", 1.3)),
 ];
 
 /// The callgrind operation (`benches/ops.rs`) that runs a case's

@@ -26,7 +26,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use rustc_hash::FxHashMap;
 use tether::{Handle, Interner, Registry, Transfer};
 
-use super::floor::{Floor, ProxyFloor};
+use super::floor::{Floor, Id, ProxyFloor};
 use super::threads::{on_threads, time, timed};
 
 /// The stored value: 16 bytes, as in G7.
@@ -344,6 +344,12 @@ pub fn groups() -> Vec<Group> {
                     "0->1->0, hook receiving its 2 events",
                     || d1_transitions(true),
                 ),
+                case("d2.getfloor", "floor: get of a held id (+1, -1)", g4_floor),
+                case(
+                    "d2.floor",
+                    "floor: key lookup (FxHashMap) + retain+release of its id",
+                    d2_floor,
+                ),
                 case("d2.get", "get of a held handle (+1, -1)", d2_get),
                 case(
                     "d2.intern",
@@ -515,6 +521,24 @@ fn d2_intern() -> Run {
                 .intern(black_box(&42), || Ok(val(2)))
                 .expect("intern");
             black_box(reg.release(black_box(g)).expect("release"));
+        })
+    })
+}
+
+/// The floor of D2: what interning a key the thread already holds must do
+/// at least — find the key's id (one lookup in an `FxHashMap`, the
+/// cheapest general hash map; here not even behind a thread-local) — and
+/// then the retain+release floor's +1 and -1 of that id. Against the get
+/// floor it shows what the key lookup alone costs any design.
+fn d2_floor() -> Run {
+    let (floor, ids) = Floor::new(1);
+    let mut keys: FxHashMap<u64, Id> = FxHashMap::default();
+    keys.insert(42, ids[0]);
+    Box::new(move |n| {
+        time(n, || {
+            let id = *keys.get(black_box(&42)).expect("interned");
+            black_box(floor.retain(id).expect("retain"));
+            black_box(floor.release(black_box(id)).expect("release"));
         })
     })
 }
