@@ -349,22 +349,15 @@ fn tether_source() -> Option<std::path::PathBuf> {
 
 /// Whether `line` is a frame's `at file:line:col` line naming a file under
 /// `src` (tether's sources). A path the printer made relative (`./…`) is
-/// taken from the current directory, as std prints it.
+/// taken from the current directory, as std prints it. The `:line:col`
+/// suffix stays on: it only lengthens the last component, so the path is
+/// under `src` with it exactly when without it.
 fn in_source(line: &str, src: Option<&std::path::Path>) -> bool {
     let Some(src) = src else { return false };
     let Some(at) = line.trim_start().strip_prefix("at ") else {
         return false;
     };
-    // Strip `:line` and `:col` (each all digits), not a colon in the path.
-    let mut path = at;
-    for _ in 0..2 {
-        if let Some((head, tail)) = path.rsplit_once(':') {
-            if !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit()) {
-                path = head;
-            }
-        }
-    }
-    let path = std::path::Path::new(path);
+    let path = std::path::Path::new(at);
     if path.is_absolute() {
         return path.starts_with(src);
     }
@@ -441,6 +434,11 @@ mod tests {
         let no_col = format!("at {}:12", src.join("leak.rs").display());
         assert!(in_source(&no_col, Some(&src)));
         assert!(!in_source("at /elsewhere/src/leak.rs:1:2", Some(&src)));
+        // A directory whose name has a colon, and a file right in `src`.
+        let odd = std::path::Path::new("/tmp/a:b/src");
+        assert!(in_source("at /tmp/a:b/src/x.rs:7", Some(odd)));
+        assert!(!in_source("at /tmp/a:b/srcx.rs:7", Some(odd)));
+        assert!(!in_source("at /tmp/a:7", Some(odd)));
         // Relative to the current directory, as std prints a path under
         // it (`cargo test` runs this crate's tests from its root).
         if std::env::current_dir().is_ok_and(|d| d.join("src") == src) {
