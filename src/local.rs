@@ -374,6 +374,16 @@ mod tests {
         MAX_GENERATION,
     ];
 
+    /// The generations the tests below use: distinct, each one a handle
+    /// keeps as it is.
+    #[test]
+    fn the_test_generations_are_distinct_and_valid() {
+        for (i, g) in GENS.iter().enumerate() {
+            assert!(!GENS[..i].contains(g), "{g:#x} twice");
+            assert_eq!(Handle::new(1, *g, 0).generation(), *g);
+        }
+    }
+
     /// The fields of an entry never carry into each other, at every limit.
     #[test]
     fn fields_stay_apart_at_their_limits() {

@@ -411,7 +411,13 @@ mod tests {
             for &k in &keys {
                 assert_eq!(find(k), Some(table(k)), "key {k:#x}");
             }
-            assert_eq!(cached_keys()[0], 0, "tag 0 is never a registry's");
+            // The cache, read whole: slot t holds the key of tag t.
+            let cached = cached_keys();
+            assert_eq!(cached.len(), MAX_TAG as usize + 1);
+            assert_eq!(cached[0], 0, "tag 0 is never a registry's");
+            for &k in &keys {
+                assert_eq!(cached[(k & MAX_TAG) as usize], k);
+            }
             // A handle's tag selects the slot; another registry's key there
             // never matches.
             assert_eq!(find(key(7, 3)), None);
@@ -449,6 +455,7 @@ mod tests {
             // A refill of a key replaces its pair.
             cache_table(keys[0], table(77));
             assert_eq!(find(keys[0]), Some(table(77)));
+            assert_eq!(cached_keys().iter().filter(|&&k| k != 0).count(), 3);
             forget_cache_after_fork();
             assert!(cached_keys().iter().all(|&k| k == 0));
         });
