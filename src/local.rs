@@ -327,6 +327,15 @@ impl<T> ThreadTable<T> {
         self.entry(index).map_or(0, |e| e.load(Ordering::Relaxed))
     }
 
+    /// The thread's count for the object `h` names, if it holds that
+    /// object: its entry at `h`'s index is non-zero and of `h`'s
+    /// generation (a thread holding another object at that index — `h`'s
+    /// died and the slot was reused meanwhile — is not its holder).
+    pub(crate) fn count_of(&self, h: Handle) -> Option<u32> {
+        let e = self.load(h.index());
+        (e != 0 && names(e, h)).then(|| total(e))
+    }
+
     /// Calls `f(index, entry)` for every allocated entry.
     pub(crate) fn for_each_entry(&self, mut f: impl FnMut(usize, &AtomicU64)) {
         self.counts.for_each_page(|first, page| {

@@ -140,10 +140,9 @@ impl Snapshot {
                 let holders = tables
                     .iter()
                     .filter_map(|t| {
-                        let e = t.load(handle.index());
-                        (e != 0 && crate::local::names(e, handle)).then(|| HolderSnapshot {
+                        t.count_of(handle).map(|count| HolderSnapshot {
                             thread: t.thread,
-                            count: crate::local::total(e),
+                            count,
                             exited: t.exited.load(crate::sync::Ordering::Relaxed),
                         })
                     })

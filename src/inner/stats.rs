@@ -34,11 +34,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
         slot.check(h)?;
         let mut out = Vec::new();
         for t in self.tables.lock().list.iter() {
-            let e = t.load(h.index());
-            // A thread holding another object at this index (this one died
-            // and the slot was reused meanwhile) is not its holder.
-            if e != 0 && crate::local::names(e, h) {
-                out.push((t.thread, total(e), t.exited.load(Ordering::Relaxed)));
+            if let Some(count) = t.count_of(h) {
+                out.push((t.thread, count, t.exited.load(Ordering::Relaxed)));
             }
         }
         // The object might have died meanwhile: report that rather than a
