@@ -328,9 +328,14 @@ fn short_frames(text: &str) -> Vec<Vec<&str>> {
     // its path (`inserted_slow`, `insert<alloc::string::String>`), so a
     // frame whose source is one of tether's own files is tether's too.
     let ours = tether_source();
+    let cwd = std::env::current_dir().ok();
+    let in_tether = |fr: &[&str]| {
+        fr.iter()
+            .any(|l| in_source(l, ours.as_deref(), cwd.as_deref()))
+    };
     let start = frames
         .iter()
-        .position(|fr| !internal(symbol(fr)) && !fr.iter().any(|l| in_source(l, ours.as_deref())))
+        .position(|fr| !internal(symbol(fr)) && !in_tether(fr))
         .unwrap_or(0);
     let end = frames
         .iter()
@@ -349,10 +354,10 @@ fn tether_source() -> Option<std::path::PathBuf> {
 
 /// Whether `line` is a frame's `at file:line:col` line naming a file under
 /// `src` (tether's sources). A path the printer made relative (`./…`) is
-/// taken from the current directory, as std prints it. The `:line:col`
+/// taken from `cwd`, the current directory it was printed in. The `:line:col`
 /// suffix stays on: it only lengthens the last component, so the path is
 /// under `src` with it exactly when without it.
-fn in_source(line: &str, src: Option<&std::path::Path>) -> bool {
+fn in_source(line: &str, src: Option<&std::path::Path>, cwd: Option<&std::path::Path>) -> bool {
     let Some(src) = src else { return false };
     let Some(at) = line.trim_start().strip_prefix("at ") else {
         return false;
@@ -361,7 +366,7 @@ fn in_source(line: &str, src: Option<&std::path::Path>) -> bool {
     if path.is_absolute() {
         return path.starts_with(src);
     }
-    std::env::current_dir().is_ok_and(|cwd| cwd.join(path).starts_with(src))
+    cwd.is_some_and(|cwd| cwd.join(path).starts_with(src))
 }
 
 impl std::error::Error for LeakReport {}
@@ -428,24 +433,26 @@ mod tests {
     #[test]
     fn a_location_is_tethers_only_under_its_source_directory() {
         let src = tether_source().expect("CARGO_MANIFEST_DIR is absolute");
+        let cwd = std::env::current_dir().ok();
+        let cwd = cwd.as_deref();
         let ours = format!("at {}:1:2", src.join("leak.rs").display());
-        assert!(in_source(&ours, Some(&src)));
-        assert!(in_source(&format!("  {ours}"), Some(&src)));
+        assert!(in_source(&ours, Some(&src), cwd));
+        assert!(in_source(&format!("  {ours}"), Some(&src), cwd));
         let no_col = format!("at {}:12", src.join("leak.rs").display());
-        assert!(in_source(&no_col, Some(&src)));
-        assert!(!in_source("at /elsewhere/src/leak.rs:1:2", Some(&src)));
+        assert!(in_source(&no_col, Some(&src), cwd));
+        assert!(!in_source("at /elsewhere/src/leak.rs:1:2", Some(&src), cwd));
         // A directory whose name has a colon, and a file right in `src`.
         let odd = std::path::Path::new("/tmp/a:b/src");
-        assert!(in_source("at /tmp/a:b/src/x.rs:7", Some(odd)));
-        assert!(!in_source("at /tmp/a:b/srcx.rs:7", Some(odd)));
-        assert!(!in_source("at /tmp/a:7", Some(odd)));
+        assert!(in_source("at /tmp/a:b/src/x.rs:7", Some(odd), cwd));
+        assert!(!in_source("at /tmp/a:b/srcx.rs:7", Some(odd), cwd));
+        assert!(!in_source("at /tmp/a:7", Some(odd), cwd));
         // Relative to the current directory, as std prints a path under
         // it (`cargo test` runs this crate's tests from its root).
-        if std::env::current_dir().is_ok_and(|d| d.join("src") == src) {
-            assert!(in_source("at ./src/leak.rs:1:2", Some(&src)));
-            assert!(!in_source("at ./tests/leak_report.rs:1:2", Some(&src)));
+        if cwd.is_some_and(|d| d.join("src") == src) {
+            assert!(in_source("at ./src/leak.rs:1:2", Some(&src), cwd));
+            assert!(!in_source("at ./tests/leak_report.rs:1:2", Some(&src), cwd));
         }
-        assert!(!in_source("2: tether::x", Some(&src)));
-        assert!(!in_source(&ours, None));
+        assert!(!in_source("2: tether::x", Some(&src), cwd));
+        assert!(!in_source(&ours, None, None));
     }
 }
