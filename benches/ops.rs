@@ -197,6 +197,19 @@ fn main() {
         "floor_get" => {
             let (f, ids) = floor::Floor::new(1000);
             for _ in 0..n {
+                black_box(*f.borrow(black_box(ids[0])).expect("get").value());
+            }
+        }
+        "xfloor_get_i" => {
+            let i: usize = std::env::var("XI").unwrap().parse().unwrap();
+            let (f, ids) = floor::Floor::new(1000);
+            for _ in 0..n {
+                black_box(*f.borrow(black_box(ids[i])).expect("get").value());
+            }
+        }
+        "floor_copy_get" => {
+            let (f, ids) = floor::Floor::new(1000);
+            for _ in 0..n {
                 black_box(f.get(black_box(ids[0])).expect("get"));
             }
         }

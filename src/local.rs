@@ -312,7 +312,7 @@ impl<T> ThreadTable<T> {
     /// The entry at `loc`, if its page exists.
     #[inline]
     pub(crate) fn entry_at(&self, loc: Loc) -> Option<&AtomicU64> {
-        self.counts.at(loc)
+        self.counts.at(loc).map(crate::sync::direct)
     }
 
     /// The entry for slot `index`, allocating its page.

@@ -178,6 +178,11 @@ pub fn groups() -> Vec<Group> {
                     "floor: checked per-thread count, get",
                     g4_floor,
                 ),
+                case(
+                    "g4.copyfloor.1t",
+                    "floor: copy-out get, count kept in a register",
+                    g4_copy_floor,
+                ),
                 case("g4.rwlock.1t", "RwLock<Slab> read+get, 1 thread", g4_rwlock),
                 case(
                     "g4.sharded.1t",
@@ -712,6 +717,16 @@ fn tether_of(n: usize) -> (Registry<V>, Vec<Handle>) {
 }
 
 fn g4_floor() -> Run {
+    let (floor, ids) = Floor::new(G4_LIVE);
+    let id = ids[0];
+    Box::new(move |n| {
+        time(n, || {
+            black_box(*floor.borrow(black_box(id)).expect("get").value())
+        })
+    })
+}
+
+fn g4_copy_floor() -> Run {
     let (floor, ids) = Floor::new(G4_LIVE);
     let id = ids[0];
     Box::new(move |n| time(n, || floor.get(black_box(id)).expect("get")))
