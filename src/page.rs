@@ -4,6 +4,9 @@
 //! `log2(i + PAGE_BASE) - log2(PAGE_BASE)`: a lookup is a leading-zero count,
 //! one acquire load of the page pointer and an offset — no lock, no
 //! reallocation, and a `&E` handed out stays valid for the array's lifetime.
+//! The directory of pages is indexed by the leading-zero count itself
+//! (`log2(i + PAGE_BASE)`; its first `log2(PAGE_BASE)` slots are unused),
+//! so a lookup subtracts nothing to find its page.
 //! Pages are allocated on first use and installed with a CAS, so any thread
 //! may grow the array; they are freed only when the array is dropped.
 
@@ -119,28 +122,47 @@ fn advise_huge(_data: *mut u8, _len: usize) {}
 /// `Loc` serves the slot array and a thread's count table alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Loc {
-    page: usize,
-    off: usize,
+    /// `log2(i + PAGE_BASE)`: the page's place in the directory (page
+    /// `top - LOG_BASE`).
+    top: usize,
+    /// `i + PAGE_BASE`: its bits below `top` are the offset in the page.
+    v: usize,
 }
 
+/// `log2(PAGE_BASE)`: unused directory slots before page 0's.
+const LOG_BASE: usize = PAGE_BASE.trailing_zeros() as usize;
+
 impl Loc {
-    /// The page and offset of index `i`.
+    /// Where index `i` lives.
     #[inline]
     pub(crate) fn of(i: usize) -> Loc {
+        // `v` lies in `PAGE_BASE << p .. 2 * PAGE_BASE << p` for `i`'s page
+        // `p`: its top bit names the page, the bits below it the offset.
         let v = i + PAGE_BASE;
-        // `v` lies in `PAGE_BASE << page .. 2 * PAGE_BASE << page`: its top
-        // bit names the page, the bits below it are the offset.
-        let top = v.ilog2() as usize;
         Loc {
-            page: top - PAGE_BASE.ilog2() as usize,
-            off: v ^ (1 << top),
+            top: v.ilog2() as usize,
+            v,
         }
+    }
+
+    /// The page.
+    #[inline]
+    fn page(self) -> usize {
+        self.top - LOG_BASE
+    }
+
+    /// The offset of the entry in its page.
+    #[inline]
+    fn off(self) -> usize {
+        self.v ^ (1 << self.top)
     }
 }
 
 /// A growable array of `E` with stable addresses (see the module docs).
 pub(crate) struct Pages<E> {
-    pages: [AtomicPtr<E>; MAX_PAGES],
+    /// Page `p` at `p + LOG_BASE` (null: not allocated; the first
+    /// `LOG_BASE` are never used).
+    pages: [AtomicPtr<E>; LOG_BASE + MAX_PAGES],
     /// The array owns its pages like a `Vec<Box<[E]>>` (for auto traits and
     /// drop check).
     _owns: PhantomData<Box<[E]>>,
@@ -169,17 +191,17 @@ impl<E: PageEntry> Pages<E> {
     /// The entry at `loc`, or `None` if its page was never allocated.
     #[inline]
     pub(crate) fn at(&self, loc: Loc) -> Option<&E> {
-        let Loc { page: p, off } = loc;
-        let page = self.pages.get(p)?.load(Ordering::Acquire);
+        let page = self.pages.get(loc.top)?.load(Ordering::Acquire);
         if page.is_null() {
             return None;
         }
         // SAFETY: a non-null page pointer was installed by `get_or_alloc`
-        // from a `Box<[E]>` of `page_len(p)` entries (the acquire load pairs
-        // with its release CAS, so the entries are initialised), `off <
-        // page_len(p)` by construction of `Loc::of`, and pages are freed only
-        // in `Drop`, which cannot run while `&self` is borrowed.
-        Some(unsafe { &*page.add(off) })
+        // from a `Box<[E]>` of `page_len(loc.page())` entries (the acquire
+        // load pairs with its release CAS, so the entries are initialised),
+        // `loc.off() < page_len(loc.page())` by construction of `Loc::of`,
+        // and pages are freed only in `Drop`, which cannot run while `&self`
+        // is borrowed.
+        Some(unsafe { &*page.add(loc.off()) })
     }
 
     /// The entry at `loc`, whose page the calling thread knows is
@@ -196,14 +218,21 @@ impl<E: PageEntry> Pages<E> {
     /// coherence).
     #[inline(always)]
     pub(crate) unsafe fn at_installed(&self, loc: Loc) -> &E {
-        let Loc { page: p, off } = loc;
-        debug_assert!(p < MAX_PAGES, "page {p} out of range");
-        // SAFETY: `p < MAX_PAGES` by the caller's precondition.
-        let page = unsafe { self.pages.get_unchecked(p) }.load(Ordering::Acquire);
-        debug_assert!(!page.is_null(), "page {p} not installed");
+        debug_assert!(loc.page() < MAX_PAGES, "page {} out of range", loc.page());
+        // SAFETY: `loc.top < LOG_BASE + MAX_PAGES` by the caller's
+        // precondition.
+        let page = unsafe { self.pages.get_unchecked(loc.top) }.load(Ordering::Acquire);
+        debug_assert!(!page.is_null(), "page {} not installed", loc.page());
+        if page.is_null() {
+            // SAFETY: the page is installed (the caller's precondition).
+            // Said so that the compiler drops the null test of an
+            // `Option<&E>` built from the entry (an entry at offset 0 of a
+            // null page would be null).
+            unsafe { std::hint::unreachable_unchecked() }
+        }
         // SAFETY: as in `at`; the page is non-null by the caller's
         // precondition.
-        unsafe { &*page.add(off) }
+        unsafe { &*page.add(loc.off()) }
     }
 
     /// The entry at `i`, allocating its page if needed. `None` if `i` is
@@ -218,27 +247,44 @@ impl<E: PageEntry> Pages<E> {
 
     #[cold]
     fn alloc_slow(&self, i: usize) -> Option<&E> {
-        let p = Loc::of(i).page;
-        let slot = self.pages.get(p)?;
-        let fresh = Box::into_raw(E::new_page(Self::page_len(p))).cast::<E>();
+        let loc = Loc::of(i);
+        let p = loc.page();
+        let slot = self.pages.get(loc.top)?;
+        let fresh = Self::new_page_raw(p);
         if let Err(_installed) =
             slot.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
         {
             // Another thread installed this page first: free ours.
-            // SAFETY: `fresh` came from `Box::into_raw` of a `page_len(p)`
-            // slice just above and was never shared.
-            drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(fresh, Self::page_len(p))) });
+            // SAFETY: `fresh` is a page of `p` from `new_page_raw`, never shared.
+            unsafe { Self::free_page(p, fresh) };
         }
         self.get(i)
+    }
+
+    /// A fresh page `p`, as a raw pointer to its first entry.
+    fn new_page_raw(p: usize) -> *mut E {
+        Box::into_raw(E::new_page(Self::page_len(p))).cast::<E>()
+    }
+
+    /// Frees page `p` at `page`.
+    ///
+    /// # Safety
+    ///
+    /// `page` came from [`Pages::new_page_raw`] for `p` and no reference
+    /// into it is alive or will be made.
+    unsafe fn free_page(p: usize, page: *mut E) {
+        // SAFETY: `page` came from `Box::into_raw` of a `page_len(p)` slice
+        // (caller's precondition).
+        drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(page, Self::page_len(p))) });
     }
 
     /// Calls `f(first_index, page)` for every allocated page, in index order.
     pub(crate) fn for_each_page(&self, mut f: impl FnMut(usize, &[E])) {
         let mut first = 0;
-        for (p, slot) in self.pages.iter().enumerate() {
+        for (p, slot) in self.pages[LOG_BASE..].iter().enumerate() {
             let page = slot.load(Ordering::Acquire);
             if !page.is_null() {
-                // SAFETY: as in `get`: an installed page of `page_len(p)`
+                // SAFETY: as in `at`: an installed page of `page_len(p)`
                 // initialised entries, alive while `&self` is.
                 f(first, unsafe {
                     &*ptr::slice_from_raw_parts(page, Self::page_len(p))
@@ -251,7 +297,7 @@ impl<E: PageEntry> Pages<E> {
 
 impl<E> Drop for Pages<E> {
     fn drop(&mut self) {
-        for (p, slot) in self.pages.iter().enumerate() {
+        for (p, slot) in self.pages[LOG_BASE..].iter().enumerate() {
             let page = slot.swap(ptr::null_mut(), Ordering::Acquire);
             if !page.is_null() {
                 // SAFETY: installed pages come from `Box::into_raw` of a
@@ -273,12 +319,40 @@ mod tests {
         let mut expect = (0, 0);
         for i in 0..10_000 {
             let loc = Loc::of(i);
-            assert_eq!((loc.page, loc.off), expect, "index {i}");
+            assert_eq!((loc.page(), loc.off()), expect, "index {i}");
             expect.1 += 1;
             if expect.1 == Pages::<AtomicU64>::page_len(expect.0) {
                 expect = (expect.0 + 1, 0);
             }
         }
+    }
+
+    /// An entry found for an index is its page's entry at its offset: the
+    /// one `for_each_page` shows there (pages found through the directory's
+    /// leading-zero-count slots).
+    #[test]
+    fn biased_lookups_land_in_their_page() {
+        let pages = Pages::<AtomicU64>::new();
+        let probes = [0, 1, 31, 32, 33, 95, 96, 1_000, 4_095, 100_000];
+        for &i in &probes {
+            pages
+                .get_or_alloc(i)
+                .expect("in range")
+                .store(i as u64 + 1, Ordering::Relaxed);
+        }
+        let mut found = 0;
+        pages.for_each_page(|first, page| {
+            for (k, e) in page.iter().enumerate() {
+                let i = first + k;
+                let want = if probes.contains(&i) { i as u64 + 1 } else { 0 };
+                assert_eq!(e.load(Ordering::Relaxed), want, "index {i}");
+                if want != 0 {
+                    assert!(std::ptr::eq(e, pages.get(i).expect("allocated")));
+                    found += 1;
+                }
+            }
+        });
+        assert_eq!(found, probes.len());
     }
 
     #[test]
@@ -297,7 +371,7 @@ mod tests {
             .is_none());
         let mut seen = Vec::new();
         pages.for_each_page(|first, page| seen.push((first, page.len())));
-        let p = Loc::of(5_000).page;
+        let p = Loc::of(5_000).page();
         let first_of_p: usize = (0..p).map(Pages::<AtomicU64>::page_len).sum();
         assert_eq!(
             seen,

@@ -342,6 +342,11 @@ pub(crate) fn direct<T>(r: &T) -> &T {
         unsafe {
             std::arch::asm!("/* {0} */", inout(reg) p, options(pure, nomem, nostack, preserves_flags));
         }
+        if p.is_null() {
+            // SAFETY: `p` is still `r`, a reference: never null. Said so
+            // that the compiler knows it again after the asm block.
+            unsafe { std::hint::unreachable_unchecked() }
+        }
         // SAFETY: `p` is still `r`, with `r`'s lifetime.
         unsafe { &*p }
     }
