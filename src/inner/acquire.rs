@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use super::resolve::{Held, Resolved, Unheld};
 use super::{Inner, Kind};
+use crate::local::ThreadTable;
 use crate::local::{first, total};
+use crate::page::Loc;
 use crate::slot::is_pinned;
-use crate::sync::{self, Ordering};
+use crate::sync::{self, AtomicU64, Ordering};
 use crate::{Error, Handle, InsertError};
 
 impl<T: Send + Sync + 'static> Inner<T> {
@@ -92,10 +94,20 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// count.
     #[inline]
     pub(crate) fn retain(&self, h: Handle) -> Result<u32, Error> {
-        match self.add_fast(h, Kind::Ref) {
-            Some(held) => Ok(held.count()),
+        match self.retain_fast(h) {
+            Some(count) => Ok(count),
             None => self.acquire_cold_out(h, Kind::Ref).map(|held| held.count()),
         }
+    }
+
+    /// [`Inner::add_fast`] for `retain`, which wants the new count only:
+    /// the slot's page pointer is not loaded.
+    #[inline(always)]
+    fn retain_fast(&self, h: Handle) -> Option<u32> {
+        let (_, _, entry, e) = self.entry_with_room(h)?;
+        let e = e + Kind::Ref.one();
+        entry.store(e, Ordering::Relaxed);
+        Some(total(e))
     }
 
     /// `retain`'s fast path alone: +1 if the calling thread already holds
@@ -131,12 +143,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// has room. `None`: nothing changed; take [`Inner::acquire_cold`].
     #[inline(always)]
     pub(crate) fn add_fast(&self, h: Handle, kind: Kind) -> Option<Held<'_, T>> {
-        let (table, loc, entry, e) = self.my_entry(h)?;
-        // e != 0 && has_room(e), in one compare (see `held_limit`).
-        if e.wrapping_sub(1) >= self.held_limit {
-            return None;
-        }
-        let slot = self.held_slot(e, h, loc)?;
+        let (table, loc, entry, e) = self.entry_with_room(h)?;
+        let slot = self.held_slot(e, h, loc)?; // (its `names` test is the one above)
         let e = e + kind.one();
         entry.store(e, Ordering::Relaxed);
         Some(Held {
@@ -146,6 +154,19 @@ impl<T: Send + Sync + 'static> Inner<T> {
             h,
             e,
         })
+    }
+
+    /// The calling thread's entry for `h` (with its table and location)
+    /// if the thread holds the object `h` names and has room for one more
+    /// reference.
+    #[inline(always)]
+    fn entry_with_room(&self, h: Handle) -> Option<(&ThreadTable<T>, Loc, &AtomicU64, u64)> {
+        let (table, loc, entry, e) = self.my_entry(h)?;
+        // e != 0 && has_room(e), in one compare (see `held_limit`).
+        if e.wrapping_sub(1) >= self.held_limit || !crate::local::names(e, h) {
+            return None;
+        }
+        Some((table, loc, entry, e))
     }
 
     /// Every other acquire: a thread's first reference (its 0→1

@@ -43,19 +43,13 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let Some((loc, entry, e)) = self.entry_in(table, h) else {
             return self.release_slow(h);
         };
-        if refs(e) == 0 {
+        if refs(e) == 0 || !crate::local::names(e, h) {
             return self.release_slow(h);
         }
-        let Some(slot) = self.held_slot(e, h, loc) else {
-            return self.release_slow(h);
-        };
-        self.remove_ref(Held {
-            slot,
-            table,
-            entry,
-            h,
-            e,
-        })
+        // SAFETY: the thread's entry at `loc` was non-zero (it holds an
+        // explicit reference). Only the thread's last reference reads the
+        // slot, so the others do not even load its page pointer.
+        self.remove_ref_of(entry, e, h, table, || unsafe { self.slot_held_at(loc) })
     }
 
     /// [`Inner::let_go`] as `release`'s result (a tail call of the fast
@@ -82,13 +76,32 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// path keeps no register across it).
     #[inline(always)]
     fn remove_ref(&self, held: Held<'_, T>) -> Result<Released, Error> {
-        let left = settled(held.e - Kind::Ref.one());
-        held.entry.store(left, Ordering::Relaxed);
-        if left != 0 {
+        self.remove_ref_of(held.entry, held.e, held.h, held.table, || held.slot)
+    }
+
+    /// [`Inner::remove_ref`] from the entry (`e` its value, with an
+    /// explicit reference) and the way to `h`'s slot, wanted only for the
+    /// thread's last reference.
+    #[inline(always)]
+    fn remove_ref_of<'a>(
+        &'a self,
+        entry: &AtomicU64,
+        e: u64,
+        h: Handle,
+        table: &'a ThreadTable<T>,
+        slot: impl FnOnce() -> &'a Slot<T>,
+    ) -> Result<Released, Error> {
+        let left = e - Kind::Ref.one();
+        let n = total(left);
+        if n != 0 {
             // Not the thread's last reference: nothing shared changes.
-            return Ok(Released::Held(total(left)));
+            entry.store(left, Ordering::Relaxed);
+            return Ok(Released::Held(n));
         }
-        self.let_go_ok(held.h, held.slot, held.table)
+        // The thread holds nothing more: its entry goes, generation and all
+        // (see `settled`).
+        entry.store(0, Ordering::Relaxed);
+        self.let_go_ok(h, slot(), table)
     }
 
     /// The calling thread's count for `h` just went 1 → 0 (its entry is

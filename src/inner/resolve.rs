@@ -180,13 +180,24 @@ impl<T: Send + Sync + 'static> Inner<T> {
         if !crate::local::names(e, h) {
             return None;
         }
-        // SAFETY: `loc` is that of an index below the capacity (the thread
-        // has an entry there), and the calling thread holds the object at
-        // that index (its entry there is non-zero), so it saw the slot's
-        // page installed: every first hold (an insert, a `try_hold`, a
-        // claim) found the slot through its page on this thread before its
-        // entry was stored.
-        Some(unsafe { self.slots.at_installed(loc) })
+        // SAFETY: the thread's entry at `loc` is non-zero (the caller's).
+        Some(unsafe { self.slot_held_at(loc) })
+    }
+
+    /// The slot at `loc`, read without a range or null check.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread's entry at `loc` is (or was, up to its last
+    /// store) non-zero: then `loc` is that of an index below the capacity
+    /// (the thread has an entry there), and the thread held the object at
+    /// that index, so it saw the slot's page installed: every first hold (an
+    /// insert, a `try_hold`, a claim) found the slot through its page on
+    /// this thread before its entry was stored.
+    #[inline(always)]
+    pub(crate) unsafe fn slot_held_at(&self, loc: Loc) -> &Slot<T> {
+        // SAFETY: see the precondition.
+        unsafe { self.slots.at_installed(loc) }
     }
 
     /// The general path: `h` resolved for the calling thread, creating its
