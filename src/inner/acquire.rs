@@ -14,6 +14,21 @@ use crate::slot::is_pinned;
 use crate::sync::{self, AtomicU64, Ordering};
 use crate::{Error, Handle, InsertError};
 
+/// What an acquire's fast path found when it could not add: the calling
+/// thread's zero entry for `h` in its cached table (its first reference),
+/// or `None` (the general path finds everything itself). Two words, so it
+/// is passed in registers (the entry's location is worked out again from
+/// the handle, which costs less than passing it).
+pub(crate) struct Missed<'a, T>(Option<(&'a ThreadTable<T>, &'a AtomicU64)>);
+
+impl<'a, T> Missed<'a, T> {
+    /// The fast path's findings: `entry` of `table`, of value `e`.
+    #[inline(always)]
+    fn of(table: &'a ThreadTable<T>, entry: &'a AtomicU64, e: u64) -> Self {
+        Missed((e == 0).then_some((table, entry)))
+    }
+}
+
 impl<T: Send + Sync + 'static> Inner<T> {
     /// Inserts `value`; the calling thread becomes its home and holds one
     /// reference of `kind`.
@@ -91,30 +106,34 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 
     /// `retain`: +1 explicit reference for the calling thread; its new
-    /// count.
-    #[inline]
+    /// count. Inlined into the caller (its fast path is a few instructions;
+    /// every other case is a call).
+    #[inline(always)]
     pub(crate) fn retain(&self, h: Handle) -> Result<u32, Error> {
-        match self.retain_fast(h) {
-            Some(count) => Ok(count),
-            None => self.acquire_cold_out(h, Kind::Ref).map(|held| held.count()),
+        let Some((table, _, entry, e)) = self.my_entry(h) else {
+            return self.retain_missed(h, Missed(None));
+        };
+        // As `add_fast`, without the slot: `retain` wants the new count only.
+        if e.wrapping_sub(1) < self.held_limit && crate::local::names(e, h) {
+            let e = e + Kind::Ref.one();
+            entry.store(e, Ordering::Relaxed);
+            return Ok(total(e));
         }
+        self.retain_missed(h, Missed::of(table, entry, e))
     }
 
-    /// [`Inner::add_fast`] for `retain`, which wants the new count only:
-    /// the slot's page pointer is not loaded.
-    #[inline(always)]
-    fn retain_fast(&self, h: Handle) -> Option<u32> {
-        let (_, _, entry, e) = self.entry_with_room(h)?;
-        let e = e + Kind::Ref.one();
-        entry.store(e, Ordering::Relaxed);
-        Some(total(e))
+    /// `retain` past its fast path, with the count in registers.
+    #[inline(never)]
+    fn retain_missed<'a>(&'a self, h: Handle, missed: Missed<'a, T>) -> Result<u32, Error> {
+        self.acquire_missed(h, Kind::Ref, missed)
+            .map(|held| held.count())
     }
 
     /// `retain`'s fast path alone: +1 if the calling thread already holds
     /// `h` (and has room), else `false` and nothing changes.
     #[inline]
     pub(crate) fn retain_held(&self, h: Handle) -> bool {
-        self.add_fast(h, Kind::Ref).is_some()
+        self.add_fast(h, Kind::Ref).is_ok()
     }
 
     /// One more reference of `kind` for the calling thread. Access rule
@@ -122,32 +141,45 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// thread, or the object is pinned.
     ///
     /// Callers that wrap the result (a guard, a proxy) call
-    /// [`Inner::add_fast`] and [`Inner::acquire_cold`] themselves, so the
+    /// [`Inner::add_fast`] and [`Inner::acquire_missed`] themselves, so the
     /// fast path's result stays in registers.
     #[inline]
     pub(crate) fn acquire(&self, h: Handle, kind: Kind) -> Result<Held<'_, T>, Error> {
         match self.add_fast(h, kind) {
-            Some(held) => Ok(held),
-            None => self.acquire_cold_out(h, kind),
+            Ok(held) => Ok(held),
+            Err(missed) => self.acquire_missed_out(h, kind, missed),
         }
     }
 
     #[inline(never)]
-    fn acquire_cold_out(&self, h: Handle, kind: Kind) -> Result<Held<'_, T>, Error> {
-        self.acquire_cold(h, kind)
+    fn acquire_missed_out<'a>(
+        &'a self,
+        h: Handle,
+        kind: Kind,
+        missed: Missed<'a, T>,
+    ) -> Result<Held<'a, T>, Error> {
+        self.acquire_missed(h, kind, missed)
     }
 
     /// The fast path of every acquire ([`Inner::lookup`] spelled out, so
     /// that nothing but the entry's new value is computed on the way): one
     /// more reference of `kind` if the calling thread already holds `h` and
-    /// has room. `None`: nothing changed; take [`Inner::acquire_cold`].
+    /// has room. `Err`: nothing changed; take [`Inner::acquire_missed`]
+    /// with what it found.
     #[inline(always)]
-    pub(crate) fn add_fast(&self, h: Handle, kind: Kind) -> Option<Held<'_, T>> {
-        let (table, loc, entry, e) = self.entry_with_room(h)?;
-        let slot = self.held_slot(e, h, loc)?; // (its `names` test is the one above)
+    pub(crate) fn add_fast(&self, h: Handle, kind: Kind) -> Result<Held<'_, T>, Missed<'_, T>> {
+        let Some((table, loc, entry, e)) = self.my_entry(h) else {
+            return Err(Missed(None));
+        };
+        // e != 0 && has_room(e), in one compare (see `held_limit`).
+        if e.wrapping_sub(1) >= self.held_limit || !crate::local::names(e, h) {
+            return Err(Missed::of(table, entry, e));
+        }
+        // SAFETY: the thread's entry at `loc` is non-zero.
+        let slot = unsafe { self.slot_held_at(loc) };
         let e = e + kind.one();
         entry.store(e, Ordering::Relaxed);
-        Some(Held {
+        Ok(Held {
             slot,
             table,
             entry,
@@ -156,26 +188,23 @@ impl<T: Send + Sync + 'static> Inner<T> {
         })
     }
 
-    /// The calling thread's entry for `h` (with its table and location)
-    /// if the thread holds the object `h` names and has room for one more
-    /// reference.
-    #[inline(always)]
-    fn entry_with_room(&self, h: Handle) -> Option<(&ThreadTable<T>, Loc, &AtomicU64, u64)> {
-        let (table, loc, entry, e) = self.my_entry(h)?;
-        // e != 0 && has_room(e), in one compare (see `held_limit`).
-        if e.wrapping_sub(1) >= self.held_limit || !crate::local::names(e, h) {
-            return None;
-        }
-        Some((table, loc, entry, e))
-    }
-
     /// Every other acquire: a thread's first reference (its 0→1
     /// transition, whose access rule runs here), a count at its limit
     /// (`Overflow`), and the general path. Inlined into each caller's own
-    /// out-of-line cold path (`Registry::get_cold`, ...).
+    /// out-of-line cold path (`Registry::get_cold`, ...), with what the
+    /// fast path found: a thread's zero entry for `h` is not looked up
+    /// again.
     #[inline(always)]
-    pub(crate) fn acquire_cold(&self, h: Handle, kind: Kind) -> Result<Held<'_, T>, Error> {
-        match self.unheld_fast(h) {
+    pub(crate) fn acquire_missed<'a>(
+        &'a self,
+        h: Handle,
+        kind: Kind,
+        missed: Missed<'a, T>,
+    ) -> Result<Held<'a, T>, Error> {
+        let unheld = missed
+            .0
+            .and_then(|(table, entry)| self.unheld_at(table, entry, h));
+        match unheld {
             Some(u) => self.first_reference(u, kind, false),
             None => self.acquire_slow(h, kind, false),
         }
@@ -186,10 +215,22 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// pending. `None`: take the general path.
     #[inline(always)]
     fn unheld_fast(&self, h: Handle) -> Option<Unheld<'_, T>> {
-        let (table, loc, entry, 0) = self.my_entry(h)? else {
+        let (table, _, entry, 0) = self.my_entry(h)? else {
             return None;
         };
-        let slot = self.slots.at(loc)?;
+        self.unheld_at(table, entry, h)
+    }
+
+    /// [`Inner::unheld_fast`] from the calling thread's zero `entry` for
+    /// `h` in its `table`.
+    #[inline(always)]
+    fn unheld_at<'a>(
+        &'a self,
+        table: &'a ThreadTable<T>,
+        entry: &'a AtomicU64,
+        h: Handle,
+    ) -> Option<Unheld<'a, T>> {
+        let slot = self.slots.at(Loc::of(h.index() as usize))?;
         (h.index() < self.capacity).then_some(Unheld {
             slot,
             table,

@@ -38,6 +38,7 @@ mod transfer;
 mod wake;
 mod weak;
 
+pub(crate) use acquire::Missed;
 pub(crate) use resolve::Held;
 
 /// Settings fixed at build time.

@@ -47,8 +47,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
     #[inline]
     pub(crate) fn upgrade(&self, h: Handle) -> Result<Held<'_, T>, Error> {
         match self.add_fast(h, Kind::Root) {
-            Some(held) => Ok(held),
-            None => self.upgrade_cold(h),
+            Ok(held) => Ok(held),
+            Err(_) => self.upgrade_cold(h),
         }
     }
 

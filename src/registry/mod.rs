@@ -8,7 +8,7 @@ mod wake;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::inner::{Inner, Kind};
+use crate::inner::{Inner, Kind, Missed};
 use crate::{
     Builder, Error, Event, Guard, Handle, InsertError, LeakReport, Proxy, Snapshot, Transfer, Weak,
 };
@@ -173,8 +173,8 @@ impl<T: Send + Sync + 'static> Registry<T> {
     #[track_caller]
     pub fn get(&self, h: Handle) -> Result<Guard<'_, T>, Error> {
         match self.inner.add_fast(h, Kind::Root) {
-            Some(held) => Ok(Guard::new(&self.inner, held)),
-            None => self.get_cold(h),
+            Ok(held) => Ok(Guard::new(&self.inner, held)),
+            Err(missed) => self.get_cold(h, missed),
         }
     }
 
@@ -312,6 +312,7 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// [`Error::Overflow`] at the count limit, [`Error::Closed`] after
     /// [`close`](Registry::close). On error the transfer is dropped, which
     /// releases its reference normally: nothing leaks.
+    #[inline]
     #[track_caller]
     pub fn claim(&self, t: Transfer<T>) -> Result<Handle, Error> {
         if !Arc::ptr_eq(&t.inner, &self.inner) {
@@ -361,8 +362,8 @@ impl<T: Send + Sync + 'static> Registry<T> {
     #[track_caller]
     pub fn proxy(&self, h: Handle) -> Result<Proxy<T>, Error> {
         match self.inner.add_fast(h, Kind::Root) {
-            Some(held) => Ok(Proxy::new(&self.inner, held)),
-            None => self.proxy_cold(h),
+            Ok(held) => Ok(Proxy::new(&self.inner, held)),
+            Err(missed) => self.proxy_cold(h, missed),
         }
     }
 
@@ -458,8 +459,8 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// `get` past its fast path.
     #[inline(never)]
     #[track_caller]
-    fn get_cold(&self, h: Handle) -> Result<Guard<'_, T>, Error> {
-        let held = match self.inner.acquire_cold(h, Kind::Root) {
+    fn get_cold<'a>(&'a self, h: Handle, missed: Missed<'a, T>) -> Result<Guard<'a, T>, Error> {
+        let held = match self.inner.acquire_missed(h, Kind::Root, missed) {
             Ok(held) => held,
             Err(e) => return Err(self.failed("get", e)),
         };
@@ -469,8 +470,8 @@ impl<T: Send + Sync + 'static> Registry<T> {
     /// `proxy` past its fast path.
     #[inline(never)]
     #[track_caller]
-    fn proxy_cold(&self, h: Handle) -> Result<Proxy<T>, Error> {
-        let held = match self.inner.acquire_cold(h, Kind::Root) {
+    fn proxy_cold<'a>(&'a self, h: Handle, missed: Missed<'a, T>) -> Result<Proxy<T>, Error> {
+        let held = match self.inner.acquire_missed(h, Kind::Root, missed) {
             Ok(held) => held,
             Err(e) => return Err(self.failed("proxy", e)),
         };
