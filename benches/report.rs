@@ -162,7 +162,7 @@ const TARGETS: &[Target] = &[
     info(target("L", "(floor with the trip home vs Mutex<Slab> + crossbeam send)", "l.floor", "l.mutex", 1.0)),
     info(target("L", "(lifecycle vs its floor with the trip home)", "l.tether", "l.floor", 1.3)),
     target("G6", "remote release + pump vs crossbeam send+recv", "g6.tether", "g6.crossbeam", 1.5),
-    info(target("G6", "(floor: last hold's RMW + crossbeam send home, vs crossbeam send+recv)", "g6.floor", "g6.crossbeam", 1.5)),
+    info(target("G6", "(floor: last RMW + send home, vs crossbeam send+recv)", "g6.floor", "g6.crossbeam", 1.5)),
     info(target("G6", "(remote release + pump vs its floor)", "g6.tether", "g6.floor", 1.3)),
     target("G7", "bytes per object vs Vec<Arc<T>>", "g7.tether", "g7.arc", 1.0),
     info(target("G7", "(floor: state + value + counts, exact, vs Arc)", "g7.floor", "g7.arc", 1.0)),
