@@ -331,7 +331,7 @@ mod tests {
     /// one `for_each_page` shows there (pages found through the directory's
     /// leading-zero-count slots).
     #[test]
-    fn biased_lookups_land_in_their_page() {
+    fn lookups_land_at_their_page_offset() {
         let pages = Pages::<AtomicU64>::new();
         let probes = [0, 1, 31, 32, 33, 95, 96, 1_000, 4_095, 100_000];
         for &i in &probes {
