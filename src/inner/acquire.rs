@@ -114,7 +114,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             return self.retain_missed(h, Missed(None));
         };
         // As `add_fast`, without the slot: `retain` wants the new count only.
-        if e.wrapping_sub(1) < self.held_limit && crate::local::names(e, h) {
+        if self.can_add(e, h) {
             let e = e + Kind::Ref.one();
             entry.store(e, Ordering::Relaxed);
             return Ok(total(e));
@@ -171,8 +171,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let Some((table, loc, entry, e)) = self.my_entry(h) else {
             return Err(Missed(None));
         };
-        // e != 0 && has_room(e), in one compare (see `held_limit`).
-        if e.wrapping_sub(1) >= self.held_limit || !crate::local::names(e, h) {
+        if !self.can_add(e, h) {
             return Err(Missed::of(table, entry, e));
         }
         // SAFETY: the thread's entry at `loc` is non-zero.
@@ -186,6 +185,14 @@ impl<T: Send + Sync + 'static> Inner<T> {
             h,
             e,
         })
+    }
+
+    /// Whether a thread whose entry at `h`'s index is `e` holds the object
+    /// `h` names and has room for one more reference: `e != 0 &&
+    /// has_room(e)` in one compare (see `held_limit`), and the generation.
+    #[inline(always)]
+    fn can_add(&self, e: u64, h: Handle) -> bool {
+        e.wrapping_sub(1) < self.held_limit && crate::local::names(e, h)
     }
 
     /// Every other acquire: a thread's first reference (its 0→1
