@@ -17,10 +17,12 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::thread::{self, ThreadId};
 
 use common::{join, me, recv, spawn};
+// Not std's: std is not instrumented under ThreadSanitizer (see tests/interner.rs).
+use parking_lot::{Mutex, MutexGuard};
 use tether::{Builder, Error, Event, Handle, Registry, Released, ThreadExit, Transfer};
 
 /// A stored value; its `Drop` may panic on purpose.
@@ -111,16 +113,12 @@ struct Recorder(Arc<Mutex<Vec<Event>>>);
 
 impl Recorder {
     fn lock(&self) -> MutexGuard<'_, Vec<Event>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.lock()
     }
 
     fn hook(&self) -> impl Fn(&Event) + Send + Sync + 'static {
         let log = Arc::clone(&self.0);
-        move |e: &Event| {
-            log.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(e.clone())
-        }
+        move |e: &Event| log.lock().push(e.clone())
     }
 
     /// Everything recorded since the last `take`, as comparable events.
@@ -754,7 +752,7 @@ fn a_hook_that_calls_back_into_the_registry_does_not_deadlock() {
         let reg = Registry::builder()
             .on_event(move |e: &Event| {
                 record(e);
-                let reg = slot2.lock().expect("slot").clone();
+                let reg = slot2.lock().clone();
                 let Some(reg) = reg else { return };
                 // Diagnostics from inside the hook, on every event.
                 let _ = reg.len();
@@ -762,18 +760,18 @@ fn a_hook_that_calls_back_into_the_registry_does_not_deadlock() {
                 let _ = reg.leak_report().to_string();
                 // Releasing another handle from inside the hook.
                 if let Event::Pinned { .. } = e {
-                    let v = victim2.lock().expect("victim").take();
+                    let v = victim2.lock().take();
                     if let Some(v) = v {
                         assert_eq!(reg.release(v), Ok(Released::Finalized));
                     }
                 }
             })
             .build();
-        *slot.lock().expect("slot") = Some(reg.clone());
+        *slot.lock() = Some(reg.clone());
 
         let a = reg.insert(Val::new(1)).expect("insert a");
         let b = reg.insert(Val::new(2)).expect("insert b");
-        *victim.lock().expect("victim") = Some(b);
+        *victim.lock() = Some(b);
         reg.pin(a).expect("pin: its hook releases b");
         let names: Vec<_> = rec.take_raw().iter().map(Event::name).collect();
         assert!(
@@ -792,7 +790,7 @@ fn a_hook_that_calls_back_into_the_registry_does_not_deadlock() {
         reg.unpin(a).expect("unpin"); // last hold: finalized here
         assert_eq!(reg.pump(), 0);
         assert!(reg.is_empty());
-        drop(slot.lock().expect("slot").take());
+        drop(slot.lock().take());
         tx.send(()).expect("done");
     });
     recv(&rx, "a re-entrant hook");

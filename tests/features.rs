@@ -138,8 +138,10 @@ mod serde_form {
 #[cfg(feature = "tracing")]
 mod tracing_form {
     use std::io;
-    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+    use std::sync::Arc;
 
+    // Not std's: std is not instrumented under ThreadSanitizer (see tests/interner.rs).
+    use parking_lot::{Mutex, MutexGuard};
     use tether::{Error, Event};
 
     use super::*;
@@ -150,10 +152,7 @@ mod tracing_form {
 
     impl io::Write for Buf {
         fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend_from_slice(data);
+            self.0.lock().extend_from_slice(data);
             Ok(data.len())
         }
 
@@ -164,8 +163,7 @@ mod tracing_form {
 
     impl Buf {
         fn text(&self) -> String {
-            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
-                .into_owned()
+            String::from_utf8_lossy(&self.0.lock()).into_owned()
         }
     }
 
@@ -256,11 +254,7 @@ mod tracing_form {
         let sink = Arc::clone(&seen);
         let text = captured(move || {
             let reg: Registry<String> = Registry::builder()
-                .on_event(move |e: &Event| {
-                    sink.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(e.name())
-                })
+                .on_event(move |e: &Event| sink.lock().push(e.name()))
                 .build();
             let x = reg.insert("x".to_owned()).expect("insert");
             let _ = reg.release(x);
@@ -268,7 +262,7 @@ mod tracing_form {
         });
         assert_eq!(lines_with(&text, "event=\"misuse\"").len(), 1, "{text}");
         assert_eq!(
-            *seen.lock().unwrap_or_else(PoisonError::into_inner),
+            *seen.lock(),
             [
                 "inserted",
                 "first_reference",
@@ -284,7 +278,7 @@ mod tracing_form {
     /// reach the global one (tracing's scoped dispatch).
     fn one_at_a_time() -> MutexGuard<'static, ()> {
         static LOCK: Mutex<()> = Mutex::new(());
-        LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+        LOCK.lock()
     }
 
     /// A process-wide subscriber recording each event as `name: field=value
@@ -321,10 +315,7 @@ mod tracing_form {
             fn event(&self, event: &tracing::Event<'_>) {
                 let mut fields = Fields(format!("{}:", event.metadata().name()));
                 event.record(&mut fields);
-                LINES
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(fields.0);
+                LINES.lock().push(fields.0);
             }
             fn enter(&self, _: &tracing::span::Id) {}
             fn exit(&self, _: &tracing::span::Id) {}
@@ -353,7 +344,6 @@ mod tracing_form {
         let thread = format!("thread=\"{w:?}\"");
         let exits: Vec<String> = lines
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter(|l| l.contains("event=\"thread_exited\"") && l.contains(&thread))
             .cloned()

@@ -22,7 +22,7 @@ use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -245,25 +245,23 @@ fn a_panicking_init_propagates_and_does_not_poison_the_key() {
 #[test]
 fn init_that_interns_the_same_key_on_the_same_thread_gets_reentrant() {
     let (reg, names, maker) = setup();
-    let inner: Mutex<Option<Result<Handle, InternError<String>>>> = Mutex::new(None);
-    let other: Mutex<Option<Handle>> = Mutex::new(None);
+    let inner: parking_lot::Mutex<Option<Result<Handle, InternError<String>>>> =
+        parking_lot::Mutex::new(None);
+    let other: parking_lot::Mutex<Option<Handle>> = parking_lot::Mutex::new(None);
     let h = names
         .intern("k", || {
-            *inner.lock().expect("inner") = Some(names.intern("k", || Ok(maker.make())));
+            *inner.lock() = Some(names.intern("k", || Ok(maker.make())));
             // A different key inside init works, and init may use the registry.
             let o = names
                 .intern("other", || Ok(maker.make()))
                 .expect("other key");
-            *other.lock().expect("other") = Some(o);
+            *other.lock() = Some(o);
             assert_eq!(reg.count(o), Ok(1));
             Ok(maker.make())
         })
         .expect("the outer intern succeeds");
-    assert_eq!(
-        inner.into_inner().expect("inner"),
-        Some(Err(InternError::Reentrant))
-    );
-    let o = other.into_inner().expect("other").expect("interned");
+    assert_eq!(inner.into_inner(), Some(Err(InternError::Reentrant)));
+    let o = other.into_inner().expect("interned");
     assert_ne!(h, o);
     assert_eq!(maker.runs(), 2, "the re-entrant call ran no init");
     assert_eq!(

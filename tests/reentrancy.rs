@@ -8,9 +8,11 @@
 
 mod common;
 
-use std::sync::{mpsc, Arc, Barrier, Mutex};
+use std::sync::{mpsc, Arc, Barrier};
 
 use common::{join, rel, spawn, with_watchdog, DropLog, Rel, Tracked};
+// Not std's: std is not instrumented under ThreadSanitizer (see tests/interner.rs).
+use parking_lot::Mutex;
 use tether::{Handle, Registry};
 
 /// What a [`Node`] does from inside its `Drop`.
@@ -53,7 +55,7 @@ impl Drop for Node {
                 // since nested drops push to it too.
                 let seen = reg.get(h).map(|g| g.id).err();
                 let r = rel(reg.release(h));
-                let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+                let mut sink = sink.lock();
                 if let Some(e) = seen {
                     sink.push(Rel::Err(e));
                 }
@@ -67,7 +69,7 @@ impl Drop for Node {
                         OnDrop::Nothing,
                     ))
                     .expect("insert from inside Drop");
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+                sink.lock().push(h);
             }
             OnDrop::Rendezvous(b) => {
                 b.wait(); // "I am inside Drop"
@@ -78,7 +80,7 @@ impl Drop for Node {
                 b.wait(); // "you did your part"
                 let retained = reg.retain(h);
                 let released = rel(reg.release(h));
-                let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+                let mut sink = sink.lock();
                 sink.push(retained.map_or_else(Rel::Err, Rel::Held));
                 sink.push(released);
             }
@@ -109,7 +111,7 @@ fn parent_releasing_child(
 }
 
 fn take<T>(s: &Arc<Mutex<Vec<T>>>) -> Vec<T> {
-    std::mem::take(&mut *s.lock().unwrap_or_else(|e| e.into_inner()))
+    std::mem::take(&mut *s.lock())
 }
 
 #[test]

@@ -14,11 +14,13 @@ mod common;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use common::{join, me, recv, spawn, WATCHDOG};
+// Not std's: std is not instrumented under ThreadSanitizer (see tests/interner.rs).
+use parking_lot::Mutex;
 use tether::{Error, Interner, Registry, Released, Transfer};
 
 /// A timeout meant to expire: a holder is stuck on purpose.
@@ -30,10 +32,7 @@ struct Drops(Mutex<Vec<(u32, ThreadId)>>);
 
 impl Drops {
     fn all(&self) -> Vec<(u32, ThreadId)> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.0.lock().clone()
     }
 
     fn count(&self) -> usize {
@@ -49,11 +48,7 @@ struct Val {
 impl Drop for Val {
     fn drop(&mut self) {
         let me = thread::current().id();
-        self.drops
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((self.id, me));
+        self.drops.0.lock().push((self.id, me));
     }
 }
 
@@ -443,10 +438,10 @@ impl Hash for GateKey {
 impl Drop for GateKey {
     fn drop(&mut self) {
         if self.gate.armed.swap(false, Ordering::SeqCst) {
-            if let Some(tx) = self.gate.entered.lock().expect("entered").take() {
+            if let Some(tx) = self.gate.entered.lock().take() {
                 let _ = tx.send(());
             }
-            let rx = self.gate.open.lock().expect("open").take();
+            let rx = self.gate.open.lock().take();
             if let Some(rx) = rx {
                 let _ = rx.recv_timeout(WATCHDOG);
             }
@@ -573,19 +568,12 @@ struct ShutsDown {
 
 impl Drop for ShutsDown {
     fn drop(&mut self) {
-        let reg = self
-            .reg
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let reg = self.reg.lock().clone();
         if let Some(reg) = reg {
             let r = reg
                 .shutdown(Duration::from_millis(200))
                 .map_err(|report| (report.pending, report.pending_at.len()));
-            self.seen
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(r);
+            self.seen.lock().push(r);
         }
     }
 }
@@ -600,7 +588,7 @@ fn shutdown_inside_a_drained_drop_reports_the_values_still_queued() {
     let slot = Arc::new(Mutex::new(None));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let reg: Registry<ShutsDown> = Registry::new();
-    *slot.lock().unwrap() = Some(reg.clone());
+    *slot.lock() = Some(reg.clone());
     let a = reg
         .insert(ShutsDown {
             reg: Arc::clone(&slot),
@@ -626,8 +614,8 @@ fn shutdown_inside_a_drained_drop_reports_the_values_still_queued() {
     }));
     let started = Instant::now();
     assert_eq!(reg.pump(), 2, "the outer pump drops both");
-    slot.lock().unwrap().take();
-    let seen = seen.lock().unwrap().clone();
+    slot.lock().take();
+    let seen = seen.lock().clone();
     assert_eq!(seen, [Err((1, 1))], "1 value still queued, at 1 home");
     assert!(
         started.elapsed() < Duration::from_millis(150),

@@ -6,10 +6,12 @@
 
 mod common;
 
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use common::{count_of, join, rel, spawn, DropLog, Rel, Tracked};
+// Not std's: std is not instrumented under ThreadSanitizer (see tests/interner.rs).
+use parking_lot::Mutex;
 use tether::{Error, Handle, Registry, ThreadExit};
 
 #[test]
@@ -285,7 +287,7 @@ fn a_proxy_dropped_after_the_exit_hook_keeps_its_object_alive_until_then() {
     impl Drop for Kept {
         fn drop(&mut self) {
             let at_drop = (self.hook_ran.load(Ordering::SeqCst), self.log.count());
-            *self.seen.lock().expect("seen") = Some(at_drop);
+            *self.seen.lock() = Some(at_drop);
             drop(self.proxy.take());
         }
     }
@@ -324,7 +326,7 @@ fn a_proxy_dropped_after_the_exit_hook_keeps_its_object_alive_until_then() {
         });
     }));
     assert_eq!(
-        *seen.lock().expect("seen"),
+        *seen.lock(),
         Some((true, 0)),
         "the proxy was dropped after the exit hook, and the object was alive until then"
     );
@@ -380,7 +382,7 @@ impl Drop for InsertsOnDrop {
                 _tracked: Tracked::new(&log, id),
             };
             let h = reg.insert(value).expect("insert from inside Drop");
-            sink.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+            sink.lock().push(h);
         }
     }
 }
@@ -404,7 +406,7 @@ fn references_taken_by_drops_during_thread_exit_are_released_too() {
         r2.insert(value).expect("insert");
         // exits holding its only reference
     }));
-    let new = std::mem::take(&mut *inserted.lock().unwrap_or_else(|e| e.into_inner()));
+    let new = std::mem::take(&mut *inserted.lock());
     assert_eq!(new.len(), 1, "the Drop ran at exit and inserted once");
     assert!(
         reg.is_empty(),
@@ -461,10 +463,7 @@ struct InsertsElsewhereOnDrop {
 impl Drop for InsertsElsewhereOnDrop {
     fn drop(&mut self) {
         let r = self.other.insert(7).map_err(|e| e.error());
-        self.outcome
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(r);
+        self.outcome.lock().push(r);
     }
 }
 
@@ -486,7 +485,7 @@ fn a_registry_whose_exit_already_ran_refuses_late_calls_from_that_thread() {
         l2.insert(value).expect("insert"); // held until exit
         assert_eq!(rel(e2.release(h)), Rel::Finalized);
     }));
-    let outcome = std::mem::take(&mut *outcome.lock().unwrap_or_else(|e| e.into_inner()));
+    let outcome = std::mem::take(&mut *outcome.lock());
     assert_eq!(outcome, vec![Err(Error::ThreadExited)]);
     assert!(early.is_empty());
     assert!(late.is_empty());
@@ -529,7 +528,7 @@ struct Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        *self.dropped.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        *self.dropped.lock() += 1;
         if self.left > 0 {
             let next = Link {
                 left: self.left - 1,
@@ -560,7 +559,7 @@ fn thread_exit_releases_a_drop_chain_of_any_length() {
             r2.insert(first).expect("insert the first link");
             // exits holding it
         }));
-        assert_eq!(*dropped.lock().unwrap(), links, "{links} links");
+        assert_eq!(*dropped.lock(), links, "{links} links");
         assert_eq!(
             reg.len(),
             0,
@@ -591,10 +590,10 @@ fn the_exit_event_hook_cannot_add_to_the_exiting_threads_table() {
                 let tether::Event::ThreadExited { .. } = e else {
                     return;
                 };
-                let Some(reg) = slot.lock().unwrap().clone() else {
+                let Some(reg) = slot.lock().clone() else {
                     return;
                 };
-                let mut out = results.lock().unwrap();
+                let mut out = results.lock();
                 let r = reg.insert_proxy(1).map(|p| {
                     // First touched here: destroyed after tether's state.
                     PARKED.with(|v| v.borrow_mut().push(p));
@@ -604,15 +603,15 @@ fn the_exit_event_hook_cannot_add_to_the_exiting_threads_table() {
             }
         })
         .build();
-    *slot.lock().unwrap() = Some(reg.clone());
+    *slot.lock() = Some(reg.clone());
     let r2 = reg.clone();
     join(spawn("hook-inserts-at-exit", move || {
         let h = r2.insert(0).expect("insert");
         r2.retain(h).expect("retain");
         // exits holding two references; its exit hook fires the event
     }));
-    slot.lock().unwrap().take();
-    let results = results.lock().unwrap().clone();
+    slot.lock().take();
+    let results = results.lock().clone();
     assert_eq!(
         results,
         [

@@ -7,11 +7,13 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use common::{join, spawn};
+// Not std's: std is not instrumented under ThreadSanitizer (see tests/interner.rs).
+use parking_lot::Mutex;
 use tether::{Registry, Released, Transfer};
 
 /// `n` objects homed here, each with its only reference in a transfer.
@@ -186,14 +188,14 @@ fn a_notifier_may_call_the_registry() {
     let (s2, c2) = (Arc::clone(&slot), Arc::clone(&calls));
     reg.set_notify(move || {
         c2.fetch_add(1, Ordering::SeqCst);
-        if let Some((r, t)) = s2.lock().unwrap().take() {
+        if let Some((r, t)) = s2.lock().take() {
             let h = r.claim(t).expect("claim from inside the notifier");
             assert_eq!(r.release(h), Ok(Released::Queued));
         }
     })
     .expect("set_notify");
     let mut ts = homed(&reg, 2);
-    *slot.lock().unwrap() = Some((reg.clone(), ts.pop().expect("two")));
+    *slot.lock() = Some((reg.clone(), ts.pop().expect("two")));
     release_on_a_worker(&reg, ts);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(reg.pump(), 2);

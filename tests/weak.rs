@@ -59,13 +59,13 @@ fn upgrade_of_a_live_object_is_a_new_reference_of_this_thread() {
 
 #[test]
 fn upgrade_on_a_worker_that_held_nothing_is_its_first_reference() {
-    let events = Arc::new(Mutex::new(Vec::new()));
+    let events = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let reg = {
         let events = Arc::clone(&events);
         Registry::builder()
             .on_event(move |e| {
                 if let Event::FirstReference { handle, thread } = e {
-                    events.lock().unwrap().push((*handle, *thread));
+                    events.lock().push((*handle, *thread));
                 }
             })
             .build()
@@ -85,7 +85,7 @@ fn upgrade_on_a_worker_that_held_nothing_is_its_first_reference() {
     assert_eq!(n, (7, 1), "the worker's own count");
     assert_eq!(holders, 2, "home and worker");
     assert!(
-        events.lock().unwrap().contains(&(h, worker)),
+        events.lock().contains(&(h, worker)),
         "the upgrade was the worker's FirstReference"
     );
     // The worker's proxy was dropped on the worker: the home still holds it.
@@ -252,7 +252,7 @@ fn a_drop_upgrading_weak_references_sees_the_living_and_not_itself() {
     struct Node {
         me: Mutex<Option<Weak<Node>>>,
         other: Option<Weak<Node>>,
-        seen: Arc<Mutex<Vec<(bool, bool)>>>,
+        seen: Arc<parking_lot::Mutex<Vec<(bool, bool)>>>,
     }
     impl Drop for Node {
         fn drop(&mut self) {
@@ -265,11 +265,10 @@ fn a_drop_upgrading_weak_references_sees_the_living_and_not_itself() {
             let other = self.other.as_ref().map(|w| w.upgrade().is_some());
             self.seen
                 .lock()
-                .unwrap()
                 .push((me.unwrap_or(true), other.unwrap_or(false)));
         }
     }
-    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let reg = Registry::new();
     let b = reg
         .insert_proxy(Node {
@@ -287,7 +286,7 @@ fn a_drop_upgrading_weak_references_sees_the_living_and_not_itself() {
         .unwrap();
     *a.me.lock().unwrap() = Some(a.downgrade());
     drop(a); // its Drop upgrades itself (None) and b (live)
-    assert_eq!(*seen.lock().unwrap(), vec![(false, true)]);
+    assert_eq!(*seen.lock(), vec![(false, true)]);
     assert_eq!(reg.count(b.handle()), Ok(1), "b's upgrade was given back");
     drop(b);
     assert!(reg.is_empty());

@@ -202,7 +202,7 @@ fn registry_drop(sc: &Arc<Scenario>, reg: Reg, home: Actor, worker: Actor, path:
         r
     });
     expect(sc, r == Ok(Released::Held(0)), format!("release: {r:?}"));
-    *sc.slot.lock().unwrap() = None;
+    *sc.slot.lock() = None;
     let other2 = other.clone();
     match path {
         Path::RegistryDrop => {
@@ -290,16 +290,16 @@ fn drop_last(sc: &Arc<Scenario>, other: &Reg, drop_last: impl FnOnce()) {
     let spare = other
         .insert(sc.val())
         .expect("insert into the other registry");
-    *sc.other.lock().unwrap() = Some((other.clone(), spare));
+    *sc.other.lock() = Some((other.clone(), spare));
     drop_last();
-    *sc.other.lock().unwrap() = None;
+    *sc.other.lock() = None;
     let _ = other.release(spare);
 }
 
 /// The checks, with every actor gone: nothing live, the panic counted.
 fn finish(sc: &Arc<Scenario>, reg: &Reg, drop_panics: u64) {
     sc.disable();
-    *sc.slot.lock().unwrap() = None;
+    *sc.slot.lock() = None;
     sc.check_registry(reg, 0, 0, drop_panics);
     sc.check_fresh_call(reg);
     sc.check_drops();

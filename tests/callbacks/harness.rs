@@ -9,10 +9,12 @@ use std::fmt::Write as _;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
+// Not std's: std is not instrumented under ThreadSanitizer (see tests/interner.rs).
+use parking_lot::Mutex;
 use tether::{Event, Handle, Proxy, Registry};
 
 use crate::actions::{self, Action};
@@ -188,11 +190,6 @@ pub fn spare() -> Option<Handle> {
     SPARE.try_with(Cell::get).ok().flatten()
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock only means an assertion failed while it was held.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 struct DropRecord {
     id: u64,
     on: ThreadId,
@@ -249,7 +246,7 @@ impl Scenario {
         let reg = Registry::builder()
             .on_event(move |e| sc.on_event(e))
             .build();
-        *lock(&self.slot) = Some(reg.clone());
+        *self.slot.lock() = Some(reg.clone());
         reg
     }
 
@@ -269,7 +266,7 @@ impl Scenario {
 
     fn make(self: &Arc<Self>, armed: bool) -> Val {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        lock(&self.created).push(id);
+        self.created.lock().push(id);
         Val {
             id,
             home: me(),
@@ -292,11 +289,11 @@ impl Scenario {
     }
 
     pub fn set_role(&self, thread: ThreadId, role: Role) {
-        lock(&self.roles).insert(thread, role);
+        self.roles.lock().insert(thread, role);
     }
 
     fn role_here(&self) -> Option<Role> {
-        let base = *lock(&self.roles).get(&me())?;
+        let base = *self.roles.lock().get(&me())?;
         Some(match (base, exiting()) {
             (Role::Home, true) => Role::HomeExiting,
             (Role::Worker, true) => Role::WorkerExiting,
@@ -305,11 +302,11 @@ impl Scenario {
     }
 
     pub fn problem(&self, what: impl Into<String>) {
-        lock(&self.problems).push(what.into());
+        self.problems.lock().push(what.into());
     }
 
     pub fn note(&self, what: impl Into<String>) {
-        lock(&self.notes).push(what.into());
+        self.notes.lock().push(what.into());
     }
 
     /// The end of a script whose driver kept a `witness` proxy (it keeps the
@@ -365,7 +362,7 @@ impl Scenario {
     pub fn key_code(self: &Arc<Self>, code: KeyCode) {
         if let Point::Key(p) = self.point {
             if p.code() == Some(code) {
-                let subject = *lock(&self.key_object);
+                let subject = *self.key_object.lock();
                 self.fire(subject);
             }
         }
@@ -375,7 +372,7 @@ impl Scenario {
     /// the scenario's registry (a `Registry` value, or one lent by a
     /// proxy in a thread-local), else the other registry.
     pub fn context(&self, subject: Option<Handle>) -> Option<(Reg, Option<Handle>)> {
-        if let Some(reg) = lock(&self.slot).clone() {
+        if let Some(reg) = self.slot.lock().clone() {
             return Some((reg, subject.or_else(spare)));
         }
         let lent = LENDER
@@ -385,11 +382,11 @@ impl Scenario {
         if let Some(reg) = lent {
             return Some((reg, subject.or_else(spare)));
         }
-        lock(&self.other).clone().map(|(reg, h)| (reg, Some(h)))
+        self.other.lock().clone().map(|(reg, h)| (reg, Some(h)))
     }
 
     fn record_drop(&self, id: u64, home: ThreadId, home_gone: bool) {
-        lock(&self.drops).push(DropRecord {
+        self.drops.lock().push(DropRecord {
             id,
             on: me(),
             home,
@@ -399,7 +396,7 @@ impl Scenario {
 
     /// How many times value `id` was dropped.
     pub fn times_dropped(&self, id: u64) -> usize {
-        lock(&self.drops).iter().filter(|d| d.id == id).count()
+        self.drops.lock().iter().filter(|d| d.id == id).count()
     }
 
     /// The id the next value will get (to name a value before it exists).
@@ -410,8 +407,8 @@ impl Scenario {
     /// Every value made was dropped exactly once, on its home thread
     /// unless that thread had exited.
     pub fn check_drops(&self) {
-        let created = lock(&self.created).clone();
-        let drops = lock(&self.drops);
+        let created = self.created.lock().clone();
+        let drops = self.drops.lock();
         for id in created {
             let n = drops.iter().filter(|d| d.id == id).count();
             if n != 1 {
@@ -486,9 +483,9 @@ impl Scenario {
         if !self.fired() {
             self.problem("the point was never reached: the action did not run");
         }
-        let problems = lock(&self.problems);
+        let problems = self.problems.lock();
         if std::env::var_os("CALLBACKS_VERBOSE").is_some() {
-            eprintln!("{}: {:?}", self.label(), lock(&self.notes));
+            eprintln!("{}: {:?}", self.label(), self.notes.lock());
         }
         if problems.is_empty() {
             return;
@@ -498,7 +495,7 @@ impl Scenario {
             let _ = writeln!(msg, "  - {p}");
         }
         let _ = writeln!(msg, "  what happened:");
-        for n in lock(&self.notes).iter() {
+        for n in self.notes.lock().iter() {
             let _ = writeln!(msg, "    {n}");
         }
         panic!("{msg}");

@@ -107,7 +107,7 @@ pub fn run(point: Point, action: Action) {
 
     // Teardown: the actors hold the last `Registry` values; the one that
     // exits last drops the last one (`Leaked`, with the witness held).
-    *sc.slot.lock().unwrap() = None;
+    *sc.slot.lock() = None;
     drop(reg);
     if (kind, role) == ("leaked", Role::Worker) {
         home.exit();

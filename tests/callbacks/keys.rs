@@ -149,7 +149,7 @@ pub fn run(point: KeyPoint, action: Action) {
         KeyPoint::EqMap | KeyPoint::EqCache => {
             let n2 = names.clone();
             let first = home.run("intern", move |l| plain(&n2, l));
-            *sc.key_object.lock().unwrap() = first.handle();
+            *sc.key_object.lock() = first.handle();
             sc.enable();
             let again = if point == KeyPoint::EqMap {
                 (
@@ -167,7 +167,7 @@ pub fn run(point: KeyPoint, action: Action) {
         KeyPoint::DropAtRelease => {
             let first = home.run("intern", move |l| plain(&n, l));
             let h = first.handle();
-            *sc.key_object.lock().unwrap() = h;
+            *sc.key_object.lock() = h;
             sc.enable();
             let r = home.run("release (key dropped)", move |l| {
                 h.map(|h| l.reg().release(h))
@@ -183,7 +183,7 @@ pub fn run(point: KeyPoint, action: Action) {
         }
         KeyPoint::DropAtExit => {
             let first = worker.run("intern", move |l| plain(&n, l));
-            *sc.key_object.lock().unwrap() = first.handle();
+            *sc.key_object.lock() = first.handle();
             sc.enable();
             vec![] // released by the worker's exit (below)
         }
@@ -220,7 +220,7 @@ pub fn run(point: KeyPoint, action: Action) {
             names.key_panics()
         ));
     }
-    *sc.slot.lock().unwrap() = None;
+    *sc.slot.lock() = None;
     sc.check_registry(&reg, 0, hook_panics, 0);
     fresh_intern(&sc, &names, &reg);
     sc.check_fresh_call(&reg);

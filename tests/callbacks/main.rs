@@ -292,6 +292,6 @@ fn the_checks_fail_on_what_they_check() {
     reg.unpin(h).expect("unpin");
     drop(alive);
     actor.exit();
-    *sc.slot.lock().unwrap() = None;
+    *sc.slot.lock() = None;
     assert!(reg.is_empty());
 }

@@ -43,7 +43,7 @@ pub fn run(action: Action) {
         sc.problem("the notifier never ran");
     }
     home.run("pump", |l| l.reg().pump());
-    *sc.slot.lock().unwrap() = None;
+    *sc.slot.lock() = None;
     drop(reg);
     worker.exit();
     home.exit();

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
@@ -22,7 +22,10 @@ pub const WATCHDOG: Duration = Duration::from_secs(20);
 #[derive(Debug, Default)]
 pub struct DropLog {
     drops: AtomicUsize,
-    events: Mutex<Vec<(u64, ThreadId)>>,
+    /// A `parking_lot` mutex, not std's: drops record from several threads
+    /// at once, and std is not instrumented under ThreadSanitizer (a
+    /// contended std mutex's acquire is invisible to it).
+    events: parking_lot::Mutex<Vec<(u64, ThreadId)>>,
 }
 
 impl DropLog {
@@ -30,15 +33,9 @@ impl DropLog {
         Arc::new(Self::default())
     }
 
-    fn events(&self) -> MutexGuard<'_, Vec<(u64, ThreadId)>> {
-        // A poisoned lock would only mean a test thread panicked while
-        // recording; the data is still a plain Vec.
-        self.events.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn record(&self, id: u64) {
         let me = thread::current().id();
-        self.events().push((id, me));
+        self.events.lock().push((id, me));
         self.drops.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -49,12 +46,13 @@ impl DropLog {
 
     /// How many times the value with this id was dropped.
     pub fn times_dropped(&self, id: u64) -> usize {
-        self.events().iter().filter(|(i, _)| *i == id).count()
+        self.events.lock().iter().filter(|(i, _)| *i == id).count()
     }
 
     /// The thread on which the value with this id was (first) dropped.
     pub fn dropped_on(&self, id: u64) -> Option<ThreadId> {
-        self.events()
+        self.events
+            .lock()
             .iter()
             .find(|(i, _)| *i == id)
             .map(|(_, t)| *t)
@@ -62,13 +60,13 @@ impl DropLog {
 
     /// Every thread a drop ran on, in order.
     pub fn threads(&self) -> Vec<ThreadId> {
-        self.events().iter().map(|(_, t)| *t).collect()
+        self.events.lock().iter().map(|(_, t)| *t).collect()
     }
 
     /// Number of drops per value id.
     pub fn per_id(&self) -> HashMap<u64, usize> {
         let mut m = HashMap::new();
-        for (id, _) in self.events().iter() {
+        for (id, _) in self.events.lock().iter() {
             *m.entry(*id).or_insert(0) += 1;
         }
         m

@@ -16,7 +16,7 @@ impl Harness {
     /// The values dropped and the events seen since the last check: exactly
     /// the model's, plus `extra` events. Drops: each on the right thread.
     fn check_logs(&mut self, extra: Vec<Ev>) -> Result<(), String> {
-        let mut got: Vec<(u32, usize)> = self.log.lock().unwrap()[self.seen..].to_vec();
+        let mut got: Vec<(u32, usize)> = self.log.lock()[self.seen..].to_vec();
         self.seen += got.len();
         let mut want = std::mem::take(&mut self.m.drops);
         got.sort_unstable();
@@ -26,13 +26,13 @@ impl Harness {
                 "drops (value, thread): registry {got:?}, model {want:?}"
             ));
         }
-        let all = self.log.lock().unwrap();
+        let all = self.log.lock();
         let mut once = HashSet::new();
         if let Some((v, _)) = all.iter().find(|(v, _)| !once.insert(*v)) {
             return Err(format!("value {v} dropped twice: {all:?}"));
         }
         drop(all);
-        let seen = std::mem::take(&mut *self.events.lock().unwrap());
+        let seen = std::mem::take(&mut *self.events.lock());
         let mut got: Vec<Ev> = seen.iter().map(|e| self.ev_of(e)).collect();
         let mut want = std::mem::take(&mut self.m.events);
         want.extend(extra);
@@ -239,7 +239,7 @@ pub fn run(script: &Script) -> Result<Vec<String>, String> {
     let inserted = hx.m.next_val;
     let log = Arc::clone(&hx.log);
     drop(hx);
-    let mut ids: Vec<u32> = log.lock().unwrap().iter().map(|&(v, _)| v).collect();
+    let mut ids: Vec<u32> = log.lock().iter().map(|&(v, _)| v).collect();
     ids.sort_unstable();
     if ids != (0..inserted).collect::<Vec<_>>() {
         return Err(format!(

@@ -3,8 +3,11 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle, ThreadId};
+
+// Not std's: std is not instrumented under ThreadSanitizer (see tests/interner.rs).
+use parking_lot::Mutex;
 
 use tether::{Error, Handle, InternError, Proxy, Registry, Released, Transfer};
 
@@ -31,7 +34,7 @@ pub struct Val {
 impl Drop for Val {
     fn drop(&mut self) {
         let who = IDENT.try_with(Cell::get).unwrap_or(UNKNOWN);
-        self.log.lock().unwrap().push((self.id, who));
+        self.log.lock().push((self.id, who));
     }
 }
 
