@@ -18,7 +18,7 @@
 
 use std::cell::Cell;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 thread_local! {
     /// The calling thread's word per slot: `count << 32 | generation` of
@@ -302,4 +302,141 @@ impl Drop for ProxyFloor {
 #[inline(never)]
 fn last_proxy_gone() {
     black_box(());
+}
+
+/// Handle layout of [`DesignFloor`] ids, tether's: `tag << 45 | generation
+/// << 24 | index`.
+const D_INDEX_BITS: u32 = 24;
+const D_GEN_BITS: u32 = 21;
+const D_TAG_SHIFT: u32 = D_INDEX_BITS + D_GEN_BITS;
+/// Slots of the thread-local table cache, one per tag (tether's size).
+const D_SLOTS: usize = 256;
+
+/// A thread's count table in one registry, at the floor: the drain flag
+/// beside the counts, flat (leaked once per thread and registry).
+struct DTable {
+    /// Values queued to this thread as their home (DESIGN §5): never set
+    /// here, but read by every call, as DESIGN asks.
+    pending: AtomicBool,
+    counts: Box<[Cell<u64>]>,
+}
+
+thread_local! {
+    /// The calling thread's table cache: per tag, the registry's key and
+    /// the thread's table in it (tether's shape: direct-mapped by the
+    /// handle's tag, 4 KiB).
+    static D_CACHE: [(Cell<u64>, Cell<*const DTable>); D_SLOTS] =
+        const { [const { (Cell::new(0), Cell::new(std::ptr::null())) }; D_SLOTS] };
+}
+
+/// A handle of a [`DesignFloor`], laid out as tether's.
+#[derive(Clone, Copy)]
+pub struct DId(u64);
+
+/// What DESIGN asks of every `retain` and `release` of a held handle, at
+/// the floor (issue 18; a reference row, never a target's baseline). It is
+/// [`Floor`]'s retain and release (the thread's own word, its count and
+/// generation checked) plus what DESIGN and issue 18 ask of each call
+/// that the floor leaves out, each in its cheapest form:
+///
+/// * **which registry**: a thread uses several (issue 18), and a handle
+///   of another registry is an error. The handle's tag picks a slot of a
+///   thread-local cache, and the slot's key must be this registry's
+///   (tether's way: one shift, one mask, one thread-local load, a compare,
+///   the table's address);
+/// * **the drain check** (DESIGN §5, "one relaxed load when nothing is
+///   pending"): one relaxed load of a flag in the thread's table itself
+///   (tether's flag sits behind a pointer: this is cheaper);
+/// * **a bounded count**: counts are reported as `u32` and overflow is an
+///   error, so `retain` compares against a limit (folded into the "held"
+///   test: one compare).
+///
+/// The counts are one flat array with a bounds check, which is cheaper
+/// than tether's pages and enough for this row (nothing keeps an entry's
+/// address across calls; a guard would). One registry per `DesignFloor`;
+/// the table is the calling thread's (one thread).
+pub struct DesignFloor {
+    key: u64,
+    /// `(u32::MAX as u64) << 32 - ONE`: a held word with room is below it.
+    room: u64,
+}
+
+impl DesignFloor {
+    /// `n` live objects held once by the calling thread, under registry
+    /// tag `tag` (1..=255) and a key no other registry has.
+    pub fn new(n: usize, tag: u64, key: u64) -> (DesignFloor, Vec<DId>) {
+        let table: &'static DTable = Box::leak(Box::new(DTable {
+            pending: AtomicBool::new(false),
+            counts: (0..n).map(|_| Cell::new(ONE | 1)).collect(),
+        }));
+        D_CACHE.with(|c| {
+            let slot = &c[tag as usize % D_SLOTS];
+            slot.0.set(key);
+            slot.1.set(table);
+        });
+        let ids = (0..n as u64)
+            .map(|i| DId(tag << D_TAG_SHIFT | 1 << D_INDEX_BITS | i))
+            .collect();
+        let room = (u64::from(u32::MAX) << 32) - ONE;
+        (DesignFloor { key, room }, ids)
+    }
+
+    /// `id` with its tag or its generation changed by one: a handle of
+    /// another registry, or of another object at the same index.
+    pub fn others(id: DId) -> [DId; 2] {
+        [DId(id.0 ^ 1 << D_TAG_SHIFT), DId(id.0 ^ 1 << D_INDEX_BITS)]
+    }
+
+    /// The calling thread's word for `id` and its value, if its table
+    /// cache holds this registry for `id`'s tag, nothing is pending, the
+    /// index is in range and the word is `id`'s generation (held or not).
+    #[inline]
+    fn word(&self, id: DId) -> Option<(&'static Cell<u64>, u64)> {
+        let tag = (id.0 >> D_TAG_SHIFT) as usize % D_SLOTS;
+        let table = D_CACHE.with(|c| {
+            let (key, table) = &c[tag];
+            (key.get() == self.key).then(|| table.get())
+        })?;
+        // SAFETY: a slot holds this registry's key only together with the
+        // table `new` leaked for it, which lives forever.
+        let table: &'static DTable = unsafe { &*table };
+        if table.pending.load(Ordering::Relaxed) {
+            return None; // the drain's path
+        }
+        let c = direct(
+            table
+                .counts
+                .get(id.0 as usize & ((1 << D_INDEX_BITS) - 1))?,
+        );
+        let w = c.get();
+        (w as u32 == (id.0 >> D_INDEX_BITS) as u32 & ((1 << D_GEN_BITS) - 1)).then_some((c, w))
+    }
+
+    /// +1 for the calling thread, which holds the object and has room; its
+    /// count after.
+    #[inline]
+    pub fn retain(&self, id: DId) -> Option<u64> {
+        let (c, w) = self.word(id)?;
+        // Held (a count of at least one) and below the limit, in one compare.
+        if w.wrapping_sub(ONE) >= self.room {
+            return None; // not held (the access rule's path) or overflow
+        }
+        c.set(w + ONE);
+        Some((w >> 32) + 1)
+    }
+
+    /// -1 for the calling thread, which holds the object; its count after.
+    #[inline]
+    pub fn release(&self, id: DId) -> Option<u64> {
+        let (c, w) = self.word(id)?;
+        if w < ONE {
+            return None; // not held
+        }
+        let n = (w >> 32) - 1;
+        c.set(if n == 0 { 0 } else { w - ONE });
+        if n == 0 {
+            last_proxy_gone(); // the hold would go (never here)
+        }
+        Some(n)
+    }
 }

@@ -26,7 +26,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use rustc_hash::FxHashMap;
 use tether::{Handle, Interner, Registry, Transfer};
 
-use super::floor::{Floor, Id, ProxyFloor};
+use super::floor::{DesignFloor, Floor, Id, ProxyFloor};
 use super::threads::{on_threads, time, timed};
 
 /// The stored value: 16 bytes, as in G7.
@@ -87,6 +87,11 @@ pub fn groups() -> Vec<Group> {
                     "g1.floor",
                     "floor: checked per-thread count, +1 -1",
                     g1_floor,
+                ),
+                case(
+                    "g1.dfloor",
+                    "floor + DESIGN's per-call work (which registry, drain flag, count limit)",
+                    g1_design_floor,
                 ),
                 case("g1.raw", "tether retain+release", g1_raw),
                 case(
@@ -422,6 +427,26 @@ fn g1_arc() -> Run {
 fn g1_floor() -> Run {
     let (floor, ids) = Floor::new(1);
     let id = ids[0];
+    Box::new(move |n| {
+        time(n, || {
+            black_box(floor.retain(black_box(id)).expect("retain"));
+            black_box(floor.release(black_box(id)).expect("release"));
+        })
+    })
+}
+
+/// The G1 floor with what DESIGN asks of every call (see `DesignFloor`).
+fn g1_design_floor() -> Run {
+    // Tag and key as a registry's would be: any tag, a key no other has.
+    let (floor, ids) = DesignFloor::new(1, 7, 0x7e7e_7e7e);
+    let id = ids[0];
+    // It checks what it claims to: another registry's handle and a stale
+    // one are refused, and nothing changed.
+    for other in DesignFloor::others(id) {
+        assert!(floor.retain(other).is_none() && floor.release(other).is_none());
+    }
+    assert_eq!(floor.retain(id), Some(2));
+    assert_eq!(floor.release(id), Some(1));
     Box::new(move |n| {
         time(n, || {
             black_box(floor.retain(black_box(id)).expect("retain"));
