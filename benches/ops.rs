@@ -201,6 +201,12 @@ fn main() {
                 black_box(f.release(black_box(ids[0])).expect("release"));
             }
         }
+        "design_floor_get" => {
+            let (f, ids) = floor::DesignFloor::new(1000, 7, 0x7e7e_7e7e);
+            for _ in 0..n {
+                black_box(*f.borrow(black_box(ids[0])).expect("get").value());
+            }
+        }
         "floor_get" => {
             let (f, ids) = floor::Floor::new(1000);
             for _ in 0..n {

@@ -356,6 +356,7 @@ pub struct DId(u64);
 /// address across calls; a guard would). One registry per `DesignFloor`;
 /// the table is the calling thread's (one thread).
 pub struct DesignFloor {
+    values: Vec<[u64; 2]>,
     key: u64,
     /// `(u32::MAX as u64) << 32 - ONE`: a held word with room is below it.
     room: u64,
@@ -378,7 +379,8 @@ impl DesignFloor {
             .map(|i| DId(tag << D_TAG_SHIFT | 1 << D_INDEX_BITS | i))
             .collect();
         let room = (u64::from(u32::MAX) << 32) - ONE;
-        (DesignFloor { key, room }, ids)
+        let values = (0..n as u64).map(|i| [i, !i]).collect();
+        (DesignFloor { values, key, room }, ids)
     }
 
     /// `id` with its tag or its generation changed by one: a handle of
@@ -438,5 +440,48 @@ impl DesignFloor {
             last_proxy_gone(); // the hold would go (never here)
         }
         Some(n)
+    }
+
+    /// Borrows the value the way a guard does (row G4), with DESIGN's
+    /// per-call work: [`DesignFloor::retain`]'s +1, and the guard's drop
+    /// as [`Floor::borrow`]'s (reload, -1, test for the last reference).
+    #[inline]
+    pub fn borrow(&self, id: DId) -> Option<DesignGuard<'_>> {
+        let (c, w) = self.word(id)?;
+        if w.wrapping_sub(ONE) >= self.room {
+            return None;
+        }
+        c.set(w + ONE);
+        Some(DesignGuard {
+            c,
+            value: &self.values[id.0 as usize & ((1 << D_INDEX_BITS) - 1)],
+        })
+    }
+}
+
+/// A borrow of a [`DesignFloor`] (see [`DesignFloor::borrow`]).
+pub struct DesignGuard<'a> {
+    c: &'static Cell<u64>,
+    value: &'a [u64; 2],
+}
+
+impl DesignGuard<'_> {
+    /// The value, as `Deref` would give it.
+    #[inline]
+    pub fn value(&self) -> &[u64; 2] {
+        self.value
+    }
+}
+
+impl Drop for DesignGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let w = self.c.get() - ONE;
+        if w < ONE {
+            self.c.set(0);
+            last_proxy_gone(); // the hold would go (never here)
+        } else {
+            self.c.set(w);
+        }
     }
 }

@@ -184,6 +184,11 @@ pub fn groups() -> Vec<Group> {
                     g4_floor,
                 ),
                 case(
+                    "g4.dfloor.1t",
+                    "floor + DESIGN's per-call work (which registry, drain flag, count limit), get",
+                    g4_design_floor,
+                ),
+                case(
                     "g4.copyfloor.1t",
                     "floor: copy-out get, count kept in a register",
                     g4_copy_floor,
@@ -744,6 +749,19 @@ fn tether_of(n: usize) -> (Registry<V>, Vec<Handle>) {
 fn g4_floor() -> Run {
     let (floor, ids) = Floor::new(G4_LIVE);
     let id = ids[0];
+    Box::new(move |n| {
+        time(n, || {
+            black_box(*floor.borrow(black_box(id)).expect("get").value())
+        })
+    })
+}
+
+fn g4_design_floor() -> Run {
+    let (floor, ids) = DesignFloor::new(G4_LIVE, 7, 0x7e7e_7e7e);
+    let id = ids[0];
+    for other in DesignFloor::others(id) {
+        assert!(floor.borrow(other).is_none());
+    }
     Box::new(move |n| {
         time(n, || {
             black_box(*floor.borrow(black_box(id)).expect("get").value())
