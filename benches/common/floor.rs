@@ -234,13 +234,20 @@ impl FloorGuard<'_> {
 impl Drop for FloorGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        let w = self.c.get() - ONE;
-        if w < ONE {
-            self.c.set(0);
-            self.floor.last(self.id);
-        } else {
-            self.c.set(w);
-        }
+        guard_gone(self.c, || self.floor.last(self.id));
+    }
+}
+
+/// A guard's drop at the floor: reload the thread's word, -1, and the last
+/// reference's path (`last`) if it was the thread's last.
+#[inline(always)]
+fn guard_gone(c: &Cell<u64>, last: impl FnOnce()) {
+    let w = c.get() - ONE;
+    if w < ONE {
+        c.set(0);
+        last();
+    } else {
+        c.set(w);
     }
 }
 
@@ -476,12 +483,6 @@ impl DesignGuard<'_> {
 impl Drop for DesignGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        let w = self.c.get() - ONE;
-        if w < ONE {
-            self.c.set(0);
-            last_proxy_gone(); // the hold would go (never here)
-        } else {
-            self.c.set(w);
-        }
+        guard_gone(self.c, last_proxy_gone); // the hold would go (never here)
     }
 }
