@@ -18,9 +18,10 @@ const DEPTHS: usize = 64;
 ///
 /// Each call runs the loop at the next of [`DEPTHS`] stack depths, in a
 /// scrambled order. A loop's time can depend on where its stack slots sit
-/// relative to the heap words it writes (their addresses modulo 4 KiB: a
-/// load is held back behind an earlier store to another address with the
-/// same low 12 bits). With a fixed depth every round of a process gets the
+/// relative to the heap words it writes (most likely 4K aliasing, their
+/// addresses modulo 4 KiB: a load held back behind an earlier store to
+/// another address with the same low 12 bits; inferred from timings, not
+/// counted). With a fixed depth every round of a process gets the
 /// same placement, which address-space randomization draws anew for each
 /// run. Measured on the `Proxy` floor, identical binary: 1.84-3.57 ns from
 /// one run to the next. Cycling the depth gives every case the same spread
