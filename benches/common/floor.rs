@@ -298,16 +298,16 @@ impl Drop for ProxyFloor {
         let n = self.entry.get() - 1;
         self.entry.set(n);
         if n == 0 {
-            last_proxy_gone();
+            hold_gone();
         }
     }
 }
 
-/// The thread's last proxy of an object is gone (its hold would go; never
-/// here).
+/// The thread's last reference to an object is gone (a proxy's, or a
+/// [`DesignFloor`] reference's): its hold would go. Never here.
 #[cold]
 #[inline(never)]
-fn last_proxy_gone() {
+fn hold_gone() {
     black_box(());
 }
 
@@ -339,6 +339,18 @@ thread_local! {
 /// A handle of a [`DesignFloor`], laid out as tether's.
 #[derive(Clone, Copy)]
 pub struct DId(u64);
+
+impl DId {
+    #[inline]
+    fn index(self) -> usize {
+        self.0 as usize & ((1 << D_INDEX_BITS) - 1)
+    }
+
+    #[inline]
+    fn generation(self) -> u32 {
+        (self.0 >> D_INDEX_BITS) as u32 & ((1 << D_GEN_BITS) - 1)
+    }
+}
 
 /// What DESIGN asks of every `retain` and `release` of a held handle, at
 /// the floor (issue 18; a reference row, never a target's baseline). It is
@@ -412,25 +424,29 @@ impl DesignFloor {
         if table.pending.load(Ordering::Relaxed) {
             return None; // the drain's path
         }
-        let c = direct(
-            table
-                .counts
-                .get(id.0 as usize & ((1 << D_INDEX_BITS) - 1))?,
-        );
+        let c = direct(table.counts.get(id.index())?);
         let w = c.get();
-        (w as u32 == (id.0 >> D_INDEX_BITS) as u32 & ((1 << D_GEN_BITS) - 1)).then_some((c, w))
+        (w as u32 == id.generation()).then_some((c, w))
     }
 
-    /// +1 for the calling thread, which holds the object and has room; its
-    /// count after.
+    /// +1 for the calling thread if it holds the object and has room: its
+    /// word and the word's value before.
     #[inline]
-    pub fn retain(&self, id: DId) -> Option<u64> {
+    fn add(&self, id: DId) -> Option<(&'static Cell<u64>, u64)> {
         let (c, w) = self.word(id)?;
         // Held (a count of at least one) and below the limit, in one compare.
         if w.wrapping_sub(ONE) >= self.room {
             return None; // not held (the access rule's path) or overflow
         }
         c.set(w + ONE);
+        Some((c, w))
+    }
+
+    /// +1 for the calling thread, which holds the object and has room; its
+    /// count after.
+    #[inline]
+    pub fn retain(&self, id: DId) -> Option<u64> {
+        let (_, w) = self.add(id)?;
         Some((w >> 32) + 1)
     }
 
@@ -444,7 +460,7 @@ impl DesignFloor {
         let n = (w >> 32) - 1;
         c.set(if n == 0 { 0 } else { w - ONE });
         if n == 0 {
-            last_proxy_gone(); // the hold would go (never here)
+            hold_gone();
         }
         Some(n)
     }
@@ -454,14 +470,10 @@ impl DesignFloor {
     /// as [`Floor::borrow`]'s (reload, -1, test for the last reference).
     #[inline]
     pub fn borrow(&self, id: DId) -> Option<DesignGuard<'_>> {
-        let (c, w) = self.word(id)?;
-        if w.wrapping_sub(ONE) >= self.room {
-            return None;
-        }
-        c.set(w + ONE);
+        let (c, _) = self.add(id)?;
         Some(DesignGuard {
             c,
-            value: &self.values[id.0 as usize & ((1 << D_INDEX_BITS) - 1)],
+            value: &self.values[id.index()],
         })
     }
 }
@@ -483,6 +495,6 @@ impl DesignGuard<'_> {
 impl Drop for DesignGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        guard_gone(self.c, last_proxy_gone); // the hold would go (never here)
+        guard_gone(self.c, hold_gone);
     }
 }
