@@ -150,14 +150,26 @@ impl<T> Slot<T> {
     /// decides about the object (is it pinned?) it reads from there, as
     /// that is the object the hold landed on.
     pub(crate) fn try_hold(&self, h: Handle) -> Result<u64, Error> {
+        self.hold_if(h, |_| true).map_err(|state| refusal(state, h))
+    }
+
+    /// [`Slot::try_hold`] on a state word that also passes `allow`: the
+    /// word the hold was added to, or `Err` with the word that failed
+    /// (nothing changed). One load and one CAS when uncontended, and no
+    /// call: a thread's first reference decides the access rule on the
+    /// word it replaces (see `Inner::retain_first`).
+    #[inline(always)]
+    pub(crate) fn hold_if(&self, h: Handle, allow: impl Fn(u64) -> bool) -> Result<u64, u64> {
         let mut cur = self.state();
         loop {
             // The live object `h` names, with room for one more hold: a
             // compare of the generation and one of the holds (`0` wraps
-            // around). A live object is always issued, so everything else
-            // is refused, and classified, out of line.
-            if generation(cur) != h.generation() || holds(cur).wrapping_sub(1) >= MAX_HOLDS - 1 {
-                return Err(refusal(cur, h));
+            // around). A live object is always issued.
+            if generation(cur) != h.generation()
+                || holds(cur).wrapping_sub(1) >= MAX_HOLDS - 1
+                || !allow(cur)
+            {
+                return Err(cur);
             }
             match self.state.compare_exchange_weak(
                 cur,
@@ -168,6 +180,39 @@ impl<T> Slot<T> {
                 Ok(_) => return Ok(cur),
                 Err(actual) => cur = actual,
             }
+        }
+    }
+
+    /// A hold for a thread's first reference under the access rule
+    /// (invariant 5), for the thread whose inbox is `mine`: if `h` names
+    /// the live object and the thread is its home or it is pinned.
+    /// Strangers are refused without writing the word.
+    ///
+    /// `home` is read before the hold and may be an earlier occupant's (the
+    /// slot reused for the object a successor id names before the CAS), so
+    /// the rule is decided again on the object the hold landed on: its
+    /// word as the CAS replaced it, and its home read once held (stable
+    /// then). `Ok(true)`: held. `Ok(false)`: held, but not an object the
+    /// thread may hold: the caller gives the hold back. `Err`: nothing
+    /// changed, [`first_refusal`] says why.
+    #[inline(always)]
+    pub(crate) fn hold_first(&self, h: Handle, mine: *const Inbox<T>) -> Result<bool, u64> {
+        let home = ptr::eq(self.home_addr(), mine);
+        let state = self.hold_if(h, |state| home || is_pinned(state))?;
+        Ok(is_pinned(state) || ptr::eq(self.home_addr(), mine))
+    }
+
+    /// Why [`Slot::hold_first`] refused `h` on `state` for the thread whose
+    /// inbox is `mine`: what `classify` says (a dead or never-issued id says
+    /// so rather than "not held"), else `NotHeld` for a thread without
+    /// access, else (at the hold limit) `Overflow`.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn first_refusal(&self, state: u64, h: Handle, mine: *const Inbox<T>) -> Error {
+        match classify(state, h) {
+            Err(e) => e,
+            Ok(()) if !is_pinned(state) && !ptr::eq(self.home_addr(), mine) => Error::NotHeld(h),
+            Ok(()) => Error::Overflow(h),
         }
     }
 
@@ -263,12 +308,6 @@ impl<T> Slot<T> {
             .store(ptr::NonNull::dangling().as_ptr(), Ordering::Relaxed);
     }
 
-    /// Whether the object has a pin (see [`Slot::mark_pinned`]).
-    #[inline]
-    pub(crate) fn pinned(&self) -> bool {
-        is_pinned(self.state.load(Ordering::Relaxed))
-    }
-
     /// Sets or clears the pinned flag, as the registry's pin count for the
     /// object leaves or reaches zero (under the lock of those counts). The
     /// object is live: the pin's hold is taken before the flag is set and
@@ -299,6 +338,7 @@ fn refusal(state: u64, h: Handle) -> Error {
         Ok(()) => Error::Overflow(h),
     }
 }
+
 
 /// `Ok` if `state` is the live object named by `h`, else why not — one
 /// rule, whatever the slot's history:

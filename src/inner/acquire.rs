@@ -10,7 +10,7 @@ use super::{Inner, Kind};
 use crate::local::ThreadTable;
 use crate::local::{first, total};
 use crate::page::Loc;
-use crate::slot::is_pinned;
+use crate::slot::Slot;
 use crate::sync::{self, AtomicU64, Ordering};
 use crate::{Error, Handle, InsertError};
 
@@ -122,11 +122,63 @@ impl<T: Send + Sync + 'static> Inner<T> {
         self.retain_missed(h, Missed::of(table, entry, e))
     }
 
-    /// `retain` past its fast path, with the count in registers.
+    /// `retain` past its fast path, with the count in registers: a
+    /// thread's first reference the usual way (its zero entry found in its
+    /// cached table, the object live, the thread its home or the object
+    /// pinned), else [`Inner::retain_slow`].
+    ///
+    /// Leaf code: every exit but the usual one is a tail call, so it keeps
+    /// nothing in callee-saved registers (row G3: a thread's 0→1→0).
     #[inline(never)]
     fn retain_missed<'a>(&'a self, h: Handle, missed: Missed<'a, T>) -> Result<u32, Error> {
+        let Missed(Some((table, entry))) = missed else {
+            return self.retain_slow(h, missed);
+        };
+        let Some(slot) = self.slots.at(Loc::of(h.index() as usize)) else {
+            return self.retain_slow(h, missed);
+        };
+        if h.index() >= self.capacity {
+            return self.retain_slow(h, missed);
+        }
+        match slot.hold_first(h, Arc::as_ptr(&table.inbox)) {
+            Ok(true) => {}
+            Ok(false) => return self.refuse_held(slot, h, table),
+            // Nothing changed: the general path says why.
+            Err(_) => return self.retain_slow(h, missed),
+        }
+        let e = first(Kind::Ref.one(), h);
+        entry.store(e, Ordering::Relaxed);
+        if self.diag.is_active() {
+            return self.retain_first_told(h, table);
+        }
+        Ok(total(e))
+    }
+
+    /// `retain` past [`Inner::retain_missed`]: the general acquire.
+    #[cold]
+    #[inline(never)]
+    fn retain_slow<'a>(&'a self, h: Handle, missed: Missed<'a, T>) -> Result<u32, Error> {
         self.acquire_missed(h, Kind::Ref, missed)
             .map(|held| held.count())
+    }
+
+    /// A first reference taken by `retain_missed`, told to the
+    /// diagnostics: the count, 1.
+    #[cold]
+    #[inline(never)]
+    fn retain_first_told(&self, h: Handle, table: &ThreadTable<T>) -> Result<u32, Error> {
+        self.diag.first_reference(h, table.thread);
+        Ok(1)
+    }
+
+    /// A hold added by a thread that turns out to have no access to the
+    /// object it landed on (see [`Inner::first_hold`]): given back,
+    /// `NotHeld`.
+    #[cold]
+    #[inline(never)]
+    fn refuse_held<R>(&self, slot: &Slot<T>, h: Handle, table: &ThreadTable<T>) -> Result<R, Error> {
+        self.drop_hold(slot, h, Some(table));
+        Err(Error::NotHeld(h))
     }
 
     /// `retain`'s fast path alone: +1 if the calling thread already holds
@@ -308,38 +360,24 @@ impl<T: Send + Sync + 'static> Inner<T> {
 
     /// The access check of a thread's first reference, and the slot's hold
     /// that goes with it (the caller then stores the entry, or hands the
-    /// hold on).
-    ///
-    /// The access rule (invariant 5) is decided about the object the hold
-    /// actually lands on. A check before the hold reads the slot's occupant
-    /// *then*, which may die and be replaced by the object a successor id
-    /// names (same index, next generation) before `try_hold`'s CAS: so the
-    /// rule is checked again on the state word the CAS replaced and the
-    /// home of the object now held, and a refused hold is given back.
+    /// hold on). The rule (invariant 5) is decided about the object the
+    /// hold actually lands on (see [`Slot::hold_first`]); a refused hold is
+    /// given back.
     #[inline]
     pub(crate) fn first_hold(&self, u: &Unheld<'_, T>, granted: bool) -> Result<(), Error> {
         let (slot, h) = (u.slot, u.h);
-        let mine = Arc::as_ptr(&u.table.inbox);
         if granted {
             // The object may die any time: `try_hold` refuses a dead or
             // reused slot.
             slot.try_hold(h)?;
             return Ok(());
         }
-        // A stranger is refused without writing the shared state word (and
-        // a dead or never-issued `h` says so rather than "not held").
-        if !ptr::eq(slot.home_addr(), mine) && !slot.pinned() {
-            slot.check(h)?;
-            return Err(Error::NotHeld(h));
+        let mine = Arc::as_ptr(&u.table.inbox);
+        match slot.hold_first(h, mine) {
+            Ok(true) => Ok(()),
+            Ok(false) => self.refuse_held(slot, h, u.table),
+            Err(state) => Err(slot.first_refusal(state, h, mine)),
         }
-        let state = slot.try_hold(h)?;
-        // Now `h`'s object is held: its home is stable, and `state` says
-        // whether it was pinned when the hold was added.
-        if is_pinned(state) || ptr::eq(slot.home_addr(), mine) {
-            return Ok(());
-        }
-        self.drop_hold(slot, h, Some(u.table));
-        Err(Error::NotHeld(h))
     }
 
     /// A transfer claimed: its in-flight hold becomes a reference of `kind`
