@@ -339,7 +339,6 @@ fn refusal(state: u64, h: Handle) -> Error {
     }
 }
 
-
 /// `Ok` if `state` is the live object named by `h`, else why not — one
 /// rule, whatever the slot's history:
 ///

@@ -176,7 +176,12 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// `NotHeld`.
     #[cold]
     #[inline(never)]
-    fn refuse_held<R>(&self, slot: &Slot<T>, h: Handle, table: &ThreadTable<T>) -> Result<R, Error> {
+    fn refuse_held<R>(
+        &self,
+        slot: &Slot<T>,
+        h: Handle,
+        table: &ThreadTable<T>,
+    ) -> Result<R, Error> {
         self.drop_hold(slot, h, Some(table));
         Err(Error::NotHeld(h))
     }
