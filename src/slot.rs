@@ -150,17 +150,16 @@ impl<T> Slot<T> {
     /// decides about the object (is it pinned?) it reads from there, as
     /// that is the object the hold landed on.
     pub(crate) fn try_hold(&self, h: Handle) -> Result<u64, Error> {
-        self.hold_if(h, |_| true).map_err(|state| refusal(state, h))
+        self.hold_from(self.state(), h, |_| true)
+            .map_err(|state| refusal(state, h))
     }
 
-    /// [`Slot::try_hold`] on a state word that also passes `allow`: the
-    /// word the hold was added to, or `Err` with the word that failed
-    /// (nothing changed). One load and one CAS when uncontended, and no
-    /// call: a thread's first reference decides the access rule on the
-    /// word it replaces (see `Inner::retain_first`).
+    /// [`Slot::try_hold`] on a state word that also passes `allow`, from
+    /// `cur`, the word as the caller read it (acquire): the word the hold
+    /// was added to, or `Err` with the word that failed (nothing changed).
+    /// One CAS when uncontended, and no call.
     #[inline(always)]
-    pub(crate) fn hold_if(&self, h: Handle, allow: impl Fn(u64) -> bool) -> Result<u64, u64> {
-        let mut cur = self.state();
+    fn hold_from(&self, mut cur: u64, h: Handle, allow: impl Fn(u64) -> bool) -> Result<u64, u64> {
         loop {
             // The live object `h` names, with room for one more hold: a
             // compare of the generation and one of the holds (`0` wraps
@@ -185,34 +184,55 @@ impl<T> Slot<T> {
 
     /// A hold for a thread's first reference under the access rule
     /// (invariant 5), for the thread whose inbox is `mine`: if `h` names
-    /// the live object and the thread is its home or it is pinned.
-    /// Strangers are refused without writing the word.
+    /// the live object and the thread is its home or it is pinned, decided
+    /// on the word the CAS replaces. Strangers are refused without writing
+    /// the word. `Err`: nothing changed, [`Slot::first_refusal`] says why.
     ///
-    /// `home` is read before the hold and may be an earlier occupant's (the
-    /// slot reused for the object a successor id names before the CAS), so
-    /// the rule is decided again on the object the hold landed on: its
-    /// word as the CAS replaced it, and its home read once held (stable
-    /// then). `Ok(true)`: held. `Ok(false)`: held, but not an object the
-    /// thread may hold: the caller gives the hold back. `Err`: nothing
-    /// changed, [`first_refusal`] says why.
+    /// The home is read *after* the state word, so it is the home of the
+    /// object the hold lands on. The hold lands only on a word of `h`'s
+    /// generation with holds, and it read such a word before the home:
+    /// generations never repeat and nothing resurrects, so that one object
+    /// lived from the state read to the CAS, and the home read between is
+    /// its own. (The home read is ordered after the acquire load of the
+    /// state, which saw the insert's publication, so it is not an earlier
+    /// occupant's; it is not a later one's either: those are written by
+    /// release stores after the object's death, whose reading would order
+    /// that death before the CAS.) Deciding on a home read before the
+    /// state word let a successor id (same index, next generation) take
+    /// the hold on an object reinserted mid-check: loom model
+    /// `successor_id_gives_no_access_when_the_slot_is_reused_mid_check`.
     #[inline(always)]
-    pub(crate) fn hold_first(&self, h: Handle, mine: *const Inbox<T>) -> Result<bool, u64> {
+    pub(crate) fn hold_first(&self, h: Handle, mine: *const Inbox<T>) -> Result<(), u64> {
+        let cur = self.state();
         let home = ptr::eq(self.home_addr(), mine);
-        let state = self.hold_if(h, |state| home || is_pinned(state))?;
-        Ok(is_pinned(state) || ptr::eq(self.home_addr(), mine))
+        self.hold_from(cur, h, |state| home || is_pinned(state))
+            .map(|_| ())
     }
 
     /// Why [`Slot::hold_first`] refused `h` on `state` for the thread whose
     /// inbox is `mine`: what `classify` says (a dead or never-issued id says
     /// so rather than "not held"), else `NotHeld` for a thread without
     /// access, else (at the hold limit) `Overflow`.
+    ///
+    /// A refusal on a word of the live object may come from a home read
+    /// after that object died (null, or a later occupant's): so the home is
+    /// read again, and trusted only if the object still lives after that
+    /// read (then it lived throughout, and the home is its own); if it has
+    /// died meanwhile, the answer is that.
     #[cold]
     #[inline(never)]
     pub(crate) fn first_refusal(&self, state: u64, h: Handle, mine: *const Inbox<T>) -> Error {
-        match classify(state, h) {
-            Err(e) => e,
-            Ok(()) if !is_pinned(state) && !ptr::eq(self.home_addr(), mine) => Error::NotHeld(h),
-            Ok(()) => Error::Overflow(h),
+        if let Err(e) = classify(state, h) {
+            return e;
+        }
+        let home = ptr::eq(self.home_addr(), mine);
+        if let Err(e) = classify(self.state(), h) {
+            return e;
+        }
+        if !home && !is_pinned(state) {
+            Error::NotHeld(h)
+        } else {
+            Error::Overflow(h)
         }
     }
 

@@ -10,7 +10,6 @@ use super::{Inner, Kind};
 use crate::local::ThreadTable;
 use crate::local::{first, total};
 use crate::page::Loc;
-use crate::slot::Slot;
 use crate::sync::{self, AtomicU64, Ordering};
 use crate::{Error, Handle, InsertError};
 
@@ -20,6 +19,17 @@ use crate::{Error, Handle, InsertError};
 /// is passed in registers (the entry's location is worked out again from
 /// the handle, which costs less than passing it).
 pub(crate) struct Missed<'a, T>(Option<(&'a ThreadTable<T>, &'a AtomicU64)>);
+
+/// What [`Inner::retain_first`] did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum First {
+    /// The thread's first reference is taken: its count is 1.
+    Taken,
+    /// Taken, and the diagnostics are to be told.
+    Untold,
+    /// Nothing changed: the general path decides.
+    Other,
+}
 
 impl<'a, T> Missed<'a, T> {
     /// The fast path's findings: `entry` of `table`, of value `e`.
@@ -119,71 +129,64 @@ impl<T: Send + Sync + 'static> Inner<T> {
             entry.store(e, Ordering::Relaxed);
             return Ok(total(e));
         }
-        self.retain_missed(h, Missed::of(table, entry, e))
+        if e == 0 {
+            return match self.retain_first(h, table, entry) {
+                First::Taken => Ok(1),
+                first => self.retain_first_missed(h, table, entry, first),
+            };
+        }
+        self.retain_missed(h, Missed(None))
     }
 
-    /// `retain` past its fast path, with the count in registers: a
-    /// thread's first reference the usual way (its zero entry found in its
-    /// cached table, the object live, the thread its home or the object
-    /// pinned), else [`Inner::retain_slow`].
-    ///
-    /// Leaf code: every exit but the usual one is a tail call, so it keeps
-    /// nothing in callee-saved registers (row G3: a thread's 0→1→0).
+    /// A thread's first reference by `retain`, the usual way: its zero
+    /// `entry` in its cached `table`, the object live, the thread its home
+    /// or the object pinned. Leaf code (no call, nothing kept in
+    /// callee-saved registers: row G3, a thread's 0→1→0); what it could
+    /// not finish it says, and [`Inner::retain_missed`] does.
     #[inline(never)]
-    fn retain_missed<'a>(&'a self, h: Handle, missed: Missed<'a, T>) -> Result<u32, Error> {
-        let Missed(Some((table, entry))) = missed else {
-            return self.retain_slow(h, missed);
-        };
+    fn retain_first(&self, h: Handle, table: &ThreadTable<T>, entry: &AtomicU64) -> First {
         let Some(slot) = self.slots.at(Loc::of(h.index() as usize)) else {
-            return self.retain_slow(h, missed);
+            return First::Other;
         };
         if h.index() >= self.capacity {
-            return self.retain_slow(h, missed);
+            return First::Other;
         }
-        match slot.hold_first(h, Arc::as_ptr(&table.inbox)) {
-            Ok(true) => {}
-            Ok(false) => return self.refuse_held(slot, h, table),
+        if slot.hold_first(h, Arc::as_ptr(&table.inbox)).is_err() {
             // Nothing changed: the general path says why.
-            Err(_) => return self.retain_slow(h, missed),
+            return First::Other;
         }
-        let e = first(Kind::Ref.one(), h);
-        entry.store(e, Ordering::Relaxed);
+        entry.store(first(Kind::Ref.one(), h), Ordering::Relaxed);
         if self.diag.is_active() {
-            return self.retain_first_told(h, table);
+            return First::Untold;
         }
-        Ok(total(e))
+        First::Taken
     }
 
-    /// `retain` past [`Inner::retain_missed`]: the general acquire.
-    #[cold]
+    /// `retain` past its fast path, with the count in registers.
     #[inline(never)]
-    fn retain_slow<'a>(&'a self, h: Handle, missed: Missed<'a, T>) -> Result<u32, Error> {
+    fn retain_missed<'a>(&'a self, h: Handle, missed: Missed<'a, T>) -> Result<u32, Error> {
         self.acquire_missed(h, Kind::Ref, missed)
             .map(|held| held.count())
     }
 
-    /// A first reference taken by `retain_missed`, told to the
-    /// diagnostics: the count, 1.
+    /// `retain` past [`Inner::retain_first`], which said `first` (not
+    /// `Taken`) about the thread's zero `entry` in its `table`.
     #[cold]
     #[inline(never)]
-    fn retain_first_told(&self, h: Handle, table: &ThreadTable<T>) -> Result<u32, Error> {
-        self.diag.first_reference(h, table.thread);
-        Ok(1)
-    }
-
-    /// A hold added by a thread that turns out to have no access to the
-    /// object it landed on (see [`Inner::first_hold`]): given back,
-    /// `NotHeld`.
-    #[cold]
-    #[inline(never)]
-    fn refuse_held<R>(
-        &self,
-        slot: &Slot<T>,
+    fn retain_first_missed<'a>(
+        &'a self,
         h: Handle,
-        table: &ThreadTable<T>,
-    ) -> Result<R, Error> {
-        self.drop_hold(slot, h, Some(table));
-        Err(Error::NotHeld(h))
+        table: &'a ThreadTable<T>,
+        entry: &'a AtomicU64,
+        first: First,
+    ) -> Result<u32, Error> {
+        match first {
+            First::Untold => {
+                self.diag.first_reference(h, table.thread);
+                Ok(1)
+            }
+            First::Taken | First::Other => self.retain_missed(h, Missed::of(table, entry, 0)),
+        }
     }
 
     /// `retain`'s fast path alone: +1 if the calling thread already holds
@@ -366,8 +369,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// The access check of a thread's first reference, and the slot's hold
     /// that goes with it (the caller then stores the entry, or hands the
     /// hold on). The rule (invariant 5) is decided about the object the
-    /// hold actually lands on (see [`Slot::hold_first`]); a refused hold is
-    /// given back.
+    /// hold actually lands on (see [`Slot::hold_first`]): a refused thread
+    /// takes no hold.
     #[inline]
     pub(crate) fn first_hold(&self, u: &Unheld<'_, T>, granted: bool) -> Result<(), Error> {
         let (slot, h) = (u.slot, u.h);
@@ -378,11 +381,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
             return Ok(());
         }
         let mine = Arc::as_ptr(&u.table.inbox);
-        match slot.hold_first(h, mine) {
-            Ok(true) => Ok(()),
-            Ok(false) => self.refuse_held(slot, h, u.table),
-            Err(state) => Err(slot.first_refusal(state, h, mine)),
-        }
+        slot.hold_first(h, mine)
+            .map_err(|state| slot.first_refusal(state, h, mine))
     }
 
     /// A transfer claimed: its in-flight hold becomes a reference of `kind`

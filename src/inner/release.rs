@@ -52,16 +52,13 @@ impl<T: Send + Sync + 'static> Inner<T> {
         self.remove_ref_of(entry, e, h, table, || unsafe { self.slot_held_at(loc) })
     }
 
-    /// [`Inner::let_go`] as `release`'s result (a tail call of the fast
-    /// path).
+    /// [`Inner::let_go`] out of line, for `release`'s fast path. Its
+    /// result is one word, returned in a register: nothing is stored
+    /// between the hold's RMW and the caller's next use of the result, and
+    /// `finalize` is a tail call.
     #[inline(never)]
-    fn let_go_ok(
-        &self,
-        h: Handle,
-        slot: &Slot<T>,
-        table: &ThreadTable<T>,
-    ) -> Result<Released, Error> {
-        Ok(self.let_go(h, slot, table))
+    fn let_go_out(&self, h: Handle, slot: &Slot<T>, table: &ThreadTable<T>) -> Released {
+        self.let_go(h, slot, table)
     }
 
     /// The general path of `release`.
@@ -101,7 +98,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         // The thread holds nothing more: its entry goes, generation and all
         // (see `settled`).
         entry.store(0, Ordering::Relaxed);
-        self.let_go_ok(h, slot(), table)
+        Ok(self.let_go_out(h, slot(), table))
     }
 
     /// The calling thread's count for `h` just went 1 → 0 (its entry is
