@@ -234,6 +234,13 @@ fn main() {
                 f.first_and_last(black_box(ids[0].split())).expect("live");
             }
         }
+        "floor_first_last_calls" => {
+            let (f, ids) = floor::Floor::new(1);
+            for _ in 0..n {
+                black_box(f.first(black_box(ids[0])).expect("first"));
+                black_box(f.last_ref(black_box(ids[0])).expect("last"));
+            }
+        }
         "floor_proxy_clone_drop" => {
             // TETHER_OPS_PAD=n allocates n small boxes first, to move the
             // floor's objects on the heap: its time depends on where they

@@ -180,6 +180,36 @@ impl Floor {
         Some(())
     }
 
+    /// [`Floor::first_and_last`] as the two calls a program makes, each
+    /// with its own result (the count after), the way row G3 calls
+    /// tether's `retain` and `release`: the thread's first reference...
+    #[inline]
+    pub fn first(&self, id: Id) -> Option<u64> {
+        let state = self.states.get(id.index())?;
+        let c = direct(COUNTS.with(Cell::get).get(id.index())?);
+        let old = state.fetch_add(1, Ordering::Acquire);
+        if (old >> 32) as u32 != id.generation() {
+            state.fetch_sub(1, Ordering::Release);
+            return None;
+        }
+        c.set(ONE | u64::from(id.generation()));
+        Some(1)
+    }
+
+    /// ... and its last one: the word reloaded and checked, -1, the
+    /// hold's `fetch_sub`.
+    #[inline]
+    pub fn last_ref(&self, id: Id) -> Option<u64> {
+        let (c, w) = self.mine(id)?;
+        if w >> 32 != 1 {
+            c.set(w - ONE);
+            return Some((w >> 32) - 1);
+        }
+        c.set(0);
+        self.states[id.index()].fetch_sub(1, Ordering::Release);
+        Some(0)
+    }
+
     /// Borrows the value the way a guard does (row G4): +1 for the
     /// calling thread, which holds the object; the guard's drop -1s the
     /// thread's word again. Any code may run while a guard lives — other

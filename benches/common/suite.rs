@@ -165,6 +165,11 @@ pub fn groups() -> Vec<Group> {
                     "floor: own count + 2 RMWs (checked), 2 threads",
                     || g3_floor(2),
                 ),
+                case(
+                    "g3.floor2.1t",
+                    "floor as two calls (first, last), each result kept, 1 thread",
+                    g3_floor_calls,
+                ),
                 case("g3.tether.1t", "tether 0->1->0, 1 thread", || {
                     transitions(1)
                 }),
@@ -470,6 +475,23 @@ fn g3_floor(threads: usize) -> Run {
             floor.adopt();
             timed(start, n, || {
                 floor.first_and_last(black_box(id.split())).expect("live");
+            })
+        })
+    })
+}
+
+/// G3's floor called the way tether's row calls `retain` and `release`:
+/// two calls, each id and each result through `black_box` (a reference
+/// row: what the one-call floor leaves out of the harness).
+fn g3_floor_calls() -> Run {
+    let (floor, ids) = Floor::new(1);
+    let id = ids[0];
+    Box::new(move |n| {
+        on_threads(vec![()], |(), start| {
+            floor.adopt();
+            timed(start, n, || {
+                black_box(floor.first(black_box(id)).expect("first"));
+                black_box(floor.last_ref(black_box(id)).expect("last"));
             })
         })
     })
