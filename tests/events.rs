@@ -222,6 +222,10 @@ fn a_workers_first_retain_of_a_pinned_object_is_its_first_reference() {
         assert_eq!(r2.retain(h), Ok(2), "second retain: fast path");
         assert_eq!(r2.release(h), Ok(Released::Held(1)));
         assert_eq!(r2.release(h), Ok(Released::Held(0)), "the pin keeps it");
+        // Again, now with the thread's table cached: `retain`'s own path
+        // for a first reference (`retain_first`) tells the hook too.
+        assert_eq!(r2.retain(h), Ok(1));
+        assert_eq!(r2.release(h), Ok(Released::Held(0)));
         // A guard is a reference of its thread too.
         let g = r2.get(h).expect("get of a pinned object");
         drop(g);
@@ -230,6 +234,8 @@ fn a_workers_first_retain_of_a_pinned_object_is_its_first_reference() {
     assert_eq!(
         during,
         [
+            Ev::First(h, w),
+            Ev::Last(h, w),
             Ev::First(h, w),
             Ev::Last(h, w),
             Ev::First(h, w),
