@@ -195,9 +195,11 @@ impl<T> Slot<T> {
     /// lived from the state read to the CAS, and the home read between is
     /// its own. (The home read is ordered after the acquire load of the
     /// state, which saw the insert's publication, so it is not an earlier
-    /// occupant's; it is not a later one's either: those are written by
-    /// release stores after the object's death, whose reading would order
-    /// that death before the CAS.) Deciding on a home read before the
+    /// occupant's; nor a later one's: those are written by release stores
+    /// (or RMWs continuing them) after the object's death, whose reading
+    /// would order that death before the CAS. The one relaxed store, the
+    /// retired marker, is no thread's inbox: read, it only refuses.)
+    /// Deciding on a home read before the
     /// state word let a successor id (same index, next generation) take
     /// the hold on an object reinserted mid-check: loom model
     /// `successor_id_gives_no_access_when_the_slot_is_reused_mid_check`.

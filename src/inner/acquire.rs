@@ -142,7 +142,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// `entry` in its cached `table`, the object live, the thread its home
     /// or the object pinned. Leaf code (no call, nothing kept in
     /// callee-saved registers: row G3, a thread's 0→1→0); what it could
-    /// not finish it says, and [`Inner::retain_missed`] does.
+    /// not finish it says, and [`Inner::retain_first_missed`] does.
     #[inline(never)]
     fn retain_first(&self, h: Handle, table: &ThreadTable<T>, entry: &AtomicU64) -> First {
         let Some(slot) = self.slots.at(Loc::of(h.index() as usize)) else {
