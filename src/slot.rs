@@ -199,9 +199,9 @@ impl<T> Slot<T> {
     /// (or RMWs continuing them) after the object's death, whose reading
     /// would order that death before the CAS. The one relaxed store, the
     /// retired marker, is no thread's inbox: read, it only refuses.)
-    /// Deciding on a home read before the
-    /// state word let a successor id (same index, next generation) take
-    /// the hold on an object reinserted mid-check: loom model
+    /// Deciding on a home read before the state word let a successor id
+    /// (same index, next generation) take the hold on an object reinserted
+    /// mid-check: loom model
     /// `successor_id_gives_no_access_when_the_slot_is_reused_mid_check`.
     #[inline(always)]
     pub(crate) fn hold_first(&self, h: Handle, mine: *const Inbox<T>) -> Result<(), u64> {
@@ -228,7 +228,7 @@ impl<T> Slot<T> {
             return e;
         }
         let home = ptr::eq(self.home_addr(), mine);
-        if let Err(e) = classify(self.state(), h) {
+        if let Err(e) = self.check(h) {
             return e;
         }
         if !home && !is_pinned(state) {

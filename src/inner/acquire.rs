@@ -145,13 +145,10 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// not finish it says, and [`Inner::retain_first_missed`] does.
     #[inline(never)]
     fn retain_first(&self, h: Handle, table: &ThreadTable<T>, entry: &AtomicU64) -> First {
-        let Some(slot) = self.slots.at(Loc::of(h.index() as usize)) else {
+        let Some(u) = self.unheld_at(table, entry, h) else {
             return First::Other;
         };
-        if h.index() >= self.capacity {
-            return First::Other;
-        }
-        if slot.hold_first(h, Arc::as_ptr(&table.inbox)).is_err() {
+        if u.slot.hold_first(h, Arc::as_ptr(&table.inbox)).is_err() {
             // Nothing changed: the general path says why.
             return First::Other;
         }
