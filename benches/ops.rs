@@ -197,14 +197,14 @@ fn main() {
             }
         }
         "design_floor_retain_release" => {
-            let (f, ids) = floor::DesignFloor::new(1, 7, 0x7e7e_7e7e);
+            let (f, ids) = floor::DesignFloor::new(1);
             for _ in 0..n {
                 black_box(f.retain(black_box(ids[0])).expect("retain"));
                 black_box(f.release(black_box(ids[0])).expect("release"));
             }
         }
         "design_floor_get" => {
-            let (f, ids) = floor::DesignFloor::new(1000, 7, 0x7e7e_7e7e);
+            let (f, ids) = floor::DesignFloor::new(1000);
             for _ in 0..n {
                 black_box(*f.borrow(black_box(ids[0])).expect("get").value());
             }

@@ -133,12 +133,7 @@ impl Floor {
     #[inline]
     pub fn release(&self, id: Id) -> Option<u64> {
         let (c, w) = self.mine(id)?;
-        let n = (w >> 32) - 1;
-        c.set(if n == 0 { 0 } else { w - ONE });
-        if n == 0 {
-            self.last(id);
-        }
-        Some(n)
+        Some(minus_one(c, w, || self.last(id)))
     }
 
     /// The calling thread's last reference is gone: its hold goes.
@@ -167,11 +162,7 @@ impl Floor {
     pub fn first_and_last(&self, id: Split) -> Option<()> {
         let state = self.states.get(id.index)?;
         let c = COUNTS.with(Cell::get).get(id.index)?;
-        let old = state.fetch_add(1, Ordering::Acquire);
-        if (old >> 32) as u32 != id.generation {
-            state.fetch_sub(1, Ordering::Release);
-            return None;
-        }
+        hold_checked(state, id.generation)?;
         c.set(ONE | u64::from(id.generation));
         // Two calls in a real program: the -1 reloads the word.
         let c = black_box(c);
@@ -187,11 +178,7 @@ impl Floor {
     pub fn first(&self, id: Id) -> Option<u64> {
         let state = self.states.get(id.index())?;
         let c = direct(COUNTS.with(Cell::get).get(id.index())?);
-        let old = state.fetch_add(1, Ordering::Acquire);
-        if (old >> 32) as u32 != id.generation() {
-            state.fetch_sub(1, Ordering::Release);
-            return None;
-        }
+        hold_checked(state, id.generation())?;
         c.set(ONE | u64::from(id.generation()));
         Some(1)
     }
@@ -201,13 +188,9 @@ impl Floor {
     #[inline]
     pub fn last_ref(&self, id: Id) -> Option<u64> {
         let (c, w) = self.mine(id)?;
-        if w >> 32 != 1 {
-            c.set(w - ONE);
-            return Some((w >> 32) - 1);
-        }
-        c.set(0);
-        self.states[id.index()].fetch_sub(1, Ordering::Release);
-        Some(0)
+        Some(minus_one(c, w, || {
+            self.states[id.index()].fetch_sub(1, Ordering::Release);
+        }))
     }
 
     /// Borrows the value the way a guard does (row G4): +1 for the
@@ -266,6 +249,31 @@ impl Drop for FloorGuard<'_> {
     fn drop(&mut self) {
         guard_gone(self.c, || self.floor.last(self.id));
     }
+}
+
+/// A hold on a shared `state` word at the floor: one `fetch_add`, the
+/// generation checked on the value it returns (a stale id undoes its add).
+#[inline(always)]
+fn hold_checked(state: &AtomicU64, generation: u32) -> Option<()> {
+    let old = state.fetch_add(1, Ordering::Acquire);
+    if (old >> 32) as u32 != generation {
+        state.fetch_sub(1, Ordering::Release);
+        return None;
+    }
+    Some(())
+}
+
+/// -1 on the thread's held word `w` in `c`: the count after. The thread's
+/// last reference clears the word (generation and all) and takes the hold's
+/// path, `last`.
+#[inline(always)]
+fn minus_one(c: &Cell<u64>, w: u64, last: impl FnOnce()) -> u64 {
+    let n = (w >> 32) - 1;
+    c.set(if n == 0 { 0 } else { w - ONE });
+    if n == 0 {
+        last();
+    }
+    n
 }
 
 /// A guard's drop at the floor: reload the thread's word, -1, and the last
@@ -412,9 +420,11 @@ pub struct DesignFloor {
 }
 
 impl DesignFloor {
-    /// `n` live objects held once by the calling thread, under registry
-    /// tag `tag` (1..=255) and a key no other registry has.
-    pub fn new(n: usize, tag: u64, key: u64) -> (DesignFloor, Vec<DId>) {
+    /// `n` live objects held once by the calling thread, under a registry
+    /// tag and key as a registry's would be: any tag (1..=255), a key no
+    /// other registry has.
+    pub fn new(n: usize) -> (DesignFloor, Vec<DId>) {
+        let (tag, key) = (7, 0x7e7e_7e7e);
         let table: &'static DTable = Box::leak(Box::new(DTable {
             pending: AtomicBool::new(false),
             counts: (0..n).map(|_| Cell::new(ONE | 1)).collect(),
@@ -487,12 +497,7 @@ impl DesignFloor {
         if w < ONE {
             return None; // not held
         }
-        let n = (w >> 32) - 1;
-        c.set(if n == 0 { 0 } else { w - ONE });
-        if n == 0 {
-            hold_gone();
-        }
-        Some(n)
+        Some(minus_one(c, w, hold_gone))
     }
 
     /// Borrows the value the way a guard does (row G4), with DESIGN's

@@ -447,8 +447,7 @@ fn g1_floor() -> Run {
 
 /// The G1 floor with what DESIGN asks of every call (see `DesignFloor`).
 fn g1_design_floor() -> Run {
-    // Tag and key as a registry's would be: any tag, a key no other has.
-    let (floor, ids) = DesignFloor::new(1, 7, 0x7e7e_7e7e);
+    let (floor, ids) = DesignFloor::new(1);
     let id = ids[0];
     // It checks what it claims to: another registry's handle and a stale
     // one are refused, and nothing changed.
@@ -779,7 +778,7 @@ fn g4_floor() -> Run {
 }
 
 fn g4_design_floor() -> Run {
-    let (floor, ids) = DesignFloor::new(G4_LIVE, 7, 0x7e7e_7e7e);
+    let (floor, ids) = DesignFloor::new(G4_LIVE);
     let id = ids[0];
     for other in DesignFloor::others(id) {
         assert!(floor.borrow(other).is_none());
