@@ -404,7 +404,7 @@ pub fn groups() -> Vec<Group> {
 // ----- shared tether helpers ------------------------------------------------
 
 /// One retain+release of a handle the calling thread holds.
-#[inline]
+#[inline(always)]
 fn retain_release(reg: &Registry<V>, h: Handle) {
     black_box(reg.retain(black_box(h)).expect("retain"));
     black_box(reg.release(black_box(h)).expect("release"));
