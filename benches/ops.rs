@@ -241,6 +241,18 @@ fn main() {
                 black_box(f.last_ref(black_box(ids[0])).expect("last"));
             }
         }
+        "design_floor_first_last" => {
+            let (f, ids) = floor::DesignFloor::new(1);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    f.adopt();
+                    for _ in 0..n {
+                        black_box(f.first(black_box(ids[0])).expect("first"));
+                        black_box(f.last_ref(black_box(ids[0])).expect("last"));
+                    }
+                });
+            });
+        }
         "floor_proxy_clone_drop" => {
             // TETHER_OPS_PAD=n allocates n small boxes first, to move the
             // floor's objects on the heap: its time depends on where they

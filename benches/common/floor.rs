@@ -356,6 +356,12 @@ const D_GEN_BITS: u32 = 21;
 const D_TAG_SHIFT: u32 = D_INDEX_BITS + D_GEN_BITS;
 /// Slots of the thread-local table cache, one per tag (tether's size).
 const D_SLOTS: usize = 256;
+/// The tag of every [`DesignFloor`] (one registry at a time per thread).
+const D_TAG: u64 = 7;
+/// The pinned flag of a [`DesignFloor`] object's shared word.
+const D_PINNED: u64 = 1 << 31;
+/// The holds of a [`DesignFloor`] object's shared word.
+const D_HOLDS: u64 = (1 << 30) - 1;
 
 /// A thread's count table in one registry, at the floor: the drain flag
 /// beside the counts, flat (leaked once per thread and registry).
@@ -414,6 +420,10 @@ impl DId {
 /// the table is the calling thread's (one thread).
 pub struct DesignFloor {
     values: Vec<[u64; 2]>,
+    /// Each object's shared word, `generation << 32 | pinned << 31 |
+    /// holds` (tether's): what a thread's first reference and its last
+    /// change (row G3). Every object is pinned (G3's object is).
+    states: Vec<AtomicU64>,
     key: u64,
     /// `(u32::MAX as u64) << 32 - ONE`: a held word with room is below it.
     room: u64,
@@ -424,7 +434,7 @@ impl DesignFloor {
     /// tag and key as a registry's would be: any tag (1..=255), a key no
     /// other registry has.
     pub fn new(n: usize) -> (DesignFloor, Vec<DId>) {
-        let (tag, key) = (7, 0x7e7e_7e7e);
+        let (tag, key) = (D_TAG, 0x7e7e_7e7e);
         let table: &'static DTable = Box::leak(Box::new(DTable {
             pending: AtomicBool::new(false),
             counts: (0..n).map(|_| Cell::new(ONE | 1)).collect(),
@@ -439,7 +449,32 @@ impl DesignFloor {
             .collect();
         let room = (u64::from(u32::MAX) << 32) - ONE;
         let values = (0..n as u64).map(|i| [i, !i]).collect();
-        (DesignFloor { values, key, room }, ids)
+        // Generation 1, pinned, held by the pin and the creating thread.
+        let states = (0..n).map(|_| AtomicU64::new(1 << 32 | D_PINNED | 2)).collect();
+        (
+            DesignFloor {
+                values,
+                states,
+                key,
+                room,
+            },
+            ids,
+        )
+    }
+
+    /// Gives the calling thread its own table in this registry, holding
+    /// nothing (for a first reference, row G3; `new` set up the creating
+    /// thread's, which holds every object).
+    pub fn adopt(&self) {
+        let table: &'static DTable = Box::leak(Box::new(DTable {
+            pending: AtomicBool::new(false),
+            counts: (0..self.states.len()).map(|_| Cell::new(0)).collect(),
+        }));
+        D_CACHE.with(|c| {
+            let slot = &c[D_TAG as usize % D_SLOTS];
+            slot.0.set(self.key);
+            slot.1.set(table);
+        });
     }
 
     /// `id` with its tag or its generation changed by one: a handle of
@@ -453,6 +488,16 @@ impl DesignFloor {
     /// index is in range and the word is `id`'s generation (held or not).
     #[inline]
     fn word(&self, id: DId) -> Option<(&'static Cell<u64>, u64)> {
+        let c = self.entry(id)?;
+        let w = c.get();
+        (w as u32 == id.generation()).then_some((c, w))
+    }
+
+    /// The calling thread's word for `id`'s index, if its table cache
+    /// holds this registry for `id`'s tag, nothing is pending and the index
+    /// is in range.
+    #[inline]
+    fn entry(&self, id: DId) -> Option<&'static Cell<u64>> {
         let tag = (id.0 >> D_TAG_SHIFT) as usize % D_SLOTS;
         let table = D_CACHE.with(|c| {
             let (key, table) = &c[tag];
@@ -464,9 +509,7 @@ impl DesignFloor {
         if table.pending.load(Ordering::Relaxed) {
             return None; // the drain's path
         }
-        let c = direct(table.counts.get(id.index())?);
-        let w = c.get();
-        (w as u32 == id.generation()).then_some((c, w))
+        Some(direct(table.counts.get(id.index())?))
     }
 
     /// +1 for the calling thread if it holds the object and has room: its
@@ -498,6 +541,54 @@ impl DesignFloor {
             return None; // not held
         }
         Some(minus_one(c, w, hold_gone))
+    }
+
+    /// The calling thread's first reference (row G3) with what DESIGN asks
+    /// of it, at the floor: [`DesignFloor::retain`]'s lookup (which
+    /// registry, the drain check) finding the thread's word empty, then the
+    /// access rule on the object's shared word (DESIGN §3, rules 1, 4 and
+    /// 5): it must be the handle's generation and live (holds > 0: a dead
+    /// object is never resurrected), pinned (else the thread must be its
+    /// home: not here) and below the holds limit, all decided on one read
+    /// before any write (a thread with no right to the object changes
+    /// nothing), then one compare-and-swap from exactly that value. The
+    /// count after (1).
+    #[inline]
+    pub fn first(&self, id: DId) -> Option<u64> {
+        let c = self.entry(id)?;
+        if c.get() != 0 {
+            return None; // held: retain's path
+        }
+        let state = &self.states[id.index()];
+        let mut s = state.load(Ordering::Acquire);
+        loop {
+            let holds = s & D_HOLDS;
+            if (s >> 32) as u32 != id.generation()
+                || s & D_PINNED == 0
+                || holds.wrapping_sub(1) >= D_HOLDS - 1
+            {
+                return None; // stale, dead, not pinned, or at the limit
+            }
+            match state.compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        c.set(ONE | u64::from(id.generation()));
+        Some(1)
+    }
+
+    /// The calling thread's reference released (its last, row G3: then
+    /// the thread's hold goes, one `fetch_sub`); its count after.
+    #[inline]
+    pub fn last_ref(&self, id: DId) -> Option<u64> {
+        let (c, w) = self.word(id)?;
+        if w < ONE {
+            return None; // not held
+        }
+        Some(minus_one(c, w, || {
+            self.states[id.index()].fetch_sub(1, Ordering::Release);
+        }))
     }
 
     /// Borrows the value the way a guard does (row G4), with DESIGN's

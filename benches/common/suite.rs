@@ -170,6 +170,16 @@ pub fn groups() -> Vec<Group> {
                     "floor as two calls (first, last), each result kept, 1 thread",
                     g3_floor_calls,
                 ),
+                case(
+                    "g3.dfloor.1t",
+                    "floor + DESIGN's first-reference work (registry, drain flag, access rule), 1 thread",
+                    || g3_design_floor(1),
+                ),
+                case(
+                    "g3.dfloor.2t",
+                    "floor + DESIGN's first-reference work, 2 threads",
+                    || g3_design_floor(2),
+                ),
                 case("g3.tether.1t", "tether 0->1->0, 1 thread", || {
                     transitions(1)
                 }),
@@ -314,6 +324,11 @@ pub fn groups() -> Vec<Group> {
                     "g6.floor",
                     "floor: last hold's RMW, value sent home over crossbeam, dropped there",
                     g6_floor,
+                ),
+                case(
+                    "g6.dfloor",
+                    "floor + the home's pending flag (DESIGN §5, §8): an RMW per send",
+                    g6_design_floor,
                 ),
                 case("g6.tether", "tether worker release + home pump", g6_tether),
                 case(
@@ -488,6 +503,32 @@ fn g3_floor_calls() -> Run {
     Box::new(move |n| {
         on_threads(vec![()], |(), start| {
             floor.adopt();
+            timed(start, n, || {
+                black_box(floor.first(black_box(id)).expect("first"));
+                black_box(floor.last_ref(black_box(id)).expect("last"));
+            })
+        })
+    })
+}
+
+/// `threads` threads each take and drop their first reference to one
+/// shared pinned object with DESIGN's work at the floor (see
+/// `DesignFloor::first`), called as tether's row calls `retain` and
+/// `release`.
+fn g3_design_floor(threads: usize) -> Run {
+    let (floor, ids) = DesignFloor::new(1);
+    let id = ids[0];
+    Box::new(move |n| {
+        on_threads(vec![(); threads], |(), start| {
+            floor.adopt();
+            // It refuses what it claims to: another registry's handle and
+            // a stale one; a held handle is not a first reference.
+            for other in DesignFloor::others(id) {
+                assert!(floor.first(other).is_none());
+            }
+            assert_eq!(floor.first(id), Some(1));
+            assert!(floor.first(id).is_none());
+            assert_eq!(floor.last_ref(id), Some(0));
             timed(start, n, || {
                 black_box(floor.first(black_box(id)).expect("first"));
                 black_box(floor.last_ref(black_box(id)).expect("last"));
@@ -1193,6 +1234,23 @@ unsafe impl Sync for FloorObjects {}
 /// does: handles and their checks, the worker's per-thread count, slot
 /// generations, the free-slot lists, the pending flag and the events.
 fn g6_floor() -> Run {
+    g6_floor_with(false)
+}
+
+/// G6's floor plus what DESIGN asks of a value sent home: a flag the home
+/// reads in one relaxed load to know that its inbox has work (§5's
+/// opportunistic drain, §8's `has_pending`), set after each send, cleared
+/// before each drain. Set and cleared by read-modify-writes (`swap`), so a
+/// drain either sees a value or its sender's flag survives the drain (no
+/// lost wake-up: a plain store could be ordered before the send's own
+/// writes become visible to the drain). One more RMW per value: a
+/// reference row, never a target's baseline.
+fn g6_design_floor() -> Run {
+    g6_floor_with(true)
+}
+
+fn g6_floor_with(flag: bool) -> Run {
+    let pending = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let slots = Arc::new(FloorObjects(
         (0..G6_BATCH)
             .map(|_| FloorObject {
@@ -1204,6 +1262,7 @@ fn g6_floor() -> Run {
     let (tx, rx) = unbounded::<(u32, V)>();
     let worker = {
         let slots = Arc::clone(&slots);
+        let sent = Arc::clone(&pending);
         Worker::spawn(move |batch: Vec<u32>| {
             let t = Instant::now();
             for &i in &batch {
@@ -1215,6 +1274,9 @@ fn g6_floor() -> Run {
                     // `FloorObjects`).
                     let v = unsafe { (*slot.value.get()).assume_init_read() };
                     tx.send((black_box(i), v)).expect("send home");
+                    if flag {
+                        sent.swap(true, AtomicOrdering::AcqRel);
+                    }
                 }
             }
             t.elapsed()
@@ -1237,6 +1299,9 @@ fn g6_floor() -> Run {
             total += worker.run(batch);
             let t = Instant::now();
             let mut dropped = 0;
+            if flag {
+                assert!(black_box(pending.swap(false, AtomicOrdering::AcqRel)));
+            }
             for (k, v) in rx.try_iter() {
                 black_box(v);
                 free.push(k);
