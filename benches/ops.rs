@@ -243,8 +243,11 @@ fn main() {
         }
         "design_floor_first_last" => {
             let (f, ids) = floor::DesignFloor::new(1);
+            let f = &f;
             std::thread::scope(|s| {
-                s.spawn(|| {
+                // `move`: `n` by value (by reference it would live in
+                // memory for every other op's loop too).
+                s.spawn(move || {
                     f.adopt();
                     for _ in 0..n {
                         black_box(f.first(black_box(ids[0])).expect("first"));

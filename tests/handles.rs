@@ -416,6 +416,49 @@ fn a_never_issued_id_is_invalid_and_a_dead_one_stale_whatever_the_page() {
     assert_eq!(reg.count(b), Ok(1));
 }
 
+/// A registry with a capacity below its first page's size: ids past the
+/// capacity name slots whose page is allocated (and whose entries are in
+/// the calling thread's cached table). Their first reference is refused
+/// with `Invalid` on the home thread and a stranger, on the fast path
+/// (`retain`, `get`, `proxy`) and the general one, and nothing changes.
+#[test]
+fn ids_past_the_capacity_inside_an_allocated_page_are_invalid() {
+    const GEN_ONE: u64 = 1 << 24;
+    let reg = Registry::builder().capacity(3).build();
+    let a = reg.insert(1u32).expect("insert");
+    reg.pin(a).expect("pin");
+    let raw = a.to_raw();
+    let id = move |index: u64, gen: u64| {
+        Handle::from_raw((raw & !((1 << 45) - 1)) | (gen * GEN_ONE) | index).expect("in range")
+    };
+    // `held`: the calling thread's count of `a`.
+    let refused = move |reg: &Registry<u32>, held: u32| {
+        for index in [3, 4, 31] {
+            for gen in [0, 1, 2] {
+                let h = id(index, gen);
+                let invalid = Error::Invalid(h.to_raw());
+                assert_eq!(reg.retain(h), Err(invalid), "{h:?}");
+                assert_eq!(reg.get(h).err(), Some(invalid), "{h:?}");
+                assert_eq!(reg.proxy(h).err(), Some(invalid), "{h:?}");
+                assert_eq!(reg.count(h), Err(invalid), "{h:?}");
+            }
+        }
+        // The object in range is untouched, and reachable (pinned).
+        assert_eq!(reg.retain(a), Ok(held + 1));
+        assert_eq!(reg.release(a), Ok(tether::Released::Held(held)));
+    };
+    refused(&reg, 1);
+    let r2 = reg.clone();
+    common::join(common::spawn("stranger", move || {
+        // Twice: the second round finds its table's page allocated (by
+        // the first round's retain of `a`), so its `retain`s go the fast way.
+        refused(&r2, 0);
+        refused(&r2, 0);
+    }));
+    assert_eq!(reg.len(), 1);
+    assert_eq!(reg.count(a), Ok(1));
+}
+
 #[test]
 fn a_stale_handle_is_stale_on_every_thread_once_its_slot_holds_a_new_object() {
     // Capacity 1: the second object reuses the first one's slot. Its only

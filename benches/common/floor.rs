@@ -450,7 +450,9 @@ impl DesignFloor {
         let room = (u64::from(u32::MAX) << 32) - ONE;
         let values = (0..n as u64).map(|i| [i, !i]).collect();
         // Generation 1, pinned, held by the pin and the creating thread.
-        let states = (0..n).map(|_| AtomicU64::new(1 << 32 | D_PINNED | 2)).collect();
+        let states = (0..n)
+            .map(|_| AtomicU64::new(1 << 32 | D_PINNED | 2))
+            .collect();
         (
             DesignFloor {
                 values,

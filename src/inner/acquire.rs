@@ -145,14 +145,16 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// not finish it says, and [`Inner::retain_first_missed`] does.
     #[inline(never)]
     fn retain_first(&self, h: Handle, table: &ThreadTable<T>, entry: &AtomicU64) -> First {
+        let mine = Arc::as_ptr(&table.inbox);
         let Some(u) = self.unheld_at(table, entry, h) else {
             return First::Other;
         };
-        if u.slot.hold_first(h, Arc::as_ptr(&table.inbox)).is_err() {
+        let e = first(Kind::Ref.one(), h);
+        if u.slot.hold_first(h, mine).is_err() {
             // Nothing changed: the general path says why.
             return First::Other;
         }
-        entry.store(first(Kind::Ref.one(), h), Ordering::Relaxed);
+        entry.store(e, Ordering::Relaxed);
         if self.diag.is_active() {
             return First::Untold;
         }
@@ -275,7 +277,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 
     /// The fast way to a thread's first reference: its cached table has a
-    /// zero entry at `h`'s index, within the capacity, and nothing is
+    /// zero entry at `h`'s index, the slot's page is there, and nothing is
     /// pending. `None`: take the general path.
     #[inline(always)]
     fn unheld_fast(&self, h: Handle) -> Option<Unheld<'_, T>> {
@@ -294,8 +296,11 @@ impl<T: Send + Sync + 'static> Inner<T> {
         entry: &'a AtomicU64,
         h: Handle,
     ) -> Option<Unheld<'a, T>> {
+        // No capacity check: a slot at or past the capacity is never
+        // claimed, so it never holds a live object and the first hold is
+        // refused; its state (never issued) then says `Invalid`.
         let slot = self.slots.at(Loc::of(h.index() as usize))?;
-        (h.index() < self.capacity).then_some(Unheld {
+        Some(Unheld {
             slot,
             table,
             entry: Some(entry),

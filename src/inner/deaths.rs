@@ -20,18 +20,24 @@ pub(crate) trait Deaths: Send + Sync {
 /// The observers of one registry.
 pub(crate) struct Observers {
     list: Mutex<Vec<Weak<dyn Deaths>>>,
-    /// Any observer was added: the hot 1→0 path checks only this.
+    /// Any observer was added.
     any: AtomicBool,
+    /// Any observer was added or the diagnostics are active (fixed at
+    /// build): what a thread's last reference checks, in one load.
+    observed: AtomicBool,
     /// Called on a thread whose count for a handle went to 0 (per-thread
     /// caches forget it). One function for all observers.
     on_let_go: OnceLock<fn(Handle)>,
 }
 
 impl Observers {
-    pub(crate) fn new() -> Self {
+    /// No observers; `diag_active`: the registry's diagnostics are (see
+    /// [`Observers::observed`]).
+    pub(crate) fn new(diag_active: bool) -> Self {
         Observers {
             list: Mutex::new(Vec::new()),
             any: AtomicBool::new(false),
+            observed: AtomicBool::new(diag_active),
             on_let_go: OnceLock::new(),
         }
     }
@@ -44,12 +50,15 @@ impl Observers {
         list.retain(|w| w.strong_count() > 0);
         list.push(o);
         self.any.store(true, Ordering::Release);
+        self.observed.store(true, Ordering::Relaxed);
     }
 
-    /// Whether any observer was ever added (one relaxed load).
+    /// Whether any observer was ever added or the registry's diagnostics
+    /// are active (one relaxed load): a thread's last reference then takes
+    /// the path that tells them.
     #[inline]
-    pub(crate) fn any(&self) -> bool {
-        self.any.load(Ordering::Relaxed)
+    pub(crate) fn observed(&self) -> bool {
+        self.observed.load(Ordering::Relaxed)
     }
 
     /// The calling thread's count for `h` went to 0.

@@ -167,6 +167,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         // the shift loses nothing and keys stay unique and non-zero.
         let cache_key = serial << TAG_BITS | tag;
         let diag = Diag::new(config.diag.clone());
+        let deaths = deaths::Observers::new(diag.is_active());
         let count_limit = crate::local::count_limit(config.max_count);
         Arc::new_cyclic(|me| Inner {
             tag,
@@ -197,7 +198,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
             diag,
             closed: AtomicBool::new(false),
             registries: AtomicU64::new(1),
-            deaths: deaths::Observers::new(),
+            deaths,
             me: me.clone(),
         })
     }

@@ -109,7 +109,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// callers push none before the hold's atomic RMW.
     #[inline]
     pub(crate) fn let_go(&self, h: Handle, slot: &Slot<T>, table: &ThreadTable<T>) -> Released {
-        if self.diag.is_active() || self.deaths.any() {
+        if self.deaths.observed() {
             return self.let_go_observed(h, slot, table);
         }
         if slot.drop_hold() {
