@@ -12,8 +12,8 @@ N=${CALLGRIND_N:-200000}
 ops=("$@")
 all=$([ ${#ops[@]} -eq 0 ] && echo 1 || echo 0)
 [ ${#ops[@]} -eq 0 ] && ops=(retain_release get proxy_clone_drop zero_one_zero insert_release
-    alt1 alt2 alt4 pinned_first_last intern_release
-    floor_retain_release design_floor_retain_release floor_get design_floor_get floor_copy_get floor_first_last floor_first_last_calls floor_proxy_clone_drop
+    alt1 alt2 alt4 pinned_first_last intern_release queue_home lifecycle
+    floor_retain_release design_floor_retain_release floor_get design_floor_get floor_copy_get floor_first_last floor_first_last_calls design_floor_first_last floor_proxy_clone_drop
     upgrade_held upgrade_first transfer_claim std_weak_upgrade
     rc_clone_drop arc_clone_drop empty)
 cargo bench --bench ops --no-run >/dev/null 2>&1
