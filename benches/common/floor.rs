@@ -417,7 +417,10 @@ impl DId {
 /// The counts are one flat array with a bounds check, which is cheaper
 /// than tether's pages and enough for this row (nothing keeps an entry's
 /// address across calls; a guard would). One registry per `DesignFloor`;
-/// the table is the calling thread's (one thread).
+/// each thread that uses it has its own table (`new`'s thread holds every
+/// object, `adopt`'s none). A thread's first reference and its last (row
+/// G3, [`DesignFloor::first`] and [`DesignFloor::last_ref`]) also change
+/// the object's shared word, as DESIGN's access rule asks.
 pub struct DesignFloor {
     values: Vec<[u64; 2]>,
     /// Each object's shared word, `generation << 32 | pinned << 31 |
