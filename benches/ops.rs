@@ -24,6 +24,22 @@ fn retain_release(reg: &Registry<[u64; 2]>, h: Handle) {
     black_box(reg.release(black_box(h)).expect("release"));
 }
 
+/// Row G6's timed part on the worker: the last release of each handle
+/// (each queued home). `scripts/callgrind.sh` counts only inside this and
+/// [`g6_pump`] for `remote_release_pump`.
+#[inline(never)]
+fn g6_release_all(reg: &Registry<[u64; 2]>, hs: &[Handle]) {
+    for &h in hs {
+        black_box(reg.release(black_box(h)).expect("release"));
+    }
+}
+
+/// Row G6's timed part on the home: the pump that drops what came home.
+#[inline(never)]
+fn g6_pump(reg: &Registry<[u64; 2]>) -> usize {
+    reg.pump()
+}
+
 /// `n` retain+release pairs spread in turn over `k` registries (one held
 /// object each) on this thread: `n / k` rounds of one pair per registry.
 fn alternate(k: usize, n: u64) {
@@ -105,6 +121,26 @@ fn main() {
         }),
         // A worker's last release of an object homed here (queued home),
         // and the home's pump; with `_notify`, a notifier is set.
+        // Row G6: a worker's last release of objects homed here, and the
+        // home's pump. The home inserts and transfers, the worker claims
+        // (neither counted: callgrind.sh counts inside `g6_release_all`
+        // and `g6_pump` only, as the report times only those).
+        "remote_release_pump" => isolated(&reg, h, n, |reg, _, n| {
+            let ts: Vec<_> = (0..n)
+                .map(|i| {
+                    let x = reg.insert([i, i]).expect("insert");
+                    reg.transfer(x).expect("transfer")
+                })
+                .collect();
+            let r = reg.clone();
+            std::thread::spawn(move || {
+                let hs: Vec<Handle> = ts.into_iter().map(|t| r.claim(t).expect("claim")).collect();
+                g6_release_all(&r, &hs);
+            })
+            .join()
+            .expect("worker");
+            assert_eq!(black_box(g6_pump(reg)) as u64, n);
+        }),
         "queue_home" | "queue_home_notify" => isolated(&reg, h, n, |reg, _, n| {
             if op == "queue_home_notify" {
                 reg.set_notify(|| {

@@ -217,6 +217,7 @@ fn op_of(key: &str) -> Option<&'static str> {
         "g4.copyfloor.1t" => "floor_copy_get",
         "g5.tether.1t" => "insert_release",
         "l.tether" => "lifecycle",
+        "g6.tether" => "remote_release_pump",
         "d1.zplain" => "zero_one_zero",
         "m.1" => "alt1",
         "m.2" => "alt2",
