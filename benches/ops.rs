@@ -315,8 +315,6 @@ fn main() {
             let (f, ids) = floor::DesignFloor::new(1);
             let f = &f;
             std::thread::scope(|s| {
-                // `move`: `n` by value (by reference it would live in
-                // memory for every other op's loop too).
                 s.spawn(move || {
                     f.adopt();
                     for _ in 0..n {

@@ -420,7 +420,8 @@ fn a_never_issued_id_is_invalid_and_a_dead_one_stale_whatever_the_page() {
 /// capacity name slots whose page is allocated (and whose entries are in
 /// the calling thread's cached table). Their first reference is refused
 /// with `Invalid` on the home thread and a stranger, on the fast path
-/// (`retain`, `get`, `proxy`) and the general one, and nothing changes.
+/// (`retain`, `get`, `proxy`, `downgrade`) and the general one, and
+/// nothing changes.
 #[test]
 fn ids_past_the_capacity_inside_an_allocated_page_are_invalid() {
     const GEN_ONE: u64 = 1 << 24;
@@ -440,6 +441,7 @@ fn ids_past_the_capacity_inside_an_allocated_page_are_invalid() {
                 assert_eq!(reg.retain(h), Err(invalid), "{h:?}");
                 assert_eq!(reg.get(h).err(), Some(invalid), "{h:?}");
                 assert_eq!(reg.proxy(h).err(), Some(invalid), "{h:?}");
+                assert_eq!(reg.downgrade(h).err(), Some(invalid), "{h:?}");
                 assert_eq!(reg.count(h), Err(invalid), "{h:?}");
             }
         }

@@ -290,7 +290,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// [`Inner::unheld_fast`] from the calling thread's zero `entry` for
     /// `h` in its `table`.
     #[inline(always)]
-    fn unheld_at<'a>(
+    pub(super) fn unheld_at<'a>(
         &'a self,
         table: &'a ThreadTable<T>,
         entry: &'a AtomicU64,
@@ -371,7 +371,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// The access check of a thread's first reference, and the slot's hold
     /// that goes with it (the caller then stores the entry, or hands the
     /// hold on). The rule (invariant 5) is decided about the object the
-    /// hold actually lands on (see [`Slot::hold_first`]): a refused thread
+    /// hold actually lands on (see [`crate::slot::Slot::hold_first`]): a refused thread
     /// takes no hold.
     #[inline]
     pub(crate) fn first_hold(&self, u: &Unheld<'_, T>, granted: bool) -> Result<(), Error> {

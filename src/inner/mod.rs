@@ -91,7 +91,9 @@ pub(crate) struct Inner<T> {
     /// shifted above the tag bits, ORed with its tag (which picks the
     /// cache slot, see `tid::TableCache`).
     pub(super) cache_key: u64,
-    /// `config.capacity`, beside the other fast-path fields.
+    /// `config.capacity`: the general path's range check and the slot
+    /// allocator's bound (the fast paths need no check: a slot past it is
+    /// never claimed, see [`Inner::unheld_at`]).
     pub(crate) capacity: u32,
     /// `local::count_limit(config.max_count)`, beside the other fast-path
     /// fields: an entry is at the limit iff it is at least this (its total

@@ -53,9 +53,11 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 
     /// [`Inner::let_go`] out of line, for `release`'s fast path. Its
-    /// result is one word, returned in a register: nothing is stored
-    /// between the hold's RMW and the caller's next use of the result, and
-    /// `finalize` is a tail call.
+    /// result is returned in registers: nothing is stored between the
+    /// hold's RMW and the caller's next use of the result. (`finalize` and
+    /// `let_go_observed` are called, not tail-called: the compiler zeroes
+    /// the result's payload register after them, so this keeps a stack
+    /// frame of one push.)
     #[inline(never)]
     fn let_go_out(&self, h: Handle, slot: &Slot<T>, table: &ThreadTable<T>) -> Released {
         self.let_go(h, slot, table)

@@ -86,20 +86,15 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// calling thread if its table is cached, no queued finalization waits
     /// to be drained, and either the thread holds the object `h` names
     /// (entry non-zero, generations match) or it holds nothing at that
-    /// index (entry zero, index within the capacity). One location
+    /// index (entry zero, the slot's page there: see
+    /// [`Inner::unheld_at`]). One location
     /// computation serves both arrays; nothing shared is written. `None`:
     /// take [`Inner::resolve`].
     #[inline(always)]
     pub(crate) fn lookup(&self, h: Handle) -> Option<Resolved<'_, T>> {
         let (table, loc, entry, e) = self.my_entry(h)?;
         if e == 0 {
-            let slot = self.slots.at(loc)?;
-            return (h.index() < self.capacity).then_some(Resolved::Unheld(Unheld {
-                slot,
-                table,
-                entry: Some(entry),
-                h,
-            }));
+            return self.unheld_at(table, entry, h).map(Resolved::Unheld);
         }
         let slot = self.held_slot(e, h, loc)?;
         Some(Resolved::Held(Held {
