@@ -380,6 +380,20 @@ thread_local! {
         const { [const { (Cell::new(0), Cell::new(std::ptr::null())) }; D_SLOTS] };
 }
 
+/// Gives the calling thread a table of `n` words, each `word`, in the
+/// registry `key` (under [`D_TAG`]'s cache slot), leaked for good.
+fn install(key: u64, n: usize, word: u64) {
+    let table: &'static DTable = Box::leak(Box::new(DTable {
+        pending: AtomicBool::new(false),
+        counts: (0..n).map(|_| Cell::new(word)).collect(),
+    }));
+    D_CACHE.with(|c| {
+        let slot = &c[D_TAG as usize % D_SLOTS];
+        slot.0.set(key);
+        slot.1.set(table);
+    });
+}
+
 /// A handle of a [`DesignFloor`], laid out as tether's.
 #[derive(Clone, Copy)]
 pub struct DId(u64);
@@ -438,15 +452,7 @@ impl DesignFloor {
     /// other registry has.
     pub fn new(n: usize) -> (DesignFloor, Vec<DId>) {
         let (tag, key) = (D_TAG, 0x7e7e_7e7e);
-        let table: &'static DTable = Box::leak(Box::new(DTable {
-            pending: AtomicBool::new(false),
-            counts: (0..n).map(|_| Cell::new(ONE | 1)).collect(),
-        }));
-        D_CACHE.with(|c| {
-            let slot = &c[tag as usize % D_SLOTS];
-            slot.0.set(key);
-            slot.1.set(table);
-        });
+        install(key, n, ONE | 1);
         let ids = (0..n as u64)
             .map(|i| DId(tag << D_TAG_SHIFT | 1 << D_INDEX_BITS | i))
             .collect();
@@ -471,15 +477,7 @@ impl DesignFloor {
     /// nothing (for a first reference, row G3; `new` set up the creating
     /// thread's, which holds every object).
     pub fn adopt(&self) {
-        let table: &'static DTable = Box::leak(Box::new(DTable {
-            pending: AtomicBool::new(false),
-            counts: (0..self.states.len()).map(|_| Cell::new(0)).collect(),
-        }));
-        D_CACHE.with(|c| {
-            let slot = &c[D_TAG as usize % D_SLOTS];
-            slot.0.set(self.key);
-            slot.1.set(table);
-        });
+        install(self.key, self.states.len(), 0);
     }
 
     /// `id` with its tag or its generation changed by one: a handle of
