@@ -246,6 +246,25 @@ fn main() {
             .join()
             .expect("worker");
         }),
+        // `pinned_first_last` on two threads at once, contended (for
+        // timing A/B builds by wall time; callgrind runs threads one at a
+        // time, so its count is `pinned_first_last`'s).
+        "pinned_first_last_2t" => isolated(&reg, h, n, |reg, h, n| {
+            reg.pin(h).expect("pin");
+            let ts: Vec<_> = (0..2)
+                .map(|_| {
+                    let r = reg.clone();
+                    std::thread::spawn(move || {
+                        for _ in 0..n {
+                            retain_release(&r, h);
+                        }
+                    })
+                })
+                .collect();
+            for t in ts {
+                t.join().expect("worker");
+            }
+        }),
         // A +1 through an interner on a key this thread holds, and its -1
         // (the report's D2 row).
         "intern_release" => isolated(&reg, h, n, |reg, _, n| {
