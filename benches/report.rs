@@ -3,7 +3,8 @@
 //! side, with the ratio, the target and PASS/MISS, each case's instruction
 //! count per operation (from `target/tether-callgrind.txt`, written by
 //! `scripts/callgrind.sh`), a markdown table (`target/tether-perf.md`, the
-//! README's) and a PNG plot of the ratios.
+//! README's), a PNG plot of the ratios, and every sample of every case in
+//! round order (`target/tether-perf-samples.txt`).
 //!
 //! ```sh
 //! cargo bench --bench report     # about two minutes; writes target/tether-perf.{md,png}
@@ -506,12 +507,20 @@ fn main() {
         .ok()
         .map(|v| v.split(',').map(str::to_owned).collect());
     let wanted = |id: &str| only.as_ref().map_or(true, |o| o.iter().any(|w| w == id));
+    // Every sample, one line per case in round order: a row's median hides
+    // a case whose samples fall into two groups (see `threads::Start`).
+    let mut samples = String::from("# group case ns-per-operation-of-each-round...\n");
     for g in groups().into_iter().filter(|g| wanted(g.id)) {
         println!("{}  {}", g.id, g.title);
         let mut runs: Vec<Run> = g.cases.iter().map(|c| (c.make)()).collect();
         let measured = measure_group(&mut runs, plan);
         drop(runs);
         for (case, f) in g.cases.iter().zip(measured) {
+            samples += &format!("{} {}", g.id, case.key);
+            for x in &f.samples {
+                samples += &format!(" {x:.2}");
+            }
+            samples.push('\n');
             println!(
                 "    {:<50} {:>9}   [{:.2} .. {:.2}]  {:>5} instr",
                 case.name,
@@ -610,6 +619,16 @@ fn main() {
         eprintln!("could not write {}: {e}", md_path.display());
     } else {
         println!("table: {}", md_path.display());
+    }
+
+    let samples_path = target_dir().join(if full {
+        "tether-perf-samples.txt"
+    } else {
+        "tether-perf-samples-smoke.txt"
+    });
+    match std::fs::write(&samples_path, &samples) {
+        Ok(()) => println!("samples: {}", samples_path.display()),
+        Err(e) => eprintln!("could not write {}: {e}", samples_path.display()),
     }
 
     let path = plot_path(full);

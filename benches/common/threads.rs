@@ -1,9 +1,8 @@
 //! Timing loops shared by every workload: one thread, or several started
-//! together from a barrier.
+//! together from a spinning start line ([`Start`]).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 /// Calls of [`time`] so far: each runs its loop at another stack depth.
@@ -58,7 +57,7 @@ fn at_depth(depth: usize, f: &mut dyn FnMut() -> Duration) -> Duration {
 /// Warms `op` up, waits at `start` for the other threads, then times
 /// `iters` calls of `op`.
 #[inline]
-pub fn timed<R>(start: &Barrier, iters: u64, mut op: impl FnMut() -> R) -> Duration {
+pub fn timed<R>(start: &Start, iters: u64, mut op: impl FnMut() -> R) -> Duration {
     for _ in 0..iters / 8 + 64 {
         black_box(op());
     }
@@ -67,14 +66,14 @@ pub fn timed<R>(start: &Barrier, iters: u64, mut op: impl FnMut() -> R) -> Durat
 }
 
 /// Runs `body` on one new thread per element of `states`, all at once
-/// (each body calls [`timed`] with the shared barrier), and returns the
+/// (each body calls [`timed`] with the shared start line), and returns the
 /// slowest thread's timed span: the wall time of `iters` operations done by
 /// every thread in parallel.
 pub fn on_threads<S: Send>(
     states: Vec<S>,
-    body: impl Fn(S, &Barrier) -> Duration + Sync,
+    body: impl Fn(S, &Start) -> Duration + Sync,
 ) -> Duration {
-    let start = Barrier::new(states.len());
+    let start = Start::new(states.len());
     std::thread::scope(|s| {
         let running: Vec<_> = states
             .into_iter()
@@ -89,4 +88,44 @@ pub fn on_threads<S: Send>(
             .max()
             .unwrap_or_default()
     })
+}
+
+/// The start line of one sample's threads: each spins, on its CPU, until
+/// every thread has arrived, so all of them start timing at once.
+///
+/// A `std::sync::Barrier` parks the threads that arrive early; the last
+/// one starts timing at once and the others only when the kernel has woken
+/// them. On this project's 2-vCPU VM that wake-up took long enough for one
+/// thread to do much of its loop alone, uncontended. In one G3 run
+/// (2026-12-06) the 2-thread samples of G3's DESIGN floor fell apart: 17
+/// of 41 at 21-25 ns, its 1-thread time, the rest at 40-121 ns; the
+/// floor's, 16 at 27-41 ns and 25 at 53-82 ns. With this start line, in
+/// the next run, 40 of the floor's 41 samples read 56-90 ns (one 29 ns).
+pub struct Start {
+    arrived: AtomicUsize,
+    threads: usize,
+}
+
+impl Start {
+    /// A start line for `threads` threads.
+    pub fn new(threads: usize) -> Start {
+        Start {
+            arrived: AtomicUsize::new(0),
+            threads,
+        }
+    }
+
+    /// Arrives and spins until every thread has (yielding now and then,
+    /// should there be more threads than CPUs).
+    pub fn wait(&self) {
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        let mut spins = 0u32;
+        while self.arrived.load(Ordering::Acquire) < self.threads {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins % (1 << 16) == 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
 }
