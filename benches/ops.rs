@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use tether::{Handle, Registry};
+use tether::{Handle, Registry, Transfer};
 
 #[path = "common/floor.rs"]
 #[allow(dead_code)]
@@ -23,6 +23,19 @@ mod floor;
 fn retain_release(reg: &Registry<[u64; 2]>, h: Handle) {
     black_box(reg.retain(black_box(h)).expect("retain"));
     black_box(reg.release(black_box(h)).expect("release"));
+}
+
+/// `n` objects inserted on this thread (their home), each handed over as
+/// a transfer: what `queue_home` and `remote_release_pump` give a worker
+/// to claim.
+#[inline(always)]
+fn inserted_transfers(reg: &Registry<[u64; 2]>, n: u64) -> Vec<Transfer<[u64; 2]>> {
+    (0..n)
+        .map(|i| {
+            let x = reg.insert([i, i]).expect("insert");
+            reg.transfer(x).expect("transfer")
+        })
+        .collect()
 }
 
 /// Row G6's timed part on the worker: the last release of each handle
@@ -120,19 +133,12 @@ fn main() {
                 black_box(reg.release(x).expect("release"));
             }
         }),
-        // A worker's last release of an object homed here (queued home),
-        // and the home's pump; with `_notify`, a notifier is set.
         // Row G6: a worker's last release of objects homed here, and the
         // home's pump. The home inserts and transfers, the worker claims
         // (neither counted: callgrind.sh counts inside `g6_release_all`
         // and `g6_pump` only, as the report times only those).
         "remote_release_pump" => isolated(&reg, h, n, |reg, _, n| {
-            let ts: Vec<_> = (0..n)
-                .map(|i| {
-                    let x = reg.insert([i, i]).expect("insert");
-                    reg.transfer(x).expect("transfer")
-                })
-                .collect();
+            let ts = inserted_transfers(reg, n);
             let r = reg.clone();
             std::thread::spawn(move || {
                 let hs: Vec<Handle> = ts.into_iter().map(|t| r.claim(t).expect("claim")).collect();
@@ -142,6 +148,8 @@ fn main() {
             .expect("worker");
             assert_eq!(black_box(g6_pump(reg)) as u64, n);
         }),
+        // A worker's last release of an object homed here (queued home),
+        // and the home's pump; with `_notify`, a notifier is set.
         "queue_home" | "queue_home_notify" => isolated(&reg, h, n, |reg, _, n| {
             if op == "queue_home_notify" {
                 reg.set_notify(|| {
@@ -149,12 +157,7 @@ fn main() {
                 })
                 .expect("set_notify");
             }
-            let ts: Vec<_> = (0..n)
-                .map(|i| {
-                    let x = reg.insert([i, i]).expect("insert");
-                    reg.transfer(x).expect("transfer")
-                })
-                .collect();
+            let ts = inserted_transfers(reg, n);
             let r = reg.clone();
             std::thread::spawn(move || {
                 for t in ts {
@@ -173,7 +176,7 @@ fn main() {
         // (the report does it in batches), so nobody waits on an empty
         // channel and the count does not depend on the scheduler.
         "lifecycle" => isolated(&reg, h, n, |reg, _, n| {
-            let (tx, rx) = crossbeam_channel::unbounded::<tether::Transfer<[u64; 2]>>();
+            let (tx, rx) = crossbeam_channel::unbounded::<Transfer<[u64; 2]>>();
             for i in 0..n {
                 let x = reg.insert(black_box([i, i])).expect("insert");
                 tx.send(reg.transfer(x).expect("transfer")).expect("send");
