@@ -7,7 +7,7 @@
 //! round order (`target/tether-perf-samples.txt`).
 //!
 //! ```sh
-//! cargo bench --bench report     # about two minutes; writes target/tether-perf.{md,png}
+//! cargo bench --bench report     # about two minutes; writes target/tether-perf.{md,png}, tether-perf-samples.txt
 //! scripts/perf-table.sh          # callgrind, this, and the README table in one go
 //! TETHER_REPORT_GROUPS=G2,M cargo bench --bench report   # some groups only
 //! ```
