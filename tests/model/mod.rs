@@ -33,9 +33,11 @@
 //! raw id is a `Handle` iff it is neither 0 nor `>= 2^53`.
 //!
 //! Queued finalizations: the model keeps each home thread's pending queue.
-//! `pump()`, `shutdown` and thread exit drain all of it; every call into the
-//! registry by `insert`, `insert_proxy`, `retain`, `get`, `proxy`, `release`,
-//! `pin`, `unpin`, `claim`, `Transfer::claim`, a successful `claim_raw` and
+//! A thread's exit releases its references in slot-index order (the order
+//! their values queue home in). `pump()`, `shutdown` and thread exit drain
+//! all of it; every call into the registry by `insert`, `insert_proxy`,
+//! `retain`, `get`, `proxy`, `release`, `pin`, `unpin`, `claim`,
+//! `Transfer::claim`, a successful `claim_raw` and
 //! `intern` drains a batch of [`DRAIN_BATCH`] first (`intern_proxy` makes
 //! three such calls; an `intern` whose `init` fails, or refused by a closed
 //! registry before its `init`, none). `count`, `holders`, `transfer`,

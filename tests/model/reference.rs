@@ -471,7 +471,16 @@ impl Model {
             self.drain(who, usize::MAX);
             let mut released = 0;
             if self.exit_release {
-                for o in 0..self.objs.len() {
+                // In slot-index order, as the registry walks the exiting
+                // thread's table: the order its releases queue values home
+                // in, which a bounded drain of that home sees (a slot taken
+                // from a thread's free cache can have a lower index than an
+                // object inserted before it).
+                let mut order: Vec<usize> = (0..self.objs.len())
+                    .filter(|&o| self.objs[o].live)
+                    .collect();
+                order.sort_by_key(|&o| parts(self.objs[o].handle).2);
+                for o in order {
                     if self.objs[o].live && self.objs[o].refs.remove(&who).is_some() {
                         released += 1;
                         if self.total(o, who) == 0 {
